@@ -1,0 +1,1 @@
+"""One folder per domain; quant_assets.definitions assembles them."""

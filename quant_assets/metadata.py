@@ -1,0 +1,26 @@
+"""Turning results into Dagster metadata users can read in the UI."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    """Dagster has no image metadata type: embed the PNG as a data URI in Markdown."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]]) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("(none)")
+    cols = list(rows[0])
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return dg.MetadataValue.md("\n".join(lines))

@@ -1,0 +1,83 @@
+"""Assemble the stored configuration of a trained pool from its evidence."""
+
+from __future__ import annotations
+
+import math
+
+from quant_core.data.panel import PricePanel
+from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
+from quant_core.provenance import code_version
+from quant_core.store import NewConfiguration
+from quant_core.train.pool import TrainedPool
+from quant_core.universe import Registry, Universe
+from quant_core.validate.walk_forward import WalkForwardReport
+
+
+def _finite(d: dict) -> dict:
+    """NaN/inf cannot be stored as JSON: record them as None."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
+
+
+def params_by_token(params: dict[str, list[float]], tokens_sorted: list[str]) -> dict[str, dict[str, float]]:
+    """{parameter: {token: value}} in user units: unambiguous for live trading."""
+    return {name: dict(zip(tokens_sorted, map(float, vals), strict=True)) for name, vals in params.items()}
+
+
+def build_configuration(
+    registry: Registry,
+    universe: Universe,
+    panel: PricePanel,
+    trained: TrainedPool,
+    in_sample: dict[str, float],
+    holdout: dict[str, float] | None,
+    report: WalkForwardReport,
+    previous_stage: LifecycleStage | None,
+    orchestrator_run_id: str | None = None,
+) -> NewConfiguration:
+    spec = universe.spec
+    decision = assign_stage(
+        StageEvidence(
+            sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage
+        ),
+        universe.stage_thresholds.thresholds(),
+    )
+    markets = [registry.market(universe.markets[t]) for t in spec.tokens]
+    end_test = spec.end_test or spec.end
+    return NewConfiguration(
+        universe_key=universe.name,
+        strategy=spec.rule,
+        method=trained.method,
+        exchanges=sorted({m.exchange for m in markets}),
+        symbols=[m.symbol for m in markets],
+        timeframe=markets[0].timeframe,
+        parameters=params_by_token(trained.params, spec.sorted_tokens),
+        metrics={
+            "in_sample": _finite(in_sample),
+            "holdout": _finite(holdout or {}),
+            "walk_forward": _finite(
+                {
+                    "oos_sharpe": report.oos_sharpe,
+                    "oos_hodl_sharpe": report.oos_hodl_sharpe,
+                    "mean_is_sharpe": report.mean_is_sharpe,
+                    "mean_oos_sharpe": report.mean_oos_sharpe,
+                    "oos_is_ratio": report.oos_is_ratio,
+                    "n_folds": float(len(report.folds)),
+                }
+            ),
+            "training_objective": trained.objective,
+        },
+        lifecycle_stage=decision.stage,
+        stage_reason=decision.reason,
+        stage_evidence=_finite(decision.evidence),
+        sample_size=report.sample_size,
+        train_start=spec.start,
+        train_end=spec.end,
+        test_start=spec.end,
+        test_end=end_test,
+        data_hash=panel.data_hash,
+        code_version=code_version(),
+        seed=trained.seed,
+        run_spec=spec.model_dump(mode="json"),
+        circuit_breakers=universe.effective_circuit_breakers,
+        orchestrator_run_id=orchestrator_run_id,
+    )

@@ -1,0 +1,56 @@
+"""PNG plots for reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pool_plot(timestamps, values, hodl_values, weights, tokens, title: str, split=None) -> bytes:
+    """Pool value vs HODL (top) and weights over time (bottom); `split` marks train/test."""
+    t = np.asarray(timestamps).astype("datetime64[ms]")
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(t, values, label="pool")
+    ax1.plot(t, hodl_values, label="HODL", alpha=0.8)
+    ax1.set_ylabel("value (USD)")
+    ax1.legend()
+    ax1.set_title(title)
+    ax2.stackplot(t, np.asarray(weights).T, labels=list(tokens))
+    ax2.set_ylabel("weight")
+    ax2.set_ylim(0, 1)
+    ax2.legend(loc="upper left", fontsize="small")
+    if split is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(np.datetime64(split, "ms"), color="k", ls="--", lw=1)
+    return _png(fig)
+
+
+def walk_forward_plot(report) -> bytes:
+    """Concatenated out-of-sample equity vs HODL, and per-fold in-sample / out-of-sample Sharpe."""
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6))
+    dates = np.asarray(report.oos_dates, dtype="datetime64[D]")
+    ax1.plot(dates, report.oos_equity, label=f"pool OOS (Sharpe {report.oos_sharpe:.2f})")
+    ax1.plot(dates, report.oos_hodl_equity, label=f"HODL (Sharpe {report.oos_hodl_sharpe:.2f})")
+    ax1.set_ylabel("growth of 1")
+    ax1.legend()
+    ax1.set_title("walk-forward: out-of-sample equity")
+    idx = np.arange(len(report.folds))
+    ax2.bar(idx - 0.2, [f.in_sample["daily_log_sharpe"] for f in report.folds], 0.4, label="in-sample")
+    ax2.bar(idx + 0.2, [f.out_of_sample["daily_log_sharpe"] for f in report.folds], 0.4, label="out-of-sample")
+    ax2.set_xlabel("fold")
+    ax2.set_ylabel("daily log Sharpe")
+    ax2.axhline(0, color="k", lw=0.5)
+    ax2.legend()
+    return _png(fig)

@@ -1,0 +1,1 @@
+"""JAX simulation of pools: estimators, weight-update rules, fine weights, reserve engines."""

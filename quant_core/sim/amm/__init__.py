@@ -1,0 +1,1 @@
+"""Reserve engines: how a pool's token amounts evolve under arbitrage."""

@@ -1,0 +1,1 @@
+"""Weight-update rules: each maps estimator outputs and parameters to a per-chunk weight change."""

@@ -1,0 +1,1 @@
+"""Training: objectives over price windows and the optimisers that maximise them."""

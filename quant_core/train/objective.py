@@ -1,0 +1,64 @@
+"""A pool objective: many parameter sets scored in one batched, compiled forward pass."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from quant_core.data.panel import PricePanel
+from quant_core.metrics import get_metric
+from quant_core.sim.simulate import (
+    compiled_forward,
+    initial_weights,
+    plan_window,
+    sorted_panel_rows,
+    static_settings,
+)
+from quant_core.spec import RunSpec
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_score(st, metric_name: str, steps_per_day: int):
+    """One compiled scorer per static settings: folds of equal length share it."""
+    forward = compiled_forward(st, batched=True)
+    metric_fn = get_metric(metric_name)
+
+    @jax.jit
+    def score(rows, params, w0, v0):
+        values, _, _ = forward(rows, params, w0, v0)
+        return jax.vmap(lambda v: metric_fn(v, steps_per_day))(values)
+
+    return score
+
+
+class PoolObjective:
+    """Scores parameter sets (user units, [B, n] per parameter) on one window of a panel.
+
+    The compiled function depends only on shapes and static settings, so folds of equal length
+    reuse one compilation."""
+
+    def __init__(
+        self,
+        panel: PricePanel,
+        spec: RunSpec,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        metric: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.window = plan_window(panel, spec, start, end)
+        self.metric_name = metric or spec.return_val
+        get_metric(self.metric_name)  # fail early on an unknown name
+        self._score = _compiled_score(static_settings(spec, self.window), self.metric_name, self.window.steps_per_day)
+        self._rows = jnp.asarray(sorted_panel_rows(panel, spec)[self.window.first_row : self.window.end_row])
+        self._w0 = jnp.asarray(initial_weights(spec))
+        self._v0 = jnp.float64(spec.initial_pool_value)
+
+    def __call__(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        batch = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
+        out = np.asarray(self._score(self._rows, batch, self._w0, self._v0))
+        return np.where(np.isfinite(out), out, -np.inf)

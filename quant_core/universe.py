@@ -1,0 +1,150 @@
+"""Markets and universes: what the platform ingests and what it trains, declared as data.
+
+A registry file (YAML) lists the markets (exchange + symbol + timeframe, and where their candles
+come from) and the universes (a strategy over some of those markets, with its run spec,
+walk-forward settings and stage thresholds). Adding a market or a universe needs no code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from quant_core.data.schema import Market
+from quant_core.lifecycle import DEFAULT_CIRCUIT_BREAKERS, StageThresholds
+from quant_core.spec import RunSpec
+from quant_core.validate.walk_forward import WalkForwardSettings
+
+
+class RegistryError(ValueError):
+    """The registry file is unusable; the message names the entry and field."""
+
+
+class MarketEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    source: Literal["shipped", "file"] = Field(
+        "shipped", description="shipped: the prices that ship with the project; file: `path` (long format)"
+    )
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path(self) -> MarketEntry:
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs `path` (a long-format price file)")
+        Market(self.exchange, self.symbol, self.timeframe)  # validates the identity
+        return self
+
+    @property
+    def market(self) -> Market:
+        return Market(self.exchange, self.symbol, self.timeframe)
+
+    @property
+    def key(self) -> str:
+        return self.market.key
+
+
+class ThresholdSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    discovery_below: int = StageThresholds.discovery_below
+    mature_above: int = StageThresholds.mature_above
+    mature_min_oos_sharpe: float = StageThresholds.mature_min_oos_sharpe
+    mature_max_p_value: float = StageThresholds.mature_max_p_value
+    retire_below_sharpe: float = StageThresholds.retire_below_sharpe
+
+    def thresholds(self) -> StageThresholds:
+        return StageThresholds(**self.model_dump())
+
+
+class Universe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="identifier: lower-case letters, digits and underscores")
+    description: str = ""
+    markets: dict[str, str] = Field(description="token -> market key (exchange.BASE-QUOTE.timeframe)")
+    spec: RunSpec
+    walk_forward: WalkForwardSettings = Field(default_factory=WalkForwardSettings)
+    stage_thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    circuit_breakers: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError(f"{v!r}: use lower-case letters, digits and underscores, starting with a letter")
+        return v
+
+    @field_validator("circuit_breakers")
+    @classmethod
+    def _breakers(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DEFAULT_CIRCUIT_BREAKERS))
+        if unknown:
+            raise ValueError(f"unknown circuit breakers {unknown}; valid: {sorted(DEFAULT_CIRCUIT_BREAKERS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _tokens_match(self) -> Universe:
+        if sorted(self.markets) != sorted(self.spec.tokens):
+            raise ValueError(
+                f"markets cover tokens {sorted(self.markets)} but spec.tokens is {self.spec.tokens}: "
+                f"give one market per token"
+            )
+        return self
+
+    @property
+    def effective_circuit_breakers(self) -> dict[str, float]:
+        return {**DEFAULT_CIRCUIT_BREAKERS, **self.circuit_breakers}
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    markets: list[MarketEntry]
+    universes: list[Universe] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Registry:
+        keys = [m.key for m in self.markets]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"markets listed twice: {dupes}")
+        names = [u.name for u in self.universes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"universe names must be unique, got {names}")
+        for u in self.universes:
+            missing = sorted(set(u.markets.values()) - set(keys))
+            if missing:
+                raise ValueError(f"universe {u.name!r} uses markets {missing} that are not in `markets` ({keys})")
+        return self
+
+    def market(self, key: str) -> MarketEntry:
+        for m in self.markets:
+            if m.key == key:
+                return m
+        raise KeyError(f"market {key!r} is not in the registry; known: {[m.key for m in self.markets]}")
+
+    def universe(self, name: str) -> Universe:
+        for u in self.universes:
+            if u.name == name:
+                return u
+        raise KeyError(f"universe {name!r} is not in the registry; known: {[u.name for u in self.universes]}")
+
+
+def load_registry(path: str | Path) -> Registry:
+    path = Path(path)
+    if not path.exists():
+        raise RegistryError(f"registry file {path} does not exist")
+    data = yaml.safe_load(path.read_text())
+    try:
+        return Registry.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"- {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise RegistryError(f"invalid registry {path}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Out-of-sample evidence: walk-forward folds and their statistics."""

@@ -1,0 +1,172 @@
+"""Walk-forward validation: retrain on each fold's training window, evaluate on its test window.
+
+Folds from (train, gap, test, step) in days over [start, end):
+    rolling:  train [start + i step, + train), test [train_end + gap, + test)
+    anchored: train [start, start + train + i step), test as above
+Each test window is simulated from its own start with estimator warm-up taken from the data
+*before* that start (never from inside the test window), and a fresh pool at the initial weights.
+The out-of-sample daily log returns of all folds are concatenated into one equity curve; its
+Sharpe (daily_log_sharpe formula) and length (the sample size) are the evidence the lifecycle
+stage is decided from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from quant_core import metrics
+from quant_core.data.panel import PricePanel
+from quant_core.sim.simulate import simulate
+from quant_core.spec import RunSpec
+from quant_core.train.pool import TrainedPool, train_pool
+
+
+class WalkForwardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train_days: int = Field(180, ge=2, description="length of each training window")
+    test_days: int = Field(60, ge=2, description="length of each out-of-sample window")
+    gap_days: int = Field(0, ge=0, description="days skipped between training and test")
+    step_days: int | None = Field(None, ge=1, description="roll step (default: test_days)")
+    anchored: bool = Field(False, description="expanding training window from the start")
+    min_folds: int = Field(2, ge=1)
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    train_start: datetime
+    train_end: datetime
+    test_start: datetime
+    test_end: datetime
+
+
+def make_folds(start: datetime, end: datetime, s: WalkForwardSettings) -> list[Fold]:
+    step = timedelta(days=s.step_days or s.test_days)
+    train, gap, test = timedelta(days=s.train_days), timedelta(days=s.gap_days), timedelta(days=s.test_days)
+    folds: list[Fold] = []
+    i = 0
+    while True:
+        train_start = start if s.anchored else start + i * step
+        train_end = start + train + i * step
+        test_start = train_end + gap
+        test_end = test_start + test
+        if test_end > end:
+            break
+        folds.append(Fold(i, train_start, train_end, test_start, test_end))
+        i += 1
+    if len(folds) < s.min_folds:
+        need = s.train_days + s.gap_days + s.test_days + (s.min_folds - 1) * (s.step_days or s.test_days)
+        raise ValueError(
+            f"walk-forward over {start:%Y-%m-%d}..{end:%Y-%m-%d} ({(end - start).days} days) gives {len(folds)} "
+            f"fold(s), fewer than min_folds={s.min_folds}: it needs {need} days; shorten train_days/test_days "
+            f"or extend the data window"
+        )
+    return folds
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    params: dict[str, list[float]]
+    in_sample: dict[str, float]
+    out_of_sample: dict[str, float]
+    oos_hodl: dict[str, float]
+    oos_log_returns: list[float]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fold"] = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self.fold).items()}
+        return d
+
+
+@dataclass
+class WalkForwardReport:
+    metric: str
+    folds: list[FoldResult]
+    oos_sharpe: float
+    oos_hodl_sharpe: float
+    mean_is_sharpe: float
+    mean_oos_sharpe: float
+    oos_is_ratio: float
+    sample_size: int  # out-of-sample daily returns
+    oos_equity: list[float] = field(default_factory=list)
+    oos_hodl_equity: list[float] = field(default_factory=list)
+    oos_dates: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "folds"}
+        d["folds"] = [f.to_dict() for f in self.folds]
+        return d
+
+
+def _log_returns(values: np.ndarray, steps_per_day: int) -> np.ndarray:
+    return np.asarray(metrics.daily_log_returns(values, steps_per_day))
+
+
+def walk_forward(
+    panel: PricePanel,
+    spec: RunSpec,
+    settings: WalkForwardSettings,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    seed: int | None = None,
+    n_trials: int | None = None,
+    trainer: Callable[..., TrainedPool] = train_pool,
+    log: Callable[[str], None] | None = None,
+) -> WalkForwardReport:
+    """Retrain per fold over [start, end) (default: startDateString .. endTestDateString or end)."""
+    start = start or spec.start
+    end = end or spec.end_test or spec.end
+    hodl_spec = spec.model_copy(update={"rule": "hodl", "parameters": None})
+    results: list[FoldResult] = []
+    all_r, all_hodl, dates = [], [], []
+    for fold in make_folds(start, end, settings):
+        trained = trainer(panel, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
+        is_sim = simulate(panel, spec, trained.params, start=fold.train_start, end=fold.train_end)
+        oos_sim = simulate(panel, spec, trained.params, start=fold.test_start, end=fold.test_end)
+        hodl_sim = simulate(panel, hodl_spec, start=fold.test_start, end=fold.test_end)
+        r = _log_returns(oos_sim.values, oos_sim.steps_per_day)
+        all_r.append(r)
+        all_hodl.append(_log_returns(hodl_sim.values, hodl_sim.steps_per_day))
+        days = oos_sim.timestamps[:: oos_sim.steps_per_day][1:]
+        dates.extend(str(np.datetime64(t, "D")) for t in days)
+        results.append(
+            FoldResult(
+                fold=fold,
+                params=trained.params,
+                in_sample=metrics.summary(is_sim.values, is_sim.steps_per_day),
+                out_of_sample=metrics.summary(oos_sim.values, oos_sim.steps_per_day),
+                oos_hodl=metrics.summary(hodl_sim.values, hodl_sim.steps_per_day),
+                oos_log_returns=r.tolist(),
+            )
+        )
+        if log:
+            log(
+                f"fold {fold.index}: train {fold.train_start:%Y-%m-%d}..{fold.train_end:%Y-%m-%d} "
+                f"IS {results[-1].in_sample['daily_log_sharpe']:.3f}, test {fold.test_start:%Y-%m-%d}.."
+                f"{fold.test_end:%Y-%m-%d} OOS {results[-1].out_of_sample['daily_log_sharpe']:.3f}"
+            )
+    r_all = np.concatenate(all_r)
+    h_all = np.concatenate(all_hodl)
+    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in results]))
+    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in results]))
+    return WalkForwardReport(
+        metric=spec.return_val,
+        folds=results,
+        oos_sharpe=float(metrics.sharpe_of_returns(r_all)),
+        oos_hodl_sharpe=float(metrics.sharpe_of_returns(h_all)),
+        mean_is_sharpe=mean_is,
+        mean_oos_sharpe=mean_oos,
+        oos_is_ratio=float(mean_oos / mean_is) if mean_is != 0 else float("nan"),
+        sample_size=int(r_all.size),
+        oos_equity=np.exp(np.cumsum(r_all)).tolist(),
+        oos_hodl_equity=np.exp(np.cumsum(h_all)).tolist(),
+        oos_dates=dates,
+    )

@@ -1,0 +1,37 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from quant_core.sim.rules.momentum import momentum_delta
+from quant_core.sim.weights import chunk_weights, guardrail
+
+
+@given(arrays(np.float64, (40, 4), elements=st.floats(-0.5, 0.5)), st.floats(1e-5, 1e-2), st.sampled_from([1, 60, 1440]))
+@settings(max_examples=80, deadline=None)
+def test_chunk_weights_invariants(deltas, max_change, wip):
+    deltas = deltas - deltas.mean(axis=1, keepdims=True)
+    w0 = np.full(4, 0.25)
+    w, d = chunk_weights(w0, deltas, minimum_weight=0.025, maximum_change=max_change, interpolation_period=wip)
+    w, d = np.asarray(w), np.asarray(d)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(d.sum(axis=1), 0.0, atol=1e-12)
+    assert np.abs(d).max() <= max_change * (1 + 1e-9)
+    reached = w + wip * d
+    assert reached.min() >= 0.025 - 1e-9  # between min weight targets the ramp stays in bounds
+    np.testing.assert_allclose(w[1:], reached[:-1], atol=1e-15)
+
+
+def test_guardrail_clips_and_redistributes():
+    out = np.asarray(guardrail(np.array([0.9, 0.08, 0.02]), 0.1 / 3))
+    assert abs(out.sum() - 1) < 1e-15
+    assert out[2] == np.float64(0.1 / 3)
+    # the free assets share the rest in proportion to their unclipped weights
+    assert out[0] / out[1] == np.float64(0.9 / 0.08) or abs(out[0] / out[1] - 0.9 / 0.08) < 1e-9
+
+
+@given(arrays(np.float64, (5, 3), elements=st.floats(-1, 1)), arrays(np.float64, (3,), elements=st.floats(0.01, 100)))
+@settings(max_examples=50, deadline=None)
+def test_momentum_delta_sums_to_zero(grads, k):
+    delta = np.asarray(momentum_delta(grads, k))
+    np.testing.assert_allclose(delta.sum(axis=1), 0.0, atol=1e-9 * (1 + np.abs(delta).max()))
