@@ -7,7 +7,9 @@ from quant_core.sim.rules.momentum import momentum_delta
 from quant_core.sim.weights import chunk_weights, guardrail
 
 
-@given(arrays(np.float64, (40, 4), elements=st.floats(-0.5, 0.5)), st.floats(1e-5, 1e-2), st.sampled_from([1, 60, 1440]))
+@given(
+    arrays(np.float64, (40, 4), elements=st.floats(-0.5, 0.5)), st.floats(1e-5, 1e-2), st.sampled_from([1, 60, 1440])
+)
 @settings(max_examples=80, deadline=None)
 def test_chunk_weights_invariants(deltas, max_change, wip):
     deltas = deltas - deltas.mean(axis=1, keepdims=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from quant_core.data.price_file import PriceFileSource
-from quant_core.universe import MarketEntry, Registry
 from quant_assets.partitions import market_partitions
 from quant_assets.resources import CandleStoreResource
+from quant_core.data.price_file import PriceFileSource
+from quant_core.universe import MarketEntry, Registry
 
 CANDLES_KEY = dg.AssetKey(["market_data", "candles"])
 

@@ -9,6 +9,9 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from quant_assets.defs.market_data.assets import CANDLES_KEY
+from quant_assets.metadata import markdown_table, png_markdown
+from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
 from quant_core import metrics
 from quant_core.configuration import build_configuration
 from quant_core.data.panel import PricePanel, build_panel
@@ -18,9 +21,6 @@ from quant_core.sim.simulate import simulate
 from quant_core.train.pool import TrainedPool, train_pool
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
-from quant_assets.defs.market_data.assets import CANDLES_KEY
-from quant_assets.metadata import markdown_table, png_markdown
-from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
 
 
 class TrainConfig(dg.Config):
@@ -66,7 +66,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "last": str(last),
                 "step_minutes": panel.step_minutes,
                 "data_hash": panel.data_hash,
-                "last_prices": markdown_table([{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]),
+                "last_prices": markdown_table(
+                    [{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]
+                ),
             }
         )
         return panel
@@ -147,7 +149,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
             },
         )
         finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
-        yield dg.AssetCheckResult(check_name="finite_oos_metrics", passed=bool(finite and np.isfinite(report.oos_sharpe)))
+        yield dg.AssetCheckResult(
+            check_name="finite_oos_metrics", passed=bool(finite and np.isfinite(report.oos_sharpe))
+        )
 
     @dg.asset(
         key=[name, "configuration"],

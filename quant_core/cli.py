@@ -1,0 +1,139 @@
+"""The `quant` command: the library without the platform.
+
+    quant simulate SPEC --prices FILE --out OUT.csv   one forward pass, one row per data step
+    quant train SPEC --prices FILE [--out PARAMS.json]  train the spec's parameters on its window
+    quant db upgrade                                  apply migrations to $QUANT_DATABASE_URL (SQLite default)
+    quant configs list [--stage S] [--universe U]     stored configurations
+    quant configs export ID                           one configuration as JSON, for live trading
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+
+def _panel(spec, prices_path: str):
+    from quant_core.data.panel import panel_from_long_prices
+    from quant_core.data.price_file import read_long_prices
+
+    return panel_from_long_prices(read_long_prices(prices_path), spec.tokens)
+
+
+def cmd_simulate(args) -> int:
+    from quant_core.sim.simulate import simulate
+    from quant_core.spec import load_run_spec
+
+    spec = load_run_spec(args.spec)
+    result = simulate(_panel(spec, args.prices), spec)
+    frame = result.to_frame(spec.tokens)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(out)
+    print(f"wrote {frame.height} rows to {out}: final value {result.values[-1]:.2f}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from quant_core.spec import load_run_spec
+    from quant_core.train.pool import train_pool
+
+    spec = load_run_spec(args.spec)
+    trained = train_pool(_panel(spec, args.prices), spec, seed=args.seed, n_trials=args.n_trials, log=print)
+    payload = {"rule": spec.rule, "tokens": spec.sorted_tokens, "parameters": trained.params,
+               "metric": trained.metric, "objective": trained.objective, "method": trained.method,
+               "seed": trained.seed}
+    text = json.dumps(payload, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from quant_core.store import ConfigurationStore
+
+    store = ConfigurationStore(args.url, migrate=True)
+    print(f"migrations applied to {store.url}")
+    store.dispose()
+    return 0
+
+
+def _jsonable(obj):
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return str(obj)
+
+
+def cmd_configs(args) -> int:
+    from quant_core.store import ConfigurationStore
+
+    store = ConfigurationStore(args.url)
+    try:
+        if args.action == "list":
+            from quant_core.reporting import configuration_rows, format_table
+
+            configs = store.list_configurations(universe_key=args.universe, stage=args.stage)
+            print(format_table(configuration_rows(configs)))
+            return 0
+        if args.action == "export":
+            cfg = store.get_configuration(args.id)
+            if cfg is None:
+                print(f"no configuration with id {args.id}; `quant configs list` shows the ids", file=sys.stderr)
+                return 2
+            print(json.dumps(asdict(cfg), indent=2, default=_jsonable))
+            return 0
+    finally:
+        store.dispose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quant", description="TFMM / strategy simulation and training")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("simulate", help="one forward pass of a run spec over a price file")
+    s.add_argument("spec", help="run spec (YAML or JSON file)")
+    s.add_argument("--prices", required=True, help="long-format prices: CSV date,token,price_usd or Parquet")
+    s.add_argument("--out", required=True, help="CSV to write")
+    s.set_defaults(func=cmd_simulate)
+    t = sub.add_parser("train", help="train the spec's parameters on its training window")
+    t.add_argument("spec")
+    t.add_argument("--prices", required=True)
+    t.add_argument("--out", help="write the trained parameters as JSON here")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--n-trials", type=int)
+    t.set_defaults(func=cmd_train)
+    db = sub.add_parser("db", help="the configuration store's schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
+    db.set_defaults(func=cmd_db_upgrade)
+    c = sub.add_parser("configs", help="stored configurations")
+    c.add_argument("action", choices=["list", "export"])
+    c.add_argument("id", nargs="?", type=int)
+    c.add_argument("--stage")
+    c.add_argument("--universe")
+    c.add_argument("--url")
+    c.set_defaults(func=cmd_configs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "n_trials", None) is not None and args.n_trials < 1:
+        parser.error("--n-trials must be >= 1")
+    if getattr(args, "action", None) == "export" and args.id is None:
+        parser.error("configs export needs an ID (see `quant configs list`)")
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from helpers import random_walk_panel
+
+from quant_core.spec import load_run_spec
+from quant_core.train.objective import PoolObjective
+from quant_core.train.search import optuna_search, search_space
+from quant_core.validate.walk_forward import WalkForwardSettings, make_folds, walk_forward
+
+D0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_rolling_folds():
+    folds = make_folds(D0, D0 + timedelta(days=100), WalkForwardSettings(train_days=30, test_days=10, gap_days=5))
+    assert len(folds) == 6
+    f = folds[1]
+    assert (f.train_start, f.train_end) == (D0 + timedelta(days=10), D0 + timedelta(days=40))
+    assert (f.test_start, f.test_end) == (D0 + timedelta(days=45), D0 + timedelta(days=55))
+    assert all(x.test_start >= x.train_end for x in folds)
+
+
+def test_anchored_folds_expand():
+    folds = make_folds(D0, D0 + timedelta(days=60), WalkForwardSettings(train_days=20, test_days=10, anchored=True))
+    assert [f.train_start for f in folds] == [D0] * 4
+    assert [(f.train_end - D0).days for f in folds] == [20, 30, 40, 50]
+
+
+def test_too_short_names_the_fix():
+    with pytest.raises(ValueError, match="shorten train_days"):
+        make_folds(D0, D0 + timedelta(days=20), WalkForwardSettings(train_days=30, test_days=10))
+
+
+def _spec(**kw):
+    return load_run_spec({
+        "rule": "momentum", "tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-21",
+        "endDateString": "2024-03-01", "endTestDateString": "2024-04-20", "max_memory_days": 20,
+        "optimisation_settings": {"method": "optuna", "optuna_settings": {
+            "n_trials": 8, "n_jobs": 4, "n_startup_trials": 4, "expand_around": False,
+            "parameter_config": {"memory_days": {"low": 1, "high": 30, "log_scale": True, "scalar": True},
+                                 "k_per_day": {"low": 1, "high": 300, "log_scale": True}}}}, **kw})
+
+
+def test_search_finds_the_best_of_its_trials_and_is_reproducible():
+    panel = random_walk_panel(120, seed=2)
+    spec = _spec()
+    dims = {d.name: d for d in search_space(spec)}
+    assert dims["memory_days"].scalar and not dims["k_per_day"].scalar
+    objective = PoolObjective(panel, spec)
+    a = optuna_search(objective, spec, seed=1)
+    b = optuna_search(objective, spec, seed=1)
+    assert a.best_params == b.best_params and a.n_trials == 8
+    assert a.best_value == max(h["value"] for h in a.history)
+    # the reported value is the objective at the reported parameters
+    again = objective({k: np.array([v]) for k, v in a.best_params.items()})[0]
+    assert again == pytest.approx(a.best_value, rel=1e-12)
+    assert len(set(a.best_params["memory_days"])) == 1
+
+
+@pytest.mark.slow
+def test_walk_forward_report():
+    panel = random_walk_panel(120, seed=4)
+    spec = _spec()
+    rep = walk_forward(panel, spec, WalkForwardSettings(train_days=30, test_days=20), seed=0)
+    assert len(rep.folds) == 3  # 90 days: 30 train + 20 test, rolled by 20
+    assert rep.sample_size == sum(len(f.oos_log_returns) for f in rep.folds) == 3 * 19
+    assert np.isfinite(rep.oos_sharpe) and np.isfinite(rep.mean_is_sharpe)
+    assert len(rep.oos_equity) == len(rep.oos_dates) == rep.sample_size
+    import json
+
+    json.dumps(rep.to_dict())
+
+
+def test_out_of_sample_ignores_prices_after_the_test_window():
+    """Perturbing prices after a fold's test window leaves its out-of-sample numbers unchanged."""
+    from quant_core.data.panel import PricePanel
+
+    panel = random_walk_panel(120, seed=4)
+    spec = _spec()
+    s = WalkForwardSettings(train_days=30, test_days=20, min_folds=1)
+    base = walk_forward(panel, spec, s, seed=0, n_trials=4, end=D0 + timedelta(days=20 + 50))
+    prices = panel.prices.copy()
+    prices[71:] *= 1.5
+    moved = walk_forward(PricePanel(panel.timestamps, panel.tokens, prices, 1440, {}), spec, s, seed=0, n_trials=4,
+                         end=D0 + timedelta(days=20 + 50))
+    assert base.folds[0].oos_log_returns == moved.folds[0].oos_log_returns
