@@ -173,7 +173,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     ) -> dg.MaterializeResult:
         store = config_store.open()
         try:
-            existing = [c for c in store.list_configurations(universe_key=name) if c.train_end <= spec.end]
+            existing = [c for c in store.list_configurations(universe_key=name) if c.train_end < spec.end]
             previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
             is_sim = simulate(panel, spec, trained.params)
             in_sample = metrics.summary(is_sim.values, is_sim.steps_per_day)
