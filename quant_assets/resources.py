@@ -1,7 +1,6 @@
 """Resources: where candles and configurations live. Defaults are the embedded ones (files under
 $QUANT_HOME, SQLite store); QUANT_DATABASE_URL points the store at PostgreSQL."""
 
-from __future__ import annotations
 
 import dagster as dg
 

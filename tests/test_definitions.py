@@ -20,7 +20,7 @@ def test_asset_graph_of_the_demo_universe():
     u = "momentum_btc_eth_usdc_1d"
     assert {"market_data/candles", f"{u}/price_panel", f"{u}/trained_parameters",
             f"{u}/walk_forward_report", f"{u}/configuration"} <= keys
-    candles = defs.resolve_assets_def("market_data/candles")
+    candles = defs.resolve_assets_def(dg.AssetKey(["market_data", "candles"]))
     assert set(candles.partitions_def.get_partition_keys()) == {
         "shipped.BTC-USD.1d", "shipped.ETH-USD.1d", "shipped.USDC-USD.1d"}
 

@@ -1,6 +1,5 @@
 """Candles per market, loaded from the market's source into the Parquet candle store."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -3,7 +3,6 @@
 Asset bodies are thin: they call quant_core and record what a user wants to see in the UI.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import numpy as np
@@ -182,7 +181,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 ho = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test)
                 holdout = metrics.summary(ho.values, ho.steps_per_day)
             new = build_configuration(registry, universe, panel, trained, in_sample, holdout, report, previous,
-                                      orchestrator_run_id=context.run_id)
+                                      orchestrator_run_id=context.run.run_id)
             stored = store.upsert_configuration(new)
         finally:
             store.dispose()
