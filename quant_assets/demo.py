@@ -47,21 +47,22 @@ def run_demo(n_trials: int | None = None) -> int:
     resources = dict(defs.resources)
     instance = dg.DagsterInstance.get()
     print(f"Dagster home: {home}")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for market in registry.markets:
-        result = dg.materialize(assets, selection=[CANDLES_KEY], partition_key=market.key,
+        result = dg.materialize(assets, selection=[CANDLES_KEY], partition_key=market.key, run_config=quiet,
                                 instance=instance, resources=resources, raise_on_error=False)
-        print(f"candles {market.key}: {'ok' if result.success else 'FAILED'}")
+        print(f"candles {market.key}: {'ok' if result.success else 'FAILED'}", flush=True)
         if not result.success:
             return 1
     for universe in registry.universes:
-        run_config = None
+        run_config = dict(quiet)
         if n_trials:
             cfg = {"config": {"n_trials": n_trials}}
-            run_config = {"ops": {f"{universe.name}__trained_parameters": cfg,
-                                  f"{universe.name}__walk_forward_report": cfg}}
+            run_config["ops"] = {f"{universe.name}__trained_parameters": cfg,
+                                 f"{universe.name}__walk_forward_report": cfg}
         result = dg.materialize(assets, selection=dg.AssetSelection.groups(universe.name), instance=instance,
                                 resources=resources, run_config=run_config, raise_on_error=False)
-        print(f"universe {universe.name}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        print(f"universe {universe.name}: {'ok' if result.success else 'FAILED'} (run {result.run_id})", flush=True)
         if not result.success:
             return 1
     store = ConfigurationStore()
