@@ -1,0 +1,73 @@
+"""The `quant` command on real files: simulate, db upgrade, configs list/export."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from quant_core.cli import main
+from quant_core.data.price_file import shipped_prices_path
+from quant_core.lifecycle import LifecycleStage
+from quant_core.store import ConfigurationStore, NewConfiguration
+
+SPEC = """
+rule: momentum
+tokens: [USDC, BTC, ETH]
+startDateString: "2024-01-01 00:00:00"
+endDateString: "2024-03-01 00:00:00"
+parameters: {memory_days: 7, k_per_day: [10, 20, 30]}
+"""
+
+
+def test_simulate_writes_one_row_per_step(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "out.csv"
+    assert main(["simulate", str(spec), "--prices", str(shipped_prices_path()), "--out", str(out)]) == 0
+    df = pl.read_csv(out, try_parse_dates=True)
+    assert df.height == 60  # 2024-01-01 .. 2024-02-29, end exclusive
+    assert df.columns == ["timestamp", "value", "weight_USDC", "weight_BTC", "weight_ETH",
+                          "reserve_USDC", "reserve_BTC", "reserve_ETH"]
+    assert df["value"][0] == 1_000_000.0
+    np.testing.assert_allclose(df.select(pl.sum_horizontal("^weight_.*$")).to_numpy().ravel(), 1.0, atol=1e-12)
+    assert "wrote 60 rows" in capsys.readouterr().out
+
+
+def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC + "chunk_perid: 60\n")
+    code = main(["simulate", str(spec), "--prices", str(shipped_prices_path()), "--out", str(tmp_path / "o.csv")])
+    assert code == 2
+    assert "chunk_perid: unknown key; did you mean 'chunk_period'" in capsys.readouterr().err
+
+
+def test_db_upgrade_and_configs(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert main(["db", "upgrade", "--url", url]) == 0
+    d = datetime(2024, 1, 1, tzinfo=UTC)
+    with ConfigurationStore(url) as store:
+        cfg = store.upsert_configuration(NewConfiguration(
+            universe_key="u1", strategy="momentum", method="optuna", exchanges=["shipped"], symbols=["BTC/USD"],
+            timeframe="1d", parameters={"k_per_day": {"BTC": 1.0}}, metrics={"in_sample": {"daily_log_sharpe": 1.2},
+                                                                           "walk_forward": {"oos_sharpe": 0.7}},
+            lifecycle_stage=LifecycleStage.VALIDATION, stage_reason="r", stage_evidence={}, sample_size=40,
+            train_start=d, train_end=d.replace(month=3), test_start=d.replace(month=3), test_end=d.replace(month=4),
+            data_hash="h", code_version="v", seed=0, run_spec={}))
+    capsys.readouterr()
+    assert main(["configs", "list", "--url", url, "--stage", "VALIDATION"]) == 0
+    listing = capsys.readouterr().out
+    assert "u1" in listing and "VALIDATION" in listing and "0.700" in listing
+    assert main(["configs", "export", str(cfg.id), "--url", url]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["parameters"] == {"k_per_day": {"BTC": 1.0}} and exported["lifecycle_stage"] == "VALIDATION"
+    assert main(["configs", "export", "999", "--url", url]) == 2
+
+
+def test_console_script_installed():
+    exe = Path(sys.executable).parent / "quant"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "simulate" in out.stdout
