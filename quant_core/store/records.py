@@ -119,33 +119,11 @@ class NewConfiguration:
             raise ValueError(f"test window is reversed: test_start {self.test_start} > test_end {self.test_end}")
 
 
-@dataclass
-class StoredConfiguration:
-    """A configuration as stored: its id, every NewConfiguration field, and bookkeeping."""
+@dataclass(frozen=True, kw_only=True)
+class StoredConfiguration(NewConfiguration):
+    """A configuration as stored: every NewConfiguration field, its id, and bookkeeping."""
 
     id: int
-    universe_key: str
-    strategy: str
-    method: str
-    exchanges: list[str]
-    symbols: list[str]
-    timeframe: str
-    parameters: dict
-    metrics: dict
-    lifecycle_stage: LifecycleStage
-    stage_reason: str
-    stage_evidence: dict
-    sample_size: int
-    train_start: datetime
-    train_end: datetime
-    test_start: datetime
-    test_end: datetime
-    data_hash: str
-    code_version: str
-    seed: int
-    run_spec: dict
-    circuit_breakers: dict
-    orchestrator_run_id: str | None
     created_at: datetime
     updated_at: datetime
     superseded_by: int | None
