@@ -19,7 +19,8 @@ def test_shipped_registry_loads():
 @pytest.mark.parametrize(
     "universe,needle",
     [
-        ("{name: u, markets: {BTC: shipped.BTC-USD.1d, USDC: kraken.USDC-USD.1d}, spec: {rule: hodl, tokens: [BTC, USDC]}}",
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d, USDC: kraken.USDC-USD.1d}, "
+         "spec: {rule: hodl, tokens: [BTC, USDC]}}",
          "uses markets ['kraken.USDC-USD.1d'] that are not in `markets`"),
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC, USDC]}}",
          "give one market per token"),
