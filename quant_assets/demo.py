@@ -72,7 +72,9 @@ def run_demo(n_trials: int | None = None) -> int:
     finally:
         store.dispose()
     print("\nOpen the UI on these runs with:")
-    print(f"  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+    from quant_core.paths import repo_root
+
+    print(f"  cd {repo_root() or Path.cwd()} && DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
     return 0
 
 
