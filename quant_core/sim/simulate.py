@@ -22,7 +22,7 @@ import polars as pl
 from quant_core.data.panel import PricePanel
 from quant_core.sim.amm.g3m import g3m_log_reserves
 from quant_core.sim.registry import PoolRule, get_rule
-from quant_core.sim.weights import chunk_weights, weight_at
+from quant_core.sim.weights import WeightSchedule, chunk_weights
 from quant_core.spec import MINUTES_PER_DAY, RunSpec
 
 
@@ -113,18 +113,17 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
         weights = weights / jnp.sum(weights, axis=1, keepdims=True)
     else:
         if rule.kind == "static_weights":
-            def weight_fn(minutes):
-                return jnp.broadcast_to(w0, minutes.shape + w0.shape)
+            schedule = WeightSchedule.constant(w0, st.chunk_period)
         else:
-            weight_fn = _dynamic_weight_fn(rule, st, rows, params, w0)
-        log_r = g3m_log_reserves(log_prices, weight_fn, st.step_minutes, log_r0)
-        weights = weight_fn(boundary_minutes)
+            schedule = _dynamic_schedule(rule, st, rows, params, w0)
+        log_r = g3m_log_reserves(log_prices, schedule, st.step_minutes, log_r0)
+        weights = schedule.at(boundary_minutes)
     reserves = jnp.exp(log_r)
     values = jnp.sum(reserves * prices, axis=1)
     return values, weights, reserves
 
 
-def _dynamic_weight_fn(rule: PoolRule, st: _Static, rows, params, w0):
+def _dynamic_schedule(rule: PoolRule, st: _Static, rows, params, w0) -> WeightSchedule:
     n_chunks = math.ceil(st.n_steps * st.step_minutes / st.chunk_period) + 1
     start_chunk = st.warmup_rows // st.stride
     last_row = rows.shape[0] - 1
@@ -136,10 +135,7 @@ def _dynamic_weight_fn(rule: PoolRule, st: _Static, rows, params, w0):
         w0, bout_deltas, minimum_weight=st.minimum_weight, maximum_change=st.maximum_change,
         interpolation_period=st.interpolation_period,
     )
-    return functools.partial(
-        weight_at, initial_weights=w0, w_start=w_start, d=d,
-        chunk_period=st.chunk_period, interpolation_period=st.interpolation_period,
-    )
+    return WeightSchedule(w0, w_start, d, st.chunk_period, st.interpolation_period)
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,6 +13,8 @@ The weights then ramp linearly from W_c by d_c per minute for wip minutes (see `
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -70,3 +72,32 @@ def weight_at(
     idx = jnp.clip(block, 0, w_start.shape[0] - 1)
     ramped = w_start[idx] + offset[..., None] * d[idx]
     return jnp.where((block < 0)[..., None], initial_weights, ramped)
+
+
+class WeightSchedule(NamedTuple):
+    """Piecewise-linear weights over bout minutes: W_0 for the first chunk, then in chunk b+1 a
+    ramp from w_start[b] by d[b] per minute for `interpolation_period` minutes, then a hold."""
+
+    initial: jax.Array  # [n]
+    w_start: jax.Array  # [C, n]
+    d: jax.Array  # [C, n]
+    chunk_period: int
+    interpolation_period: int
+
+    @classmethod
+    def constant(cls, weights: jax.Array, chunk_period: int = 1440) -> WeightSchedule:
+        w = jnp.asarray(weights)
+        return cls(w, w[None, :], jnp.zeros_like(w)[None, :], chunk_period, chunk_period)
+
+    def at(self, minutes: jax.Array) -> jax.Array:
+        return weight_at(minutes, self.initial, self.w_start, self.d,
+                         chunk_period=self.chunk_period, interpolation_period=self.interpolation_period)
+
+    def segment(self, minutes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """For chunk-local clock: the ramp start W_b [.., n], slope d_b [.., n] and offset in the chunk [..]."""
+        block = minutes // self.chunk_period - 1
+        idx = jnp.clip(block, 0, self.w_start.shape[0] - 1)
+        before = (block < 0)[..., None]
+        w_b = jnp.where(before, self.initial, self.w_start[idx])
+        d_b = jnp.where(before, 0.0, self.d[idx])
+        return w_b, d_b, minutes % self.chunk_period

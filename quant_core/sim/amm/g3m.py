@@ -1,14 +1,21 @@
-"""Zero-fee G3M reserves under perfect arbitrage, stepping through every minute.
+"""Zero-fee G3M reserves under perfect arbitrage, minute by minute, summed in closed form.
 
 Per minute, prices p -> p' and weights w -> w' (both arbitraged perfectly):
     price move:  R_i <- R_i prod_j r_j^{w_j} / r_i            (r = p'/p)
     weight move: R_i <- R_i s_i / prod_j s_j^{w'_j}            (s = w'/w)
-In logs this is a sum of per-minute increments, so reserves at each data step are a cumulative
-sum. Data coarser than a minute (daily candles) is stepped through its minutes with log-linearly
-interpolated prices: jumping the weights once per data step would make the arbitrageur take
-sum w' log(w'/w) of the value at each jump, which the minute ramp does not lose.
-Within one data step the minute weights and prices are evaluated vectorised; steps are mapped in
-batches to bound memory.
+In logs each minute adds an increment, so the reserves at each data step are a cumulative sum.
+Data coarser than a minute (daily candles) is stepped through its minutes with log-linearly
+interpolated prices: jumping the weights once per step would let the arbitrageur take
+sum w' log(w'/w) of the value at each jump, which the per-minute ramp does not lose.
+
+Within one data step of M minutes the per-minute log price change delta is constant and the
+weights are linear in the minute (w_m = a + m d while ramping, then constant), so the M minutes
+sum exactly to
+    price part:  (sum_{m<M} w_m) . delta - M delta_i
+    weight part: log w_M,i - log w_0,i - sum_j [x_K log x_K - a log a - d sum_{m<K} log(a + m d)]_j
+with K ramping minutes, x_m = a + m d, and sum_{m<K} log(a + m d) = K log|d| + lgamma(...) -
+lgamma(...). That makes a step O(n) instead of O(M n); `g3m_log_reserves_per_minute` is the
+minute-by-minute reference it is tested against.
 """
 
 from __future__ import annotations
@@ -17,35 +24,74 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import gammaln
 
-WeightFn = Callable[[jax.Array], jax.Array]
+from quant_core.sim.weights import WeightSchedule
+
+# Below this |d|/a the lgamma form loses more than it gains; the second-order expansion is exact there.
+_SMALL_SLOPE = 1e-9
 
 
-def _map_batch_size(step_minutes: int) -> int:
-    return max(1, 65536 // (step_minutes + 1))
+def _ramp_arbitrage_loss(a: jax.Array, d: jax.Array, k: jax.Array) -> jax.Array:
+    """sum_{m=1..K} x_m log(x_m / x_{m-1}) for x_m = a + m d (elementwise; K may be 0)."""
+    x_k = a + k * d
+    small = jnp.abs(d) < _SMALL_SLOPE * a
+    safe_d = jnp.where(small, 1.0, d)
+    z = a / jnp.abs(safe_d)
+    log_sum = k * jnp.log(jnp.abs(safe_d)) + jnp.where(
+        safe_d > 0, gammaln(z + k) - gammaln(z), gammaln(z + 1.0) - gammaln(z - k + 1.0)
+    )
+    exact = x_k * jnp.log(x_k) - a * jnp.log(a) - safe_d * log_sum
+    # |d| << a: sum d (1 + d/(2 x)) + O(d^3), with sum_{m<K} 1/x_m ~ K / a
+    series = k * d + 0.5 * d * d * k / a
+    return jnp.where(small, series, exact)
 
 
 def g3m_log_reserves(
-    log_prices: jax.Array,
-    weight_fn: WeightFn,
-    step_minutes: int,
-    initial_log_reserves: jax.Array,
+    log_prices: jax.Array, schedule: WeightSchedule, step_minutes: int, initial_log_reserves: jax.Array
 ) -> jax.Array:
-    """Log reserves at each data step [S, n], given log prices at the steps [S, n] and the
-    weights held at any bout minute (`weight_fn(minutes [...]) -> [..., n]`)."""
+    """Log reserves at each data step [S, n] given log prices at the steps [S, n]."""
     n_steps = log_prices.shape[0]
     if n_steps == 1:
         return initial_log_reserves[None, :]
+    m = float(step_minutes)
+    wip = schedule.interpolation_period
+    starts = jnp.arange(n_steps - 1) * step_minutes
+    w_b, d_b, offset = schedule.segment(starts)
+    k = jnp.clip(wip - offset, 0, step_minutes).astype(log_prices.dtype)[:, None]  # ramping minutes
+    o = jnp.minimum(offset, wip).astype(log_prices.dtype)[:, None]
+    a = w_b + o * d_b  # weight at the step's first minute
+    w_end = a + k * d_b  # weight at its last minute (and after)
+    # sum_{m=0}^{M-1} w_m = M a + d (sum of min(m, K) over m < M)
+    ramp_sum = k * (k - 1.0) / 2.0 + (m - k) * k
+    w_sum = m * a + d_b * ramp_sum
+    delta = (log_prices[1:] - log_prices[:-1]) / m
+    shared = jnp.sum(w_sum * delta, axis=1, keepdims=True) - jnp.sum(_ramp_arbitrage_loss(a, d_b, k), axis=1,
+                                                                       keepdims=True)
+    incs = shared - m * delta + jnp.log(w_end) - jnp.log(a)
+    return initial_log_reserves + jnp.concatenate(
+        [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
+    )
+
+
+def g3m_log_reserves_per_minute(
+    log_prices: jax.Array,
+    weight_fn: Callable[[jax.Array], jax.Array],
+    step_minutes: int,
+    initial_log_reserves: jax.Array,
+) -> jax.Array:
+    """The same reserves summed minute by minute (reference for tests; O(M n) per step)."""
+    n_steps = log_prices.shape[0]
     minute = jnp.arange(step_minutes + 1)
 
     def increment(s):
-        w = weight_fn(s * step_minutes + minute)  # [m+1, n]
-        delta = (log_prices[s + 1] - log_prices[s]) / step_minutes  # log price change per minute
+        w = weight_fn(s * step_minutes + minute)
+        delta = (log_prices[s + 1] - log_prices[s]) / step_minutes
         lw = jnp.log(w)
         shared = jnp.sum(jnp.sum(w[:-1], axis=0) * delta) - jnp.sum(w[1:] * (lw[1:] - lw[:-1]))
         return shared - step_minutes * delta + (lw[-1] - lw[0])
 
-    incs = jax.lax.map(increment, jnp.arange(n_steps - 1), batch_size=_map_batch_size(step_minutes))
+    incs = jax.lax.map(increment, jnp.arange(n_steps - 1), batch_size=max(1, 65536 // (step_minutes + 1)))
     return initial_log_reserves + jnp.concatenate(
         [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
     )
