@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from quant_assets.defs.market_data.assets import CANDLES_KEY
-from quant_assets.metadata import markdown_table, png_markdown
+from quant_assets.metadata import markdown_table, plot_metadata
 from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
 from quant_core import metrics
 from quant_core.configuration import build_configuration
@@ -101,7 +101,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "search_seconds": dg.MetadataValue.float(round(trained.search.seconds, 3)),
                 "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
                 "data_hash": panel.data_hash,
-                "plot": png_markdown(png, "pool value vs HODL and weights"),
+                **plot_metadata(png, "pool value vs HODL and weights", name, "trained_parameters.png"),
             },
         )
         yield dg.AssetCheckResult(
@@ -144,7 +144,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
                 "sample_size": report.sample_size,
                 "report": dg.MetadataValue.json(report.to_dict() | {"folds": len(report.folds)}),
-                "plot": png_markdown(walk_forward_plot(report), "walk-forward"),
+                **plot_metadata(walk_forward_plot(report), "walk-forward", name, "walk_forward_report.png"),
             },
         )
         finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
