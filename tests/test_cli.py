@@ -71,3 +71,24 @@ def test_console_script_installed():
     exe = Path(sys.executable).parent / "quant"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "simulate" in out.stdout
+
+
+def test_train_writes_parameters(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("parameters: {memory_days: 7, k_per_day: [10, 20, 30]}\n", "")
+                    + "optimisation_settings: {method: optuna, optuna_settings: {n_jobs: 4, n_startup_trials: 4}}\n")
+    out = tmp_path / "params.json"
+    assert main(["train", str(spec), "--prices", str(shipped_prices_path()), "--n-trials", "8", "--seed", "1",
+                 "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["tokens"] == ["BTC", "ETH", "USDC"] and payload["method"] == "optuna"
+    assert set(payload["parameters"]) == {"memory_days", "k_per_day"}
+    assert all(len(v) == 3 for v in payload["parameters"].values())
+    assert np.isfinite(payload["objective"])
+
+
+def test_train_rejects_unavailable_method(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)  # default method: gradient_descent (not built yet)
+    assert main(["train", str(spec), "--prices", str(shipped_prices_path())]) == 2
+    assert "optimisation_settings.method 'gradient_descent' is not available yet" in capsys.readouterr().err
