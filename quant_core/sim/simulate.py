@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from quant_core.data.panel import PricePanel
+from quant_core.data.schema import to_epoch_ms
 from quant_core.sim.amm.g3m import g3m_log_reserves
 from quant_core.sim.registry import PoolRule, get_rule
 from quant_core.sim.weights import WeightSchedule, chunk_weights
@@ -66,12 +67,17 @@ def plan_window(
         )
     start = start or spec.start
     end = end or spec.end
-    start_row = panel.index_of(start)
-    last = panel.timestamps[-1].astype("datetime64[ms]").astype(datetime)
-    if end.replace(tzinfo=None) == last + (panel.timestamps[1] - panel.timestamps[0]).astype(datetime):
-        end_row = len(panel.timestamps)
-    else:
-        end_row = panel.index_of(end)
+    stamps = panel.timestamps.astype("datetime64[ms]").astype(np.int64)
+    try:
+        start_row = panel.index_of(start)
+        # the end is exclusive: one step past the last row is allowed
+        past_last = to_epoch_ms(end) == stamps[-1] + step * 60_000
+        end_row = len(stamps) if past_last else panel.index_of(end)
+    except KeyError as exc:
+        raise SimulationInputError(
+            f"the run window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (startDateString/endDateString) "
+            f"must fall on the price data's rows: {exc.args[0]}"
+        ) from None
     if end_row - start_row < 2:
         raise SimulationInputError(f"window {start} .. {end} holds fewer than 2 data steps")
     stride = spec.chunk_period // step

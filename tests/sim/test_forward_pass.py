@@ -73,3 +73,17 @@ def test_trend_following_overweights_the_riser():
     prices = np.stack([np.exp(0.02 * np.arange(60)), np.ones(60), np.exp(-0.02 * np.arange(60))], axis=1)
     res = simulate(PricePanel(ts, ("AAA", "BBB", "CCC"), prices, 1440, {}), _spec(endDateString="2024-02-29"))
     assert res.weights[-1, 0] > 0.5 > res.weights[-1, 2]
+
+
+def test_window_outside_the_data_names_the_keys():
+    from quant_core.sim.simulate import SimulationInputError
+
+    with pytest.raises(SimulationInputError, match="startDateString/endDateString"):
+        simulate(random_walk_panel(20), _spec(startDateString="2023-06-01", endDateString="2023-07-01"))
+    with pytest.raises(SimulationInputError, match="multiple of the data step"):
+        simulate(random_walk_panel(20), _spec(chunk_period=60, weight_interpolation_period=60))
+
+
+def test_end_may_be_one_step_past_the_last_row():
+    res = simulate(random_walk_panel(20), _spec(endDateString="2024-01-21"))
+    assert len(res.values) == 10

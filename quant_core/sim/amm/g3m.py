@@ -96,7 +96,3 @@ def g3m_log_reserves_per_minute(
         [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
     )
 
-
-def initial_reserves(value: float, weights: jax.Array, prices: jax.Array) -> jax.Array:
-    """R_0 = V_0 w_0 / p_0."""
-    return value * weights / prices
