@@ -93,5 +93,28 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             assert len(rows) == 1 and rows[0].id == first_id
             assert rows[0].updated_at >= first_updated
             assert len(store.lifecycle_events(first_id)) == 1
+            jobs = store.list_training_jobs(universe_key=UNIVERSE)
+            assert [(j.status, j.configuration_id) for j in jobs] == [("stored", first_id)] * 2
+            assert all(j.finished_at >= j.started_at and j.settings["n_trials"] == N_TRIALS for j in jobs)
+            kept = rows[0]
+        finally:
+            store.dispose()
+
+        # a failed retrain is recorded and leaves the stored configuration as it was
+        import quant_assets.defs.training.assets as training_assets
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("simulated training failure")
+
+        monkeypatch.setattr(training_assets, "train_pool", broken)
+        defs = build_definitions()
+        res = dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups(UNIVERSE), instance=instance,
+                             resources=dict(defs.resources), raise_on_error=False)
+        assert not res.success
+        store = ConfigurationStore(url)
+        try:
+            assert store.list_configurations(universe_key=UNIVERSE) == [kept]
+            last = store.list_training_jobs(universe_key=UNIVERSE)[-1]
+            assert last.status == "failed" and "simulated training failure" in last.error
         finally:
             store.dispose()

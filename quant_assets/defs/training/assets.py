@@ -81,9 +81,28 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         f"by {spec.optimisation_settings.method}, maximising {spec.return_val}.",
         check_specs=[dg.AssetCheckSpec("finite_objective", asset=[name, "trained_parameters"], blocking=True)],
     )
-    def trained_parameters(context: dg.AssetExecutionContext, config: TrainConfig, panel: PricePanel):
+    def trained_parameters(
+        context: dg.AssetExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
+        panel: PricePanel,
+    ):
         _check_positive(config)
-        trained = train_pool(panel, spec, seed=config.seed, n_trials=config.n_trials, log=context.log.info)
+        store = config_store.open()
+        try:
+            # recorded before training starts, so a failed retrain leaves a trace (and the stored
+            # configuration stays as it was)
+            job_id = store.record_job_start(
+                universe_key=name, method=spec.optimisation_settings.method,
+                settings={"n_trials": config.n_trials, "seed": config.seed, "data_hash": panel.data_hash},
+                orchestrator_run_id=context.run.run_id,
+            )
+            try:
+                trained = train_pool(panel, spec, seed=config.seed, n_trials=config.n_trials, log=context.log.info)
+            except Exception as exc:
+                store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            store.record_job_end(job_id, status="trained")
+        finally:
+            store.dispose()
         end = spec.end_test or spec.end
         sim = simulate(panel, spec, trained.params, end=end)
         hodl = simulate(panel, spec.model_copy(update={"rule": "hodl", "parameters": None}), end=end)
@@ -183,6 +202,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
             new = build_configuration(registry, universe, panel, trained, in_sample, holdout, report, previous,
                                       orchestrator_run_id=context.run.run_id)
             stored = store.upsert_configuration(new)
+            for job in store.list_training_jobs(universe_key=name):
+                if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
+                    store.record_job_end(job.id, status="stored", configuration_id=stored.id)
         finally:
             store.dispose()
         return dg.MaterializeResult(
