@@ -24,12 +24,28 @@ def _panel(spec, prices_path: str):
     return panel_from_long_prices(read_long_prices(prices_path), spec.tokens)
 
 
+def _market_caps(spec, path: str, panel):
+    """Market caps [rows, tokens alphabetical] on exactly the price panel's rows."""
+    import numpy as np
+
+    from quant_core.data.panel import panel_from_long_prices
+    from quant_core.data.price_file import read_long_prices
+
+    caps = panel_from_long_prices(read_long_prices(path, value_column="market_cap_usd"), spec.tokens)
+    if len(caps.timestamps) != len(panel.timestamps) or np.any(caps.timestamps != panel.timestamps):
+        raise ValueError(f"--market-caps {path}: its rows must have the same timestamps as --prices "
+                         f"({caps!r} vs {panel!r})")
+    return caps.prices[:, [caps.tokens.index(t) for t in spec.sorted_tokens]]
+
+
 def cmd_simulate(args) -> int:
     from quant_core.sim.simulate import simulate
     from quant_core.spec import load_run_spec
 
     spec = load_run_spec(args.spec)
-    result = simulate(_panel(spec, args.prices), spec)
+    panel = _panel(spec, args.prices)
+    aux = {"market_cap": _market_caps(spec, args.market_caps, panel)} if args.market_caps else None
+    result = simulate(panel, spec, aux=aux)
     frame = result.to_frame(spec.tokens)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", help="run spec (YAML or JSON file)")
     s.add_argument("--prices", required=True, help="long-format prices: CSV date,token,price_usd or Parquet")
     s.add_argument("--out", required=True, help="CSV to write")
+    s.add_argument("--market-caps", help="long-format market caps (date,token,market_cap_usd) on the price rows, "
+                   "for index_market_cap")
     s.set_defaults(func=cmd_simulate)
     t = sub.add_parser("train", help="train the spec's parameters on its training window")
     t.add_argument("spec")

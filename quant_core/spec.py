@@ -182,7 +182,8 @@ class RunSpec(_Strict):
     optimisation_settings: OptimisationSettings = Field(default_factory=OptimisationSettings)
     # additions (see docs/run-spec.md)
     initial_weights: list[float] | None = None
-    parameters: dict[str, float | list[float]] | None = None
+    # a number, one value per token, or (ensemble__ rules) one list per ensemble member
+    parameters: dict[str, float | list[float] | list[list[float]]] | None = None
 
     @field_validator("tokens")
     @classmethod
@@ -203,13 +204,20 @@ class RunSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
+        from quant_core.sim.pool import get_pool
         from quant_core.sim.registry import available_rules
 
         n = len(self.tokens)
-        if self.rule not in available_rules():
-            close = difflib.get_close_matches(self.rule, available_rules(), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"rule {self.rule!r} is not available; {hint}choose one of {available_rules()}")
+        try:
+            pool = get_pool(self.rule)
+        except (ValueError, KeyError) as exc:
+            base = self.rule.split("__")[-1]
+            close = difflib.get_close_matches(base, available_rules(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close and close[0] != base else ""
+            raise ValueError(f"{exc.args[0]}{hint}") from None
+        if pool.rule.n_tokens is not None and n != pool.rule.n_tokens:
+            raise ValueError(
+                f"rule {self.rule!r} is a {pool.rule.n_tokens}-token pool; tokens lists {n}: {self.tokens}")
         if self.weight_interpolation_period > self.chunk_period:
             raise ValueError(
                 f"weight_interpolation_period ({self.weight_interpolation_period}) must be <= chunk_period "
@@ -236,6 +244,14 @@ class RunSpec(_Strict):
             raise ValueError(f"minimum_weight {self.minimum_weight} x {n} tokens must be < 1")
         if self.parameters is not None:
             for name, value in self.parameters.items():
+                if isinstance(value, list) and value and isinstance(value[0], list):
+                    bad = [len(v) for v in value if len(v) != n]
+                    if bad or not self.rule.startswith("ensemble__") and "__ensemble__" not in self.rule:
+                        raise ValueError(
+                            f"parameters.{name}: a list of lists gives one value per token for each ensemble "
+                            f"member; it needs an ensemble__ rule and {n} values in each inner list"
+                        )
+                    continue
                 if isinstance(value, list) and len(value) != n:
                     raise ValueError(
                         f"parameters.{name} has {len(value)} values for {n} tokens: give one number or "

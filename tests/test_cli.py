@@ -37,6 +37,25 @@ def test_simulate_writes_one_row_per_step(tmp_path, capsys):
     assert "wrote 60 rows" in capsys.readouterr().out
 
 
+def test_simulate_index_market_cap_reads_market_caps(tmp_path):
+    prices = pl.read_csv(shipped_prices_path())
+    supply = {"BTC": 19.5e6, "ETH": 120e6, "USDC": 30e9}
+    caps = prices.with_columns(
+        market_cap_usd=pl.col("price_usd") * pl.col("token").replace_strict(supply, return_dtype=pl.Float64))
+    caps_file = tmp_path / "caps.csv"
+    caps.select("date", "token", "market_cap_usd").write_csv(caps_file)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("rule: momentum", "rule: index_market_cap").replace(
+        "parameters: {memory_days: 7, k_per_day: [10, 20, 30]}", "parameters: {memory_days: 3}"))
+    out = tmp_path / "out.csv"
+    argv = ["simulate", str(spec), "--prices", str(shipped_prices_path()), "--out", str(out)]
+    assert main(argv + ["--market-caps", str(caps_file)]) == 0
+    df = pl.read_csv(out)
+    # the index moves towards the market-cap shares: USDC (30 bn) outweighs ETH by the end
+    assert df["weight_USDC"][-1] > df["weight_USDC"][0] and df["weight_USDC"][-1] > df["weight_ETH"][-1]
+    assert main(argv) == 2  # without market caps: a clear error, exit code 2
+
+
 def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC + "chunk_perid: 60\n")

@@ -69,8 +69,11 @@ def parse_utc_times(text: pl.Series) -> pl.Series:
     return frame.select(pl.coalesce(frame.columns).alias(text.name))[text.name]
 
 
-def read_long_prices(path: str | Path) -> pl.DataFrame:
+def read_long_prices(path: str | Path, value_column: str = "price_usd") -> pl.DataFrame:
     """Read a long price file: CSV `date,token,price_usd` or Parquet `timestamp,token,price_usd`.
+
+    `value_column` reads another positive per-(time, token) series in the same layout (e.g.
+    `market_cap_usd` for index pools); it is returned under the name `price_usd`.
 
     Times are UTC (naive values are taken as UTC; CSV dates may be plain dates or ISO timestamps).
     Returns `timestamp` (Datetime ms UTC), `token`, `price_usd` sorted by timestamp then token.
@@ -95,16 +98,16 @@ def read_long_prices(path: str | Path) -> pl.DataFrame:
         raise PriceFileError(f"{path}: cannot read the file: {exc}") from exc
 
     time_col = "date" if "date" in raw.columns else "timestamp"
-    missing = [c for c in (time_col, "token", "price_usd") if c not in raw.columns]
+    missing = [c for c in (time_col, "token", value_column) if c not in raw.columns]
     if missing:
-        expected = "date,token,price_usd" if csv else "timestamp,token,price_usd"
+        expected = f"date,token,{value_column}" if csv else f"timestamp,token,{value_column}"
         names = ", ".join(repr(c) if c != time_col else "'date' (or 'timestamp')" for c in missing)
         raise PriceFileError(f"{path}: missing column {names}; found {raw.columns}, expected {expected}")
 
     df = raw.select(
         pl.col(time_col).alias("_time_raw"),
         pl.col("token").cast(pl.String).str.strip_chars(),
-        pl.col("price_usd").alias("_price_raw"),
+        pl.col(value_column).alias("_price_raw"),
     ).with_row_index("_row", offset=1)
 
     time_raw = df["_time_raw"]

@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 
 
-def guardrail(u: jax.Array, minimum_weight: float) -> jax.Array:
+def guardrail(u: jax.Array, minimum_weight: float, ste: bool = False) -> jax.Array:
     """Clip weights to [min_w, 1-(n-1)min_w] and re-share the rest (one pass, sums to 1)."""
     n = u.shape[-1]
     max_w = 1.0 - (n - 1) * minimum_weight
     low = u < minimum_weight
     clipped = jnp.clip(u, minimum_weight, max_w)
+    if ste:
+        clipped = straight_through(u, clipped)
     n_low = jnp.sum(low, axis=-1, keepdims=True)
     free_sum = jnp.sum(jnp.where(low, 0.0, clipped), axis=-1, keepdims=True)
     scale = (1.0 - n_low * minimum_weight) / jnp.where(free_sum == 0, 1.0, free_sum)
@@ -34,6 +36,33 @@ def guardrail(u: jax.Array, minimum_weight: float) -> jax.Array:
     return out + residue * largest
 
 
+def straight_through(soft: jax.Array, hard: jax.Array) -> jax.Array:
+    """Forward value `hard`, gradient of `soft`: lets gradients flow through a clip when asked."""
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+def per_asset_bounds(u: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """The `bounded__` hook: clip to per-asset [low, high], then share the deficit (surplus) over
+    the assets in proportion to their room to grow (shrink), clip again and renormalise.
+
+    Applied after normalising and before the uniform guardrail, as the reference does; feasible
+    bounds (sum low <= 1 <= sum high, low < high) are checked when the parameters are resolved."""
+    w = jnp.clip(u, low, high)
+    total = jnp.sum(w, axis=-1, keepdims=True)
+    room_up = high - w
+    room_down = w - low
+    up = jnp.sum(room_up, axis=-1, keepdims=True)
+    down = jnp.sum(room_down, axis=-1, keepdims=True)
+    deficit = 1.0 - total
+    adjust = jnp.where(
+        deficit > 0,
+        deficit * room_up / jnp.where(up > 0, up, 1.0),
+        deficit * room_down / jnp.where(down > 0, down, 1.0),
+    )
+    w = jnp.clip(w + adjust, low, high)
+    return w / jnp.sum(w, axis=-1, keepdims=True)
+
+
 def chunk_weights(
     initial_weights: jax.Array,
     deltas: jax.Array,
@@ -41,15 +70,28 @@ def chunk_weights(
     minimum_weight: float,
     maximum_change: float,
     interpolation_period: int,
+    blend: jax.Array | None = None,
+    bounds: tuple[jax.Array, jax.Array] | None = None,
+    ste_max_change: bool = False,
+    ste_min_max_weight: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Weights at the start of each chunk W [C, n] (W[0] = initial) and per-minute steps d [C, n]."""
+    """Weights at the start of each chunk W [C, n] (W[0] = initial) and per-minute steps d [C, n].
 
-    def step(w, delta):
-        raw = w + delta
-        target = guardrail(raw / jnp.sum(raw), minimum_weight)
+    `deltas` are weight changes; with `blend` (the smoothing lambda of a target-weight rule such as
+    min_variance) they are target weights and raw = blend W + (1 - blend) target. `bounds` are the
+    per-asset (low, high) of the `bounded__` hook. The ste_* flags keep the forward values and pass
+    gradients as if the guardrail clip / the maximum_change cap were absent."""
+
+    def step(w, out):
+        raw = w + out if blend is None else blend * w + (1.0 - blend) * out
+        u = raw / jnp.sum(raw)
+        if bounds is not None:
+            u = per_asset_bounds(u, bounds[0], bounds[1])
+        target = guardrail(u, minimum_weight, ste=ste_min_max_weight)
         d = (target - w) / interpolation_period
         biggest = jnp.max(jnp.abs(d))
-        d = jnp.where(biggest > maximum_change, d * maximum_change / (biggest + 1e-10), d)
+        capped = jnp.where(biggest > maximum_change, d * maximum_change / (biggest + 1e-10), d)
+        d = straight_through(d, capped) if ste_max_change else capped
         return w + interpolation_period * d, (w, d)
 
     _, (w_start, d) = jax.lax.scan(step, jnp.asarray(initial_weights), deltas)
@@ -64,34 +106,50 @@ def weight_at(
     *,
     chunk_period: int,
     interpolation_period: int,
+    method: str = "linear",
 ) -> jax.Array:
-    """Weights held at bout minute t: W_0 during the first chunk, then block b = t//cp - 1 ramps
-    from W_b by d_b per minute for `interpolation_period` minutes and holds."""
+    """Weights held at bout minute t: W_0 during the first chunk, then block b = t//cp - 1 moves
+    from W_b towards E_b = W_b + wip d_b over `interpolation_period` minutes and holds E_b.
+
+    `linear` ramps by d_b per minute. `optimal` (Willetts & Harrington 2024, arXiv 2403.18737)
+    follows the normalised sum of the linear and the geometric path W_b (E_b/W_b)^(m/wip), which
+    hands arbitrageurs less than the linear ramp for the same start and end."""
     block = minutes // chunk_period - 1
     offset = jnp.minimum(minutes % chunk_period, interpolation_period)
     idx = jnp.clip(block, 0, w_start.shape[0] - 1)
-    ramped = w_start[idx] + offset[..., None] * d[idx]
+    start = w_start[idx]
+    ramped = start + offset[..., None] * d[idx]
+    if method == "optimal":
+        end = start + interpolation_period * d[idx]
+        frac = (offset / interpolation_period)[..., None]
+        mixed = ramped + start * (end / start) ** frac
+        ramped = jnp.where(frac < 1.0, mixed / jnp.sum(mixed, axis=-1, keepdims=True), end)
     return jnp.where((block < 0)[..., None], initial_weights, ramped)
 
 
 class WeightSchedule(NamedTuple):
-    """Piecewise-linear weights over bout minutes: W_0 for the first chunk, then in chunk b+1 a
-    ramp from w_start[b] by d[b] per minute for `interpolation_period` minutes, then a hold."""
+    """Piecewise weights over bout minutes: W_0 for the first chunk, then in chunk b+1 a move from
+    w_start[b] by d[b] per minute for `interpolation_period` minutes (linear or `optimal`), then a hold."""
 
     initial: jax.Array  # [n]
     w_start: jax.Array  # [C, n]
     d: jax.Array  # [C, n]
     chunk_period: int
     interpolation_period: int
+    method: str = "linear"
 
     @classmethod
     def constant(cls, weights: jax.Array, chunk_period: int = 1440) -> WeightSchedule:
         w = jnp.asarray(weights)
         return cls(w, w[None, :], jnp.zeros_like(w)[None, :], chunk_period, chunk_period)
 
+    @property
+    def is_linear(self) -> bool:
+        return self.method == "linear"
+
     def at(self, minutes: jax.Array) -> jax.Array:
-        return weight_at(minutes, self.initial, self.w_start, self.d,
-                         chunk_period=self.chunk_period, interpolation_period=self.interpolation_period)
+        return weight_at(minutes, self.initial, self.w_start, self.d, chunk_period=self.chunk_period,
+                         interpolation_period=self.interpolation_period, method=self.method)
 
     def segment(self, minutes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """For chunk-local clock: the ramp start W_b [.., n], slope d_b [.., n] and offset in the chunk [..]."""

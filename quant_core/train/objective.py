@@ -29,7 +29,7 @@ def _compiled_score(st, metric_name: str, steps_per_day: int):
 
     @jax.jit
     def score(rows, params, w0, v0):
-        values, _, _ = forward(rows, params, w0, v0)
+        values, _, _ = forward(rows, params, w0, v0, {})
         return jax.vmap(lambda v: metric_fn(v, steps_per_day))(values)
 
     return score

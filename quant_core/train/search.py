@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
-from quant_core.sim.registry import get_rule
+from quant_core.sim.pool import get_pool
 from quant_core.sim.simulate import resolve_params
 from quant_core.spec import OptunaSettings, ParameterRange, RunSpec
 
@@ -46,7 +46,7 @@ class SearchResult:
 
 
 def search_space(spec: RunSpec) -> list[SearchDimension]:
-    rule = get_rule(spec.rule)
+    rule = get_pool(spec.rule)
     settings = spec.optimisation_settings.optuna_settings
     overrides: dict[str, ParameterRange] = {}
     for key, rng in settings.parameter_config.items():
@@ -54,9 +54,9 @@ def search_space(spec: RunSpec) -> list[SearchDimension]:
     initial = resolve_params(spec)
     dims = []
     for p in rule.params:
-        if not p.trainable:
+        if not p.trainable or not p.active(spec):
             continue
-        rng = overrides.get(p.name, ParameterRange(low=p.low, high=p.high, log_scale=p.log_scale))
+        rng = overrides.get(p.name, ParameterRange(low=p.low, high=p.high, log_scale=p.log_scale, scalar=p.scalar))
         low, high = rng.low, rng.high
         if settings.expand_around:
             x0 = float(np.mean(initial[p.name]))

@@ -96,3 +96,19 @@ def g3m_log_reserves_per_minute(
         [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
     )
 
+
+
+def g3m_log_reserves_from_minute_weights(
+    log_prices: jax.Array, weights: jax.Array, initial_log_reserves: jax.Array
+) -> jax.Array:
+    """Zero-fee log reserves [T, n] for arbitrary per-minute weights [T, n] (e.g. the `optimal`
+    interpolation, which is not linear in the minute): each minute the price move at the old
+    weights, then the weight move at the new prices, summed in logs."""
+    delta = log_prices[1:] - log_prices[:-1]
+    lw = jnp.log(weights)
+    dlw = lw[1:] - lw[:-1]
+    shared = jnp.sum(weights[:-1] * delta, axis=1, keepdims=True) - jnp.sum(weights[1:] * dlw, axis=1, keepdims=True)
+    incs = shared - delta + dlw
+    return initial_log_reserves + jnp.concatenate(
+        [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
+    )

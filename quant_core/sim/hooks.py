@@ -1,0 +1,84 @@
+"""Hooks: prefixes that wrap a pool rule, chained by `__`, e.g. `ensemble__bounded__momentum`.
+
+- `bounded__`: per-asset weight bounds (`min_weights_per_asset`, `max_weights_per_asset`), applied
+  after normalising each chunk's raw weights and before the uniform minimum_weight guardrail.
+- `ensemble__`: the rule runs once per ensemble member (parameters with a leading member axis) and
+  the members' rule outputs are averaged before they become weights.
+- `lvr__` / `rvr__`: instead of an AMM under arbitrage, the pool's weights are held by a CEX
+  portfolio rebalanced every minute, paying `fees` on what it sells (loss-versus-rebalancing) and,
+  for `rvr__`, half the quoted spread on everything it trades (rebalancing-versus-rebalancing;
+  the spreads are an auxiliary series `spread` [T, n] the caller provides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+HOOKS = ("lvr", "rvr", "bounded", "ensemble")
+
+
+@dataclass(frozen=True)
+class RuleName:
+    """A rule name split into its hooks (outermost first) and the base pool rule."""
+
+    hooks: tuple[str, ...]
+    base: str
+
+    def has(self, hook: str) -> bool:
+        return hook in self.hooks
+
+    @property
+    def rebalancer(self) -> str | None:
+        """'lvr' or 'rvr' when the pool is replaced by a rebalancing portfolio."""
+        return next((h for h in self.hooks if h in ("lvr", "rvr")), None)
+
+
+def parse_rule_name(name: str, available: list[str]) -> RuleName:
+    """Split `hook__hook__rule`; raise naming the valid hooks and rules when it does not parse."""
+    parts = name.split("__")
+    base, hooks = parts[-1], tuple(parts[:-1])
+    unknown = [h for h in hooks if h not in HOOKS]
+    if unknown:
+        raise ValueError(f"rule {name!r}: unknown hook(s) {unknown}; hooks are {list(HOOKS)} written as 'hook__rule'")
+    if len(set(hooks)) != len(hooks):
+        raise ValueError(f"rule {name!r}: each hook may appear once")
+    if "lvr" in hooks and "rvr" in hooks:
+        raise ValueError(f"rule {name!r}: lvr__ and rvr__ both replace the reserves; use one of them")
+    if base not in available:
+        raise ValueError(f"rule {name!r}: base rule {base!r} is not available; choose one of {available}")
+    return RuleName(hooks, base)
+
+
+def rebalancing_log_growth(
+    prices: jax.Array, weights: jax.Array, fees: jax.Array, spread: jax.Array | None = None
+) -> jax.Array:
+    """log(V_t / V_{t-1}) of a portfolio rebalanced to `weights` each step, [T] with row 0 = 0.
+
+    With r = p_t/p_{t-1}, w = w_{t-1}, w' = w_t (all per unit of V_{t-1}):
+      price move:  x = sum w r; the drifted holdings w r are traded back to w x, costing
+                   c1 = fees * sum max(w r - w x, 0) + sum spread/2 |w x - w r|;
+      weight move: y = x - c1; trading w y -> w' y costs
+                   c2 = fees * sum max(y (w - w'), 0) + sum spread/2 |y (w' - w)|;
+      V_t = V_{t-1} (y - c2).
+    Every cost is proportional to V_{t-1}, so the path is a cumulative product: no scan needed."""
+    r = prices[1:] / prices[:-1]
+    w_prev, w_next = weights[:-1], weights[1:]
+    half = 0.0 if spread is None else 0.5 * spread[1:]
+    x = jnp.sum(w_prev * r, axis=-1, keepdims=True)
+    move = w_prev * x - w_prev * r
+    c1 = fees * jnp.sum(jnp.maximum(-move, 0.0), axis=-1, keepdims=True) + jnp.sum(half * jnp.abs(move), axis=-1,
+                                                                                  keepdims=True)
+    y = x - c1
+    move = y * (w_next - w_prev)
+    c2 = fees * jnp.sum(jnp.maximum(-move, 0.0), axis=-1, keepdims=True) + jnp.sum(half * jnp.abs(move), axis=-1,
+                                                                                  keepdims=True)
+    growth = jnp.log(y - c2)[:, 0]
+    return jnp.concatenate([jnp.zeros((1,), dtype=growth.dtype), growth])
+
+
+def ensemble_mean(fn, member_params: dict[str, jax.Array]) -> jax.Array:
+    """Average of fn(params) over the leading member axis of every parameter."""
+    return jnp.mean(jax.vmap(fn)(member_params), axis=0)

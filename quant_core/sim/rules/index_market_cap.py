@@ -1,0 +1,45 @@
+"""Market-cap index: target weights proportional to each asset's market capitalisation.
+
+    target_c = mcap_{c-1} / sum_j mcap_{c-1, j}   (row 0: mcap_0 / sum mcap_0)
+aux["market_cap"] [C, n] is the chunk-sampled market cap (price x circulating supply). The one-chunk
+lag reproduces the reference's alignment: it slices its market-cap weights at the bout's first chunk
+where delta rules take the gradient one chunk later, so the first update uses the market cap at the
+bout start. The simulator blends raw = lambda W + (1 - lambda) target, lambda from memory_days
+(the reference uses the rule's lambda with a zero, untrained logit delta).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from quant_core.sim.rules.common import MEMORY_DAYS, Aux, Params
+from quant_core.sim.schema import PoolRule, RuleContext
+
+
+def index_market_cap_targets(chunk_prices: jax.Array, params: Params, ctx: RuleContext, aux: Aux) -> jax.Array:
+    """Target weights [C, n]: the previous chunk's market-cap shares (row 0: its own)."""
+    mcap = jnp.asarray(aux["market_cap"])
+    lagged = jnp.concatenate([mcap[:1], mcap[:-1]], axis=0)
+    return lagged / jnp.sum(lagged, axis=-1, keepdims=True)
+
+
+def index_market_cap_blend(params: Params, ctx: RuleContext) -> jax.Array:
+    """lambda: how much of the previous weights each chunk keeps (from memory_days, capped)."""
+    return ctx.lamb(params["memory_days"])
+
+
+INDEX_MARKET_CAP = PoolRule(
+    "index_market_cap", "dynamic",
+    (dataclasses.replace(
+        MEMORY_DAYS,
+        description="smoothing memory in days: each chunk keeps lambda(memory_days) of the previous weights",
+    ),),
+    index_market_cap_targets,
+    description="market-cap index: weights follow each token's share of the pool's total market capitalisation",
+    outputs_weights=True,
+    blend_lamb=index_market_cap_blend,
+    required_aux=("market_cap",),
+)
