@@ -163,6 +163,8 @@ class RunSpec(_Strict):
     arb_frequency: int = Field(1, ge=1)
     arb_quality: float = Field(1.0, ge=0, le=1)
     noise_trader_ratio: float = Field(0.0, ge=0, le=1)
+    # trad_hodling_index_market_cap: the yearly management fee its CEX portfolio pays (the reference's 4%)
+    annual_streaming_fee: float = Field(0.04, ge=0, lt=1)
     do_trades: bool = False
     # initial values (training starts here)
     initial_memory_length: float = Field(10.0, gt=0)

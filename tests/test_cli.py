@@ -51,8 +51,9 @@ def test_simulate_index_market_cap_reads_market_caps(tmp_path):
     argv = ["simulate", str(spec), "--prices", str(shipped_prices_path()), "--out", str(out)]
     assert main(argv + ["--market-caps", str(caps_file)]) == 0
     df = pl.read_csv(out)
-    # the index moves towards the market-cap shares: USDC (30 bn) outweighs ETH by the end
-    assert df["weight_USDC"][-1] > df["weight_USDC"][0] and df["weight_USDC"][-1] > df["weight_ETH"][-1]
+    # the index moves towards the market-cap shares (BTC ~1 tn > ETH ~0.35 tn > USDC 30 bn)
+    assert df["weight_BTC"][-1] > df["weight_ETH"][-1] > df["weight_USDC"][-1]
+    assert df["weight_BTC"][-1] > df["weight_BTC"][0]
     assert main(argv) == 2  # without market caps: a clear error, exit code 2
 
 

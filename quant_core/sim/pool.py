@@ -17,7 +17,7 @@ from quant_core.sim.registry import ParamSpec, PoolRule, available_rules, get_ru
 # The bounded__ hook's parameters (user units: weights, one per token).
 BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
 
-# Which reserve engine holds a rule's weights, by the rule's kind (every other kind is a G3M pool).
+# Which reserve engine holds a static rule's weights, by its kind (dynamic rules name theirs).
 _ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope"}
 
 
@@ -40,7 +40,7 @@ class Pool:
 
     @property
     def engine(self) -> str:
-        return _ENGINES.get(self.rule.kind, "g3m")
+        return _ENGINES.get(self.rule.kind, self.rule.reserve_engine)
 
     @property
     def rebalancer(self) -> str | None:

@@ -125,6 +125,9 @@ class PoolRule:
     supports_vectorized: bool = True  # has a parallel-over-time estimator path equal to the scan
     differentiable: bool = True  # gradient descent can train it
     n_tokens: int | None = None  # a fixed pool size (two-token engines)
+    # how reserves follow a dynamic rule's weights: a G3M pool under arbitrage, or the index variants
+    # that trade only inside each chunk's interpolation window (as a G3M pool, or as a CEX portfolio)
+    reserve_engine: Literal["g3m", "hodling", "trad_hodling"] = "g3m"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:

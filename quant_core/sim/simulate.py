@@ -25,6 +25,7 @@ from quant_core.sim.amm.cow import cow_reserves
 from quant_core.sim.amm.g3m import g3m_log_reserves, g3m_log_reserves_from_minute_weights
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
 from quant_core.sim.amm.gyroscope import gyroscope_reserves
+from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
 from quant_core.sim.hooks import ensemble_mean, rebalancing_log_growth
 from quant_core.sim.pool import BOUND_PARAMS, Pool, check_bounds, get_pool
 from quant_core.sim.registry import RuleContext
@@ -130,6 +131,7 @@ class _Static:
     do_arb: bool = True
     do_trades: bool = False
     arb_quality: float = 1.0
+    annual_streaming_fee: float = 0.04
     invariant_tolerance: float = 1e-9
     report: bool = False  # also compute the reporting extras (fee revenue, LVR benchmark)
     gyro_numeraire_first: bool = False  # gyroscope: the numeraire is the first token, so swap the pair
@@ -148,7 +150,7 @@ class _Static:
         """Step through every minute (prices interpolated between data rows) rather than summing the
         zero-fee closed form per data step."""
         p = self.pool
-        return self.with_costs or p.rebalancer is not None or p.engine == "cow" or (
+        return self.with_costs or p.rebalancer is not None or p.engine in ("cow", "hodling", "trad_hodling") or (
             self.interpolation_method != "linear" and p.engine == "g3m")
 
     @property
@@ -250,6 +252,16 @@ def _minute_engine(pool: Pool, st: _Static, prices, weights, params, w0, v0, aux
         return reserves, jnp.zeros(prices.shape[0], dtype=prices.dtype)
     if pool.engine == "gyroscope":
         return _gyroscope(st, prices, params, v0), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if pool.engine == "trad_hodling":
+        return _trad_hodling(st, prices, weights, v0, aux), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if pool.engine == "hodling" and not st.with_costs:
+        # Arbitraged only inside each chunk's interpolation window, frozen outside it: the reserves at
+        # minute t are the ordinary pool's at the last trading minute <= t. (The reference's zero-fee
+        # path instead applies only the one-minute price move when trading resumes, so the drift during
+        # a hold is never arbitraged; its fee path does arbitrage it, as here.)
+        log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+        held = _last_trading_minute(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period))
+        return jnp.exp(log_r[held]), jnp.zeros(prices.shape[0], dtype=prices.dtype)
     if not st.with_costs:
         # zero fees but a non-linear interpolation: the per-minute product, exact
         log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
@@ -261,6 +273,23 @@ def _minute_engine(pool: Pool, st: _Static, prices, weights, params, w0, v0, aux
         invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb,
     )
     return out.reserves, out.fee_revenue
+
+
+def _last_trading_minute(mask: jax.Array) -> jax.Array:
+    """For every minute, the last minute <= it at which the pool traded (0 before the first)."""
+    return jnp.maximum(jax.lax.cummax(jnp.where(mask, jnp.arange(mask.shape[0]), -1)), 0)
+
+
+def _trad_hodling(st: _Static, prices, weights, v0, aux):
+    """The CEX index portfolio, rebalanced every arb_frequency minutes inside the windows."""
+    f = st.arb_frequency
+    spread = aux.get("spread")
+    reserves = trad_hodling_reserves(
+        prices[::f], weights[::f], v0, trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period, f),
+        fees=st.fees, spread=None if spread is None else spread[::f], annual_streaming_fee=st.annual_streaming_fee,
+        steps_per_year=trading_steps_per_year(st.chunk_period, st.interpolation_period, f),
+    )
+    return jnp.repeat(reserves, f, axis=0)[: prices.shape[0]]
 
 
 def _gyroscope(st: _Static, prices, params, v0):
@@ -375,7 +404,7 @@ def resolve_weight_method(spec: RunSpec) -> str:
 
 def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -> _Static:
     tokens = spec.sorted_tokens
-    return _Static(
+    st = _Static(
         rule=spec.rule,
         n_tokens=len(tokens),
         warmup_rows=window.warmup_rows,
@@ -402,9 +431,16 @@ def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -
         do_arb=spec.do_arb,
         do_trades=spec.do_trades,
         arb_quality=spec.arb_quality,
+        annual_streaming_fee=spec.annual_streaming_fee,
         report=report,
         gyro_numeraire_first=(spec.numeraire or tokens[-1]) == tokens[0],
     )
+    if st.pool.engine == "hodling" and st.with_costs:
+        raise SimulationInputError(
+            f"rule {spec.rule!r} is simulated with zero costs only (fees, gas_cost, arb_fees, noise_trader_ratio "
+            "0, arb_frequency 1, do_arb true, do_trades false): set those, or use index_market_cap for the "
+            "always-arbitraged pool")
+    return st
 
 
 def initial_weights(spec: RunSpec) -> np.ndarray:
@@ -503,6 +539,8 @@ def _check_aux(st: _Static, spec: RunSpec, window: SimWindow, aux: dict[str, np.
     per_row = list(st.pool.rule.required_aux)
     per_minute = (["spread"] if st.pool.rebalancer == "rvr" else []) + (["trades"] if spec.do_trades else [])
     missing = [k for k in per_row + per_minute if k not in aux]
+    if st.pool.engine == "trad_hodling" and "spread" in aux:
+        per_minute.append("spread")  # optional: the CEX portfolio pays half the spread when given
     if missing:
         raise SimulationInputError(
             f"rule {spec.rule!r}{' with do_trades' if spec.do_trades else ''} needs the series {missing}: pass "

@@ -175,3 +175,38 @@ def test_straight_through_gradients_are_finite_through_simulate_settings(panel):
 
     g = jax.grad(final_log_value)(params["k_per_day"])
     assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0)
+
+
+def test_hodling_index_trades_only_inside_the_interpolation_window():
+    """wip = 360 of a 1440-minute chunk, data every 6 hours: the hodling pool trades in minutes 0..359
+    of each chunk and holds its reserves after that, so at 06:00, 12:00 and 18:00 it holds the same
+    tokens, and at 00:00 (trading again) it equals the always-arbitraged index pool."""
+    panel = random_walk_panel(70 * 4, seed=11, step_minutes=360)
+    aux = _aux("index_market_cap", panel)
+    kw = {"weight_interpolation_period": 360, "initial_memory_length": 2, "initial_weights": [0.6, 0.3, 0.1]}
+    index = simulate(panel, _spec("index_market_cap", **kw), aux=aux)
+    hodling = simulate(panel, _spec("hodling_index_market_cap", **kw), aux=aux)
+    r = hodling.reserves.reshape(-1, 4, 3)
+    np.testing.assert_array_equal(r[:, 1], r[:, 2])
+    np.testing.assert_array_equal(r[:, 1], r[:, 3])
+    np.testing.assert_allclose(hodling.values[::4], index.values[::4], rtol=1e-10)
+    assert not np.allclose(hodling.values[3::4], index.values[3::4], rtol=1e-6)
+    # with wip = chunk_period it always trades: the ordinary pool
+    full = simulate(panel, _spec("hodling_index_market_cap", **{**kw, "weight_interpolation_period": 1440}), aux=aux)
+    plain = simulate(panel, _spec("index_market_cap", **{**kw, "weight_interpolation_period": 1440}), aux=aux)
+    np.testing.assert_allclose(full.values, plain.values, rtol=1e-10)
+
+
+def test_trad_hodling_index_pays_fees_spread_and_streaming_fee(panel):
+    aux = _aux("index_market_cap", panel)
+    kw = {"initial_memory_length": 2, "initial_weights": [0.6, 0.3, 0.1]}
+    free = simulate(panel, _spec("trad_hodling_index_market_cap", annual_streaming_fee=0.0, **kw), aux=aux)
+    lvr = simulate(panel, _spec("lvr__index_market_cap", **kw), aux=aux)
+    # no costs and trading in every minute of every chunk: the CEX portfolio is the rebalancing benchmark
+    np.testing.assert_allclose(free.values, lvr.values, rtol=1e-10)
+    streaming = simulate(panel, _spec("trad_hodling_index_market_cap", **kw), aux=aux)
+    assert streaming.values[-1] < free.values[-1]
+    minutes = (streaming.values.shape[0] - 1) * 1440 + 1
+    spread = {**aux, "spread": np.full((minutes, 3), 0.002)}
+    costly = simulate(panel, _spec("trad_hodling_index_market_cap", fees=0.001, **kw), aux=spread)
+    assert costly.values[-1] < streaming.values[-1]

@@ -22,7 +22,8 @@ from quant_core.spec import RunSpec
 
 CP = 1440
 C, N = 200, 3
-RULES = {r.name: r for r in ALL_RULES}
+# the hodling index variants share index_market_cap's rule function (only their reserve engine differs)
+RULES = {r.name: r for r in ALL_RULES if r.reserve_engine == "g3m"}
 MEMORY_PARAMS = ("memory_days", "memory_days_2", "memory_days_trend", "memory_days_envelope")
 
 PARAMS = {

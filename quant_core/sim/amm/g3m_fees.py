@@ -1,19 +1,86 @@
 """G3M (TFMM) reserves with swap fees, arbitrage costs, noise traders and explicit trades.
 
-Why a separate engine: with fees the arbitrageur's best trade depends on the reserves it meets, so the
-path is a sequential scan and cannot be summed in closed form like the zero-fee path (`g3m.py`).
+Why a separate engine: with fees the arbitrageur's best trade depends on the reserves it meets, so
+the path is a sequential scan and cannot be summed in closed form like the zero-fee path (g3m.py).
+Formulas and order of operations follow the reference simulator (quantammsim: quantamm_reserves.py,
+optimal_n_pool_arb.py, noise_trades.py, G3M_trades.py, TFMM_base_pool.py; see
+shared/docs/tfmm-reference-details.md sections 6-7); the code is our own.
+
+Per step t (prices p_t, weights w_t, previous weights w_{t-1}, reserves R; step 0 uses w_{-1} = w_0):
+  1. price arbitrage at the OLD weights: best trade against (R, w_{t-1}) at p_t;
+  2. the explicit trade of step t, if any (a G3M swap at w_t, with the fee);
+  3. weight arbitrage at the NEW weights: best trade against (R, w_t) at p_t.
+An arbitrage is executed if -Delta.p - gas_cost >= arb_fees/2 * sum_i |Delta_i| p_i.
+
+Best trade (arXiv 2402.06731). Candidates are the n(n-1) one-in/one-out signatures (token I into
+the pool, J out). With gamma = 1 - fees, s = w_J/(w_I + w_J) and the log mispricing
+    z = log(gamma) + log(w_I/(p_I R_I)) - log(w_J/(p_J R_J)),
+the reference's closed form for a signature reduces to
+    Delta_I = R_I expm1(s z)/gamma,   Delta_J = R_J expm1(-(1 - s) z):
+the fee-adjusted pair (R_I + gamma Delta_I, R_J + Delta_J) keeps the invariant and quotes the
+market price. A candidate is valid if all reserves stay positive and the post-trade invariant
+prod_j (R_j + gamma^[Delta_j > 0] Delta_j)^{w_j} >= (1 - invariant_tolerance) x the pre-trade one
+(in logs). Invalid candidates are zero trades; the one with the largest profit -Delta.p is taken,
+and candidates with exactly equal profit are summed, as in the reference (ties only happen when
+all candidates are invalid, i.e. no trade; otherwise they have probability zero). With fees == 0
+exactly the reference, and this engine, use the all-token zero-fee trade instead,
+R_i <- (w_i/p_i) prod_j (p_j R_j/w_j)^{w_j} (so fees -> 0+ does not converge to it for n >= 3:
+pair trades cannot reach the n-token optimum in one step).
+
+Invariant test. The optimal trade leaves the invariant exactly unchanged, so the reference's strict
+post >= pre is decided by rounding and drops some profitable trades. invariant_tolerance=0.0 keeps
+that knife-edge test, evaluated literally in logs (which trades it drops depends on rounding, so it
+matches the reference statistically, not trade for trade); the default 1e-9 is the intended test.
+For z >= 0 the test passes; for z < 0 (the trade runs against its signature) the invariant falls by
+~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, and a tolerance lets candidates with
+|z| below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6 through, with a tiny profit ~ s z^2 V/2. That
+follows from the literal test, so we keep it. Rather than two log1p per candidate and step, the
+threshold z* of each candidate is solved once per step from the weights (cubic Taylor expansion of
+the invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
+candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the
+order of 2 fees^2 w_I w_J/(w_I + w_J) (e.g. 3e-7 at fees 0.003); keep the tolerance well below that.
+
+Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after
+each arbitrage in the scan functions of quantamm_reserves.py, "apply noise trade if
+noise_trader_ratio is greater than 0"): noise volume of noise_trader_ratio times the arbitrage's
+pays the fee on its inbound leg; the income noise_trader_ratio * fees * sum_i max(Delta_i, 0) p_i
+is added by scaling all reserves by 1 + income / (pool value after the arbitrage), so quoted prices
+do not move. Only executed arbitrages bring noise income (no arbitrage, no noise).
+
+Explicit trades (G3M_trades.py, _jax_calc_G3M_trade_from_exact_out_given_in; format from the
+docstring of _jax_calc_quantAMM_reserves_with_dynamic_inputs): trades is a float array [T, 3], one
+row per minute: (index of the token paid in, index of the token taken out, amount paid in, in token
+units). A row with amount 0, or with in == out (which the reference mishandles), is no trade. The
+pool takes the whole amount and pays out R_out (1 - (1 + gamma amount/R_in)^(-w_in/w_out)) at w_t;
+no validity test, as in the reference, and also with do_arb=False. With arb_frequency f only the
+rows of the simulated minutes 0, f, 2f, ... are used (the reference's trade array is per step).
+
+arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times
+(cut to T). fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the
+repeated ones. fee_revenue[t] = fees * sum_i p_i (inflows of the executed arbitrages and trade) +
+the noise income; arb_volume[t] = sum_i |Delta_i| p_i over executed arbitrages, times
+1 + noise_trader_ratio, plus the explicit trade's two legs.
+
+Speed. A scan step is a few dozen tiny kernels, and on XLA:CPU each kernel launch costs more than
+its arithmetic, and a sequence of more than 8 kernels switches to a concurrent executor that costs
+several times more per kernel. So: everything that depends only on (w, p) is computed before the
+scan, vectorised; gathers, scatters and reductions over the few tokens are written as selects and
+adds of slices (which fuse); each arbitrage is one `lax.cond` on an always-true predicate (its
+branch is a short kernel sequence of its own, keeping the step's outer sequence at 8); the
+predicate comes from the scan counter, so it stays unbatched under vmap. A year of minutes with 3
+tokens takes ~0.3 s on a 2-core CPU (reference: ~2.5 s). Reverse-mode differentiation works (scan
+and cond only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-jax.config.update("jax_enable_x64", True)
 
 ArrayLike = Any  # jax.Array, np.ndarray or a Python number
 
@@ -28,8 +95,8 @@ class FeeReserves(NamedTuple):
 
 class _Static(NamedTuple):
     n: int
-    fee_mode: str  # "zero", "positive" or "traced"
-    noise: bool
+    fee_mode: str  # "zero", "positive" (Python number) or "traced"
+    noise: bool  # noise_trader_ratio may be nonzero
     costs: bool  # gas_cost or arb_fees may be nonzero
     tolerance: float
     do_arb: bool
@@ -37,11 +104,14 @@ class _Static(NamedTuple):
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and second token of each unordered pair (i < j)."""
     first, second = np.triu_indices(n, k=1)
     return first, second
 
 
-def _thresholds(s_fwd: jax.Array, w_sum: jax.Array, gamma: jax.Array, tolerance: float) -> tuple[jax.Array, jax.Array]:
+def _thresholds(
+    s_fwd: jax.Array, w_sum: jax.Array, gamma: jax.Array, tolerance: float
+) -> tuple[jax.Array, jax.Array]:
     """Smallest log mispricing z (<= 0) at which a pair candidate passes the tolerant invariant test,
     for both directions of each pair (s_fwd: the second token's weight share, w_sum: w_i + w_j).
 
@@ -75,20 +145,13 @@ def _thresholds(s_fwd: jax.Array, w_sum: jax.Array, gamma: jax.Array, tolerance:
     return out[0], out[1]
 
 
-def _block(pred: jax.Array, fn, *args):
-    """fn(*args) behind an always-true `lax.cond`.
-
-    XLA:CPU runs a thunk sequence of more than 8 kernels through its concurrent executor, whose
-    per-kernel overhead is ~50 ns; sequences of at most 8 run inline at a few ns. A conditional's
-    branch is a sequence of its own, so grouping the step's kernels into conditionals keeps every
-    sequence short and makes the scan several times faster. `pred` comes from the scan counter so
-    that it stays unbatched under vmap (a batched predicate would turn the cond into a select).
-    """
+def _block(pred: jax.Array, fn: Callable[..., Any], *args: jax.Array) -> Any:
+    """fn(*args) as the branch of a `lax.cond` on `pred` (always true): a kernel sequence of its own."""
     out_shape = jax.eval_shape(fn, *args)
     return jax.lax.cond(pred, fn, lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape), *args)
 
 
-def _mask(size: int, positions) -> jax.Array:
+def _mask(size: int, positions: Iterable[int]) -> jax.Array:
     """Boolean [size] vector, True at the given static positions (built from an iota, so it fuses)."""
     iota = jax.lax.iota(np.int32, size)
     out = iota < 0
@@ -123,7 +186,20 @@ def _total(x: jax.Array) -> jax.Array:
     return acc
 
 
-def _pair_candidates(reserves, log_reserves, a, w, p, pair_block, gamma, inv_gamma, log_gamma, static: _Static):
+def _pair_candidates(
+    reserves: jax.Array,
+    log_reserves: jax.Array,
+    a: jax.Array,
+    w: jax.Array,
+    p: jax.Array,
+    s_fwd: jax.Array,
+    z_fwd: jax.Array,
+    z_bwd: jax.Array,
+    gamma: jax.Array,
+    inv_gamma: jax.Array,
+    log_gamma: jax.Array,
+    static: _Static,
+) -> jax.Array:
     """Candidate trades, one per token pair, as rows of a [4, P] array: pool-side amount of the
     pair's first token, of its second token, the arbitrageur's profit (0 if invalid), validity.
 
@@ -139,19 +215,19 @@ def _pair_candidates(reserves, log_reserves, a, w, p, pair_block, gamma, inv_gam
     w1, w2 = _take(w, first), _take(w, second)
     r1, r2 = _take(reserves, first), _take(reserves, second)
     p1, p2 = _take(p, first), _take(p, second)
-    n_pairs = len(first)
-    s_fwd, s_bwd = pair_block[..., :n_pairs], pair_block[..., n_pairs:2 * n_pairs]
     w_in, w_out = jnp.where(fwd, w1, w2), jnp.where(fwd, w2, w1)
-    s = jnp.where(fwd, s_fwd, s_bwd)  # the outgoing token's weight share in the pair
-    e_in = jnp.expm1(s * z)
-    e_out = jnp.expm1(s * z - z)
+    s = jnp.where(fwd, s_fwd, 1.0 - s_fwd)  # the outgoing token's weight share in the pair
+    growth = jnp.expm1(jnp.stack([s * z, s * z - z]))  # one kernel for both tokens' growth
+    e_in, e_out = growth[0], growth[1]
     if static.tolerance > 0.0:
-        valid = z >= jnp.where(fwd, pair_block[..., 2 * n_pairs:3 * n_pairs], pair_block[..., 3 * n_pairs:])
+        valid = z >= jnp.where(fwd, z_fwd, z_bwd)
     else:  # the reference's knife-edge test, literally: post-trade invariant >= pre-trade invariant
         g_in = jnp.where(e_in > 0.0, e_in, e_in * inv_gamma)
         g_out = jnp.where(e_out > 0.0, gamma * e_out, e_out)
         positive = (g_in > -1.0) & (g_out > -1.0)
-        change = w_in * jnp.log1p(jnp.where(positive, g_in, 0.0)) + w_out * jnp.log1p(jnp.where(positive, g_out, 0.0))
+        change = w_in * jnp.log1p(jnp.where(positive, g_in, 0.0)) + w_out * jnp.log1p(
+            jnp.where(positive, g_out, 0.0)
+        )
         valid = positive & (change >= 0.0)
     x_in = (jnp.where(fwd, r1, r2) * inv_gamma) * e_in
     x_out = jnp.where(fwd, r2, r1) * e_out
@@ -160,26 +236,37 @@ def _pair_candidates(reserves, log_reserves, a, w, p, pair_block, gamma, inv_gam
     return jnp.stack(rows, axis=-2)
 
 
-def _pair_choose(cand, static: _Static):
+def _pair_choose(cand: jax.Array, static: _Static) -> jax.Array:
     """Pool-side trade [n]: the valid candidate with the largest profit (exact ties summed)."""
     first, second = _pairs(static.n)
     d1, d2, profit, valid = cand[..., 0, :], cand[..., 1, :], cand[..., 2, :], cand[..., 3, :] > 0.5
-    best = profit[..., 0]
-    for k in range(1, profit.shape[-1]):
-        best = jnp.maximum(best, profit[..., k])
-    take = valid & (profit == best[..., None])
+    # "profit >= every other profit" rather than "profit == max": XLA may recompute a profit in
+    # several kernels with different rounding (FMA contraction), and an equality test against a
+    # separately computed maximum then selects nothing.
+    take = valid
+    for k in range(profit.shape[-1]):
+        take = take & (profit >= profit[..., k:k + 1])
     return _scatter_add(static.n, jnp.where(take, d1, 0.0), first) + _scatter_add(
         static.n, jnp.where(take, d2, 0.0), second
     )
 
 
-def _zero_fee_trade(reserves, log_reserves, a, w):
+def _zero_fee_trade(reserves: jax.Array, log_reserves: jax.Array, a: jax.Array, w: jax.Array) -> jax.Array:
     """Zero-fee optimal trade: R_i -> (w_i / p_i) prod_j (p_j R_j / w_j)^{w_j}."""
     return jnp.exp(a - _total(w * (a - log_reserves))) - reserves
 
 
-def _arb_terms(reserves, delta, p, fees, gas, arb_fees, noise, static: _Static):
-    """[executed (0/1), fee income, traded value, reserve scale from noise-trader fees] of delta."""
+def _arb_terms(
+    reserves: jax.Array,
+    delta: jax.Array,
+    p: jax.Array,
+    fees: jax.Array,
+    gas: jax.Array,
+    arb_fees: jax.Array,
+    noise: jax.Array,
+    static: _Static,
+) -> jax.Array:
+    """[executed (0/1), fee income, traded value, reserves after the trade (n)] for the trade delta."""
     flow = delta * p
     abs_flow = _total(jnp.abs(flow))
     inflow = _total(jnp.maximum(flow, 0.0))
@@ -187,19 +274,22 @@ def _arb_terms(reserves, delta, p, fees, gas, arb_fees, noise, static: _Static):
     accept = profit - gas >= 0.5 * arb_fees * abs_flow if static.costs else profit >= 0.0
     income = fees * inflow
     volume = abs_flow
-    scale = jnp.ones_like(income)
+    after = reserves + delta
     if static.noise:
         noise_income = noise * income
-        scale = 1.0 + noise_income / _total((reserves + delta) * p)
+        # elementwise divide by the broadcast pool value: a scalar divide would be a kernel of its own
+        after = after + (after * noise_income[..., None]) / _total(after * p)[..., None]
         income = income + noise_income
         volume = volume * (1.0 + noise)
-    return jnp.stack([accept.astype(income.dtype), income, volume, scale], axis=-1)
+    return jnp.concatenate([jnp.stack([accept.astype(income.dtype), income, volume], axis=-1), after], axis=-1)
 
 
-def _arb_execute(reserves, log_reserves, delta, terms):
+def _arb_execute(
+    reserves: jax.Array, log_reserves: jax.Array, terms: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """New reserves, their logs, fee income and volume (zero if the trade is not executed)."""
     accept = terms[..., 0:1] > 0.5
-    after = (reserves + delta) * terms[..., 3:4]
+    after = terms[..., 3:]
     return (
         jnp.where(accept, after, reserves),
         jnp.where(accept, jnp.log(after), log_reserves),
@@ -208,7 +298,9 @@ def _arb_execute(reserves, log_reserves, delta, terms):
     )
 
 
-def _explicit_trade(reserves, w, p, trade, fees, gamma):
+def _explicit_trade(
+    reserves: jax.Array, w: jax.Array, p: jax.Array, trade: jax.Array, fees: jax.Array, gamma: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """G3M swap of trade = (token-in index, token-out index, amount in) at weights w."""
     n = reserves.shape[-1]
     idx = jnp.arange(n)
@@ -230,79 +322,91 @@ def _explicit_trade(reserves, w, p, trade, fees, gamma):
 
 
 @partial(jax.jit, static_argnames=("static",))
-def _engine(prices, weights, initial_reserves, fees, gas, arb_fees, noise, trades, static: _Static):
+def _engine(
+    prices: jax.Array,
+    weights: jax.Array,
+    initial_reserves: jax.Array,
+    fees: jax.Array,
+    gas: jax.Array,
+    arb_fees: jax.Array,
+    noise: jax.Array,
+    trades: jax.Array | None,
+    static: _Static,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     n = static.n
     first, second = _pairs(n)
-    n_pairs = len(first)
     gamma = 1.0 - fees
     inv_gamma = 1.0 / gamma
     log_gamma = jnp.log(gamma)
-    # What depends only on (w, p) is computed here, vectorised over time. Per step: log w, log p,
-    # p, w and the pair block [s_fwd, s_bwd, z*_fwd, z*_bwd] (s: outgoing token's weight share in
-    # the pair; z*: validity threshold of the tolerant invariant test).
-    w1, w2 = weights[:, first], weights[:, second]
+    # What depends only on (w, p) is computed here, vectorised over time, one array per quantity
+    # (each block slices its rows; the slices fuse into its kernels).
+    w1, w2 = _take(weights, first), _take(weights, second)
     w_sum = w1 + w2
-    s_fwd = w2 / w_sum
-    cols = [s_fwd, 1.0 - s_fwd]
+    s_fwd = w2 / w_sum  # outgoing token's weight share when the pair's first token flows in
+    arrays = {"lw": jnp.log(weights), "lp": jnp.log(prices), "p": prices, "w": weights, "s": s_fwd}
     if static.do_arb and static.tolerance > 0.0 and static.fee_mode != "zero":
-        cols += list(_thresholds(s_fwd, w_sum, gamma, static.tolerance))
-    pair_block = jnp.concatenate(cols, axis=-1)
-    arrays = {"lw": jnp.log(weights), "lp": jnp.log(prices), "p": prices, "w": weights, "pb": pair_block}
+        arrays["zf"], arrays["zb"] = _thresholds(s_fwd, w_sum, gamma, static.tolerance)
+    else:
+        arrays["zf"] = arrays["zb"] = jnp.zeros((prices.shape[0], 0), prices.dtype)
     if static.has_trades:
         arrays["trade"] = trades
-    # State = [R (n), fee income, volume, log R (n)]; its first n + 2 entries are the output row.
+    # state = [R (n), fee income, volume, log R (n)]; its first n + 2 entries are the output row
     lr_at = n + 2
 
-    def row(arrs, name, t):
+    def row(arrs: dict[str, jax.Array], name: str, t: jax.Array) -> jax.Array:
         return jax.lax.dynamic_index_in_dim(arrs[name], t, keepdims=False)
 
-    def arb(old_weights, first_in_step, state, t, arrs):
+    # Stages map (state, delta, t, arrays) -> (state, delta); each runs as its own kernel sequence.
+    def find(old_weights: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
         tw = jnp.maximum(t - 1, 0) if old_weights else t
-        w, lw, pb = row(arrs, "w", tw), row(arrs, "lw", tw), row(arrs, "pb", tw)
+        w, lw, s, zf, zb = (row(arrs, k, tw) for k in ("w", "lw", "s", "zf", "zb"))
         p, lp = row(arrs, "p", t), row(arrs, "lp", t)
         r, lr = state[:n], state[lr_at:lr_at + n]
         a = lw - lp
         if static.fee_mode == "zero":
-            delta = _zero_fee_trade(r, lr, a, w)
-        else:
-            cand = _pair_candidates(r, lr, a, w, p, pb, gamma, inv_gamma, log_gamma, static)
-            delta = _pair_choose(jax.lax.optimization_barrier(cand), static)
-            if static.fee_mode == "traced":
-                delta = jnp.where(gamma == 1.0, _zero_fee_trade(r, lr, a, w), delta)
-        delta = jax.lax.optimization_barrier(delta)
-        terms = jax.lax.optimization_barrier(_arb_terms(r, delta, p, fees, gas, arb_fees, noise, static))
-        r, lr, f, v = _arb_execute(r, lr, delta, terms)
+            return state, _zero_fee_trade(r, lr, a, w)
+        cand = _pair_candidates(r, lr, a, w, p, s, zf, zb, gamma, inv_gamma, log_gamma, static)
+        delta = _pair_choose(cand, static)
+        if static.fee_mode == "traced":
+            delta = jnp.where(gamma == 1.0, _zero_fee_trade(r, lr, a, w), delta)
+        return state, delta
+
+    def apply(first_in_step: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
+        r, lr = state[:n], state[lr_at:lr_at + n]
+        terms = _arb_terms(r, delta, row(arrs, "p", t), fees, gas, arb_fees, noise, static)
+        r, lr, f, v = _arb_execute(r, lr, terms)
         if not first_in_step:
             f, v = f + state[n], v + state[n + 1]
-        return jnp.concatenate([r, f[None], v[None], lr])
+        return jnp.concatenate([r, f[None], v[None], lr]), delta
 
-    def trade(first_in_step, state, t, arrs):
-        r, lr, f, v = _explicit_trade(state[:n], row(arrs, "w", t), row(arrs, "p", t), row(arrs, "trade", t), fees, gamma)
+    def trade(first_in_step: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
+        r, lr, f, v = _explicit_trade(
+            state[:n], row(arrs, "w", t), row(arrs, "p", t), row(arrs, "trade", t), fees, gamma
+        )
         if not first_in_step:
             f, v = f + state[n], v + state[n + 1]
-        return jnp.concatenate([r, f[None], v[None], lr])
+        return jnp.concatenate([r, f[None], v[None], lr]), delta
 
-    blocks = []
+    stages = []
     if static.do_arb:
-        blocks.append(partial(arb, True, True))
+        stages += [partial(find, True), partial(apply, True)]
     if static.has_trades:
-        blocks.append(partial(trade, not blocks))
+        stages.append(partial(trade, not stages))
     if static.do_arb:
-        blocks.append(partial(arb, False, not blocks))
+        stages += [partial(find, False), partial(apply, False)]
 
-    def body(t, state, arrs):
-        pred = t >= 0
-        for fn in blocks:
-            state = _block(pred, fn, state, t, arrs)
-        return state
+    def run_stages(state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
+        for fn in stages:
+            state, delta = _block(t >= 0, fn, state, delta, t, arrs)
+        return state, delta
 
-    def step(carry, _):
+    def step(carry: tuple[jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
         t, state = carry
-        if blocks:
-            state = _block(t >= 0, body, t, state, arrays)
+        if stages:
+            state, _ = _block(t >= 0, run_stages, state, jnp.zeros(n, state.dtype), t, arrays)
         return (t + 1, state), state[:n + 2]
 
-    zeros = jnp.zeros(2, weights.dtype)
+    zeros = jnp.zeros(2, prices.dtype)
     init_state = jnp.concatenate([initial_reserves, zeros, jnp.log(initial_reserves)])
     _, out = jax.lax.scan(step, (jnp.int32(0), init_state), None, length=prices.shape[0])
     return out[:, :n], out[:, n], out[:, n + 1]
@@ -333,11 +437,13 @@ def g3m_reserves_with_fees(
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
-    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (rows sum to 1);
-    initial_reserves [n]. fees, gas_cost, arb_fees, noise_trader_ratio: scalars, Python numbers or
-    traced arrays (Python zeros let their terms be dropped at trace time). trades: optional [T, 3]
-    float array of (token-in index, token-out index, amount in) per minute; see the module docstring.
-    arb_frequency, invariant_tolerance and do_arb are static. Jit- and vmap-compatible.
+    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive,
+    rows sum to 1); initial_reserves [n]. fees, gas_cost, arb_fees, noise_trader_ratio: scalars,
+    Python numbers or traced arrays (a Python 0.0 drops its term at trace time; fees == 0 selects the
+    zero-fee trade, traced fees select it per value). trades: optional float array [T, 3] of
+    (token-in index, token-out index, amount in) per minute, amount 0 for no trade. arb_frequency,
+    invariant_tolerance and do_arb are static. Works under jit, vmap and reverse-mode grad.
+    See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
     if f < 1:
@@ -362,6 +468,8 @@ def g3m_reserves_with_fees(
             raise ValueError(f"trades must be [T, 3] = {(n_steps, 3)}, got {trades.shape}")
         trades = trades[::f]
     fee_value = _static_value(fees)
+    if fee_value is not None and not 0.0 <= fee_value < 1.0:
+        raise ValueError("fees must be in [0, 1)")
     noise_value = _static_value(noise_trader_ratio)
     static = _Static(
         n=n,

@@ -43,3 +43,14 @@ INDEX_MARKET_CAP = PoolRule(
     blend_lamb=index_market_cap_blend,
     required_aux=("market_cap",),
 )
+
+HODLING_INDEX_MARKET_CAP = dataclasses.replace(
+    INDEX_MARKET_CAP, name="hodling_index_market_cap", reserve_engine="hodling",
+    description="market-cap index held by a G3M pool that trades (is arbitraged) only while its weights move, "
+    "in the first weight_interpolation_period minutes of each chunk, and holds its reserves otherwise",
+)
+TRAD_HODLING_INDEX_MARKET_CAP = dataclasses.replace(
+    INDEX_MARKET_CAP, name="trad_hodling_index_market_cap", reserve_engine="trad_hodling",
+    description="market-cap index held by a CEX portfolio that rebalances (paying fees, half the spread and a "
+    "streaming fee) only while its weights move, and holds its tokens otherwise",
+)
