@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from quant_core.sim.token_sum import token_sum
+
 HOOKS = ("lvr", "rvr", "bounded", "ensemble")
 
 
@@ -67,14 +69,12 @@ def rebalancing_log_growth(
     r = prices[1:] / prices[:-1]
     w_prev, w_next = weights[:-1], weights[1:]
     half = 0.0 if spread is None else 0.5 * spread[1:]
-    x = jnp.sum(w_prev * r, axis=-1, keepdims=True)
+    x = token_sum(w_prev * r)
     move = w_prev * x - w_prev * r
-    c1 = fees * jnp.sum(jnp.maximum(-move, 0.0), axis=-1, keepdims=True) + jnp.sum(half * jnp.abs(move), axis=-1,
-                                                                                  keepdims=True)
+    c1 = token_sum(fees * jnp.maximum(-move, 0.0) + half * jnp.abs(move))
     y = x - c1
     move = y * (w_next - w_prev)
-    c2 = fees * jnp.sum(jnp.maximum(-move, 0.0), axis=-1, keepdims=True) + jnp.sum(half * jnp.abs(move), axis=-1,
-                                                                                  keepdims=True)
+    c2 = token_sum(fees * jnp.maximum(-move, 0.0) + half * jnp.abs(move))
     growth = jnp.log(y - c2)[:, 0]
     return jnp.concatenate([jnp.zeros((1,), dtype=growth.dtype), growth])
 

@@ -22,13 +22,14 @@ import polars as pl
 from quant_core.data.panel import PricePanel
 from quant_core.data.schema import to_epoch_ms
 from quant_core.sim.amm.cow import cow_reserves
-from quant_core.sim.amm.g3m import g3m_log_reserves, g3m_log_reserves_from_minute_weights
+from quant_core.sim.amm.g3m import g3m_log_reserves, g3m_log_reserves_from_minute_weights, g3m_minute_log_growth
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
 from quant_core.sim.amm.gyroscope import gyroscope_reserves
 from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
 from quant_core.sim.hooks import ensemble_mean, rebalancing_log_growth
 from quant_core.sim.pool import BOUND_PARAMS, Pool, check_bounds, get_pool
 from quant_core.sim.registry import RuleContext
+from quant_core.sim.token_sum import token_sum
 from quant_core.sim.weights import WeightSchedule, chunk_weights
 from quant_core.spec import MINUTES_PER_DAY, RunSpec
 
@@ -183,14 +184,14 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
 
     if pool.engine == "hodl":
         reserves = jnp.broadcast_to(v0 * w0 / prices[0], prices.shape)
-        values = jnp.sum(reserves * prices, axis=1)
+        values = token_sum(reserves * prices, keepdims=False)
         weights = reserves * prices / values[:, None]
         extras["fee_revenue"] = jnp.zeros_like(values)
         return (values, weights, reserves, extras) if st.report else (values, weights, reserves)
 
     if pool.engine == "gyroscope" and not st.minute_grid:
         reserves = _gyroscope(st, prices, params, v0)
-        values = jnp.sum(reserves * prices, axis=1)
+        values = token_sum(reserves * prices, keepdims=False)
         weights = reserves * prices / values[:, None]
         extras["fee_revenue"] = jnp.zeros_like(values)
         if st.report:
@@ -201,24 +202,23 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
         return values, weights, reserves
 
     schedule = _schedule(pool, st, rows, params, w0, aux)
-    weights = schedule.at(boundary_minutes)
+    weights = schedule.per_minute(st.n_steps) if m == 1 else schedule.at(boundary_minutes)
     if not st.minute_grid:
-        log_r0 = jnp.log(v0 * w0 / prices[0])
-        if m == 1:  # minute data: the per-minute product directly (no sub-step sums to take)
-            log_r = g3m_log_reserves_from_minute_weights(log_prices, weights, log_r0)
+        if m == 1:  # minute data: the per-minute sums directly (no sub-step sums to take)
+            values = v0 * jnp.exp(g3m_minute_log_growth(log_prices, weights))
+            reserves = values[:, None] * weights / prices
         else:
-            log_r = g3m_log_reserves(log_prices, schedule, m, log_r0)
-        reserves = jnp.exp(log_r)
-        values = jnp.sum(reserves * prices, axis=1)
+            reserves = jnp.exp(g3m_log_reserves(log_prices, schedule, m, jnp.log(v0 * w0 / prices[0])))
+            values = token_sum(reserves * prices, keepdims=False)
         extras["fee_revenue"] = jnp.zeros_like(values)
         minute_prices = minute_weights = None
     else:
         minute_lp = _minute_log_prices(log_prices, m)
         minute_prices = jnp.exp(minute_lp)
-        minute_weights = schedule.at(jnp.arange(minute_lp.shape[0]))
+        minute_weights = schedule.per_minute(minute_lp.shape[0])
         minute_reserves, fee_revenue = _minute_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux)
         reserves = minute_reserves[::m]
-        values = jnp.sum(reserves * prices, axis=1)
+        values = token_sum(reserves * prices, keepdims=False)
         if pool.engine == "gyroscope":
             weights = reserves * prices / values[:, None]
         # fees earned within each data step, booked at the step's end
@@ -227,7 +227,7 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
     if st.report:
         if minute_prices is None:
             minute_prices = jnp.exp(_minute_log_prices(log_prices, m))
-            minute_weights = schedule.at(jnp.arange(minute_prices.shape[0]))
+            minute_weights = schedule.per_minute(minute_prices.shape[0])
         if pool.engine == "gyroscope":
             minute_weights = jnp.repeat(weights, m, axis=0)[: minute_prices.shape[0]]
         growth = rebalancing_log_growth(minute_prices, minute_weights, 0.0)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
+from quant_core.sim.token_sum import token_sum
 from quant_core.sim.weights import WeightSchedule
 
 # Below this |d|/a the lgamma form loses more than it gains; the second-order expansion is exact there.
@@ -66,8 +67,7 @@ def g3m_log_reserves(
     ramp_sum = k * (k - 1.0) / 2.0 + (m - k) * k
     w_sum = m * a + d_b * ramp_sum
     delta = (log_prices[1:] - log_prices[:-1]) / m
-    shared = jnp.sum(w_sum * delta, axis=1, keepdims=True) - jnp.sum(_ramp_arbitrage_loss(a, d_b, k), axis=1,
-                                                                       keepdims=True)
+    shared = token_sum(w_sum * delta - _ramp_arbitrage_loss(a, d_b, k))
     incs = shared - m * delta + jnp.log(w_end) - jnp.log(a)
     return initial_log_reserves + jnp.concatenate(
         [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
@@ -97,18 +97,24 @@ def g3m_log_reserves_per_minute(
     )
 
 
+def g3m_minute_log_growth(log_prices: jax.Array, weights: jax.Array) -> jax.Array:
+    """log(V_t / V_0) [T] of a zero-fee G3M pool under perfect arbitrage, for arbitrary per-minute
+    weights [T, n] (linear ramps, the `optimal` path, anything).
+
+    Each minute the price move at the old weights adds sum_j w_{t-1,j} dlogp_j to log V, and the
+    weight move at the new prices subtracts sum_j w_t,j log(w_t,j / w_t-1,j) (the arbitrageur's
+    take, a KL divergence). Arbitrage keeps R_i p_i = w_i V, so V alone fixes the reserves:
+    R_t,i = V_t w_t,i / p_t,i. One cumulative sum over a scalar series instead of one per token."""
+    delta = log_prices[1:] - log_prices[:-1]
+    lw = jnp.log(weights)
+    shared = token_sum(weights[:-1] * delta - weights[1:] * (lw[1:] - lw[:-1]), keepdims=False)
+    return jnp.concatenate([jnp.zeros((1,), dtype=shared.dtype), jnp.cumsum(shared)])
+
 
 def g3m_log_reserves_from_minute_weights(
     log_prices: jax.Array, weights: jax.Array, initial_log_reserves: jax.Array
 ) -> jax.Array:
-    """Zero-fee log reserves [T, n] for arbitrary per-minute weights [T, n] (e.g. the `optimal`
-    interpolation, which is not linear in the minute): each minute the price move at the old
-    weights, then the weight move at the new prices, summed in logs."""
-    delta = log_prices[1:] - log_prices[:-1]
-    lw = jnp.log(weights)
-    dlw = lw[1:] - lw[:-1]
-    shared = jnp.sum(weights[:-1] * delta, axis=1, keepdims=True) - jnp.sum(weights[1:] * dlw, axis=1, keepdims=True)
-    incs = shared - delta + dlw
-    return initial_log_reserves + jnp.concatenate(
-        [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
-    )
+    """Zero-fee log reserves [T, n] for arbitrary per-minute weights [T, n] (see
+    `g3m_minute_log_growth`): log R_t = log R_0 + log(V_t/V_0) + log(w_t/w_0) - log(p_t/p_0)."""
+    growth = g3m_minute_log_growth(log_prices, weights)[:, None]
+    return initial_log_reserves + growth + jnp.log(weights / weights[:1]) - (log_prices - log_prices[:1])

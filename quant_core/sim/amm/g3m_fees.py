@@ -21,8 +21,8 @@ the fee-adjusted pair (R_I + gamma Delta_I, R_J + Delta_J) keeps the invariant a
 market price. A candidate is valid if all reserves stay positive and the post-trade invariant
 prod_j (R_j + gamma^[Delta_j > 0] Delta_j)^{w_j} >= (1 - invariant_tolerance) x the pre-trade one
 (in logs). Invalid candidates are zero trades; the one with the largest profit -Delta.p is taken,
-and candidates with exactly equal profit are summed, as in the reference (ties only happen when
-all candidates are invalid, i.e. no trade; otherwise they have probability zero). With fees == 0
+and candidates with exactly equal profit are summed, as in the reference (exact ties only happen
+when all candidates are invalid, i.e. no trade; otherwise they have probability zero). With fees == 0
 exactly the reference, and this engine, use the all-token zero-fee trade instead,
 R_i <- (w_i/p_i) prod_j (p_j R_j/w_j)^{w_j} (so fees -> 0+ does not converge to it for n >= 3:
 pair trades cannot reach the n-token optimum in one step).
@@ -31,14 +31,17 @@ Invariant test. The optimal trade leaves the invariant exactly unchanged, so the
 post >= pre is decided by rounding and drops some profitable trades. invariant_tolerance=0.0 keeps
 that knife-edge test, evaluated literally in logs (which trades it drops depends on rounding, so it
 matches the reference statistically, not trade for trade); the default 1e-9 is the intended test.
-For z >= 0 the test passes; for z < 0 (the trade runs against its signature) the invariant falls by
-~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, and a tolerance lets candidates with
-|z| below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6 through, with a tiny profit ~ s z^2 V/2. That
-follows from the literal test, so we keep it. Rather than two log1p per candidate and step, the
-threshold z* of each candidate is solved once per step from the weights (cubic Taylor expansion of
-the invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
+For z >= 0 the test passes. For z < 0 (the trade runs against its signature) the invariant falls by
+~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, so a tolerance also admits such candidates when |z| is
+below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6, with a profit ~ s z^2 V/2 (~1e-12 of the pool).
+That follows from the literal test, so we keep it; such trades happen when a pair sits just inside
+the band after a trade. Their profit is a difference of two terms of size |z| V, so in the
+reference's linear-space formula its sign is a matter of rounding, whereas here both legs come from
+the same z and the profit is exact to rounding. Rather than two log1p per candidate and step, each
+candidate's threshold z* is solved once per step from the weights (cubic Taylor expansion of the
+invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
 candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the
-order of 2 fees^2 w_I w_J/(w_I + w_J) (e.g. 3e-7 at fees 0.003); keep the tolerance well below that.
+order of 2 fees^2 w_I w_J/(w_I + w_J) (3e-7 at fees 0.003, equal weights); keep it well below that.
 
 Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after
 each arbitrage in the scan functions of quantamm_reserves.py, "apply noise trade if
@@ -61,15 +64,18 @@ repeated ones. fee_revenue[t] = fees * sum_i p_i (inflows of the executed arbitr
 the noise income; arb_volume[t] = sum_i |Delta_i| p_i over executed arbitrages, times
 1 + noise_trader_ratio, plus the explicit trade's two legs.
 
-Speed. A scan step is a few dozen tiny kernels, and on XLA:CPU each kernel launch costs more than
-its arithmetic, and a sequence of more than 8 kernels switches to a concurrent executor that costs
-several times more per kernel. So: everything that depends only on (w, p) is computed before the
-scan, vectorised; gathers, scatters and reductions over the few tokens are written as selects and
-adds of slices (which fuse); each arbitrage is one `lax.cond` on an always-true predicate (its
-branch is a short kernel sequence of its own, keeping the step's outer sequence at 8); the
-predicate comes from the scan counter, so it stays unbatched under vmap. A year of minutes with 3
-tokens takes ~0.3 s on a 2-core CPU (reference: ~2.5 s). Reverse-mode differentiation works (scan
-and cond only).
+Speed. A scan step is a few dozen tiny kernels, and on XLA:CPU (jax 0.10) launching a kernel costs
+more than its arithmetic; a sequence of more than 8 kernels also switches to a concurrent executor
+that costs several times more per kernel (and, in one configuration tried while writing this,
+computed a wrong result: a kernel read a buffer before its producer had run). So: everything that
+depends only on (w, p) is computed before the scan, vectorised; gathers, scatters and reductions over
+the few tokens are written as selects and adds of slices, which fuse; each stage (find the price
+arbitrage, execute it, the trade, find the weight arbitrage, execute it) is the branch of a
+`lax.cond` on an always-true predicate, all inside one outer cond, so that every kernel sequence
+stays at 8 or fewer (single and vmapped). The predicate comes from the scan counter, so it stays
+unbatched under vmap (a batched predicate would turn the conds into selects). A year of minutes with
+3 tokens takes ~0.35 s on a 2-core CPU (reference: ~2.5 s). Reverse-mode differentiation works (only
+scan and cond are used).
 """
 
 from __future__ import annotations
@@ -123,8 +129,9 @@ def _thresholds(
     """
     c = 1.0 / gamma
     target = np.log1p(-tolerance) / w_sum
+    # h(z) = q s [a1 z + (a2 s + b2 q) z^2 + (a3 s^2 - b3 q^2) z^3] + O(z^4)
     a1 = c - gamma
-    a2 = 0.5 * c * (1.0 - c)  # times s, and gamma-part: 0.5 gamma (1 - gamma) times q
+    a2 = 0.5 * c * (1.0 - c)
     b2 = 0.5 * gamma * (1.0 - gamma)
     a3 = c * (1.0 - c) * (1.0 - 2.0 * c) / 6.0
     b3 = gamma * (1.0 - gamma) * (1.0 - 2.0 * gamma) / 6.0
