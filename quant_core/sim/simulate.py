@@ -22,7 +22,11 @@ import polars as pl
 from quant_core.data.panel import PricePanel
 from quant_core.data.schema import to_epoch_ms
 from quant_core.sim.amm.cow import cow_reserves
-from quant_core.sim.amm.g3m import g3m_log_reserves, g3m_log_reserves_from_minute_weights, g3m_minute_log_growth
+from quant_core.sim.amm.g3m import (
+    g3m_log_reserves_from_minute_weights,
+    g3m_minute_log_growth,
+    g3m_step_log_growth,
+)
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
 from quant_core.sim.amm.gyroscope import gyroscope_reserves
 from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
@@ -206,10 +210,9 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
     if not st.minute_grid:
         if m == 1:  # minute data: the per-minute sums directly (no sub-step sums to take)
             values = v0 * jnp.exp(g3m_minute_log_growth(log_prices, weights))
-            reserves = values[:, None] * weights / prices
         else:
-            reserves = jnp.exp(g3m_log_reserves(log_prices, schedule, m, jnp.log(v0 * w0 / prices[0])))
-            values = token_sum(reserves * prices, keepdims=False)
+            values = v0 * jnp.exp(g3m_step_log_growth(log_prices, schedule, m))
+        reserves = values[:, None] * weights / prices  # arbitrage keeps R_i p_i = w_i V
         extras["fee_revenue"] = jnp.zeros_like(values)
         minute_prices = minute_weights = None
     else:
@@ -222,8 +225,8 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
         if pool.engine == "gyroscope":
             weights = reserves * prices / values[:, None]
         # fees earned within each data step, booked at the step's end
-        cum = jnp.cumsum(fee_revenue)[::m]
-        extras["fee_revenue"] = jnp.concatenate([cum[:1], jnp.diff(cum)])
+        per_step = jnp.sum(fee_revenue[1:].reshape(st.n_steps - 1, m), axis=1)
+        extras["fee_revenue"] = jnp.concatenate([fee_revenue[:1], per_step])
     if st.report:
         if minute_prices is None:
             minute_prices = jnp.exp(_minute_log_prices(log_prices, m))
@@ -258,7 +261,8 @@ def _minute_engine(pool: Pool, st: _Static, prices, weights, params, w0, v0, aux
         # Arbitraged only inside each chunk's interpolation window, frozen outside it: the reserves at
         # minute t are the ordinary pool's at the last trading minute <= t. (The reference's zero-fee
         # path instead applies only the one-minute price move when trading resumes, so the drift during
-        # a hold is never arbitraged; its fee path does arbitrage it, as here.)
+        # a hold is never arbitraged; its fee path does arbitrage it, as here and in our fee path,
+        # which closes the pool outside the same mask.)
         log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
         held = _last_trading_minute(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period))
         return jnp.exp(log_r[held]), jnp.zeros(prices.shape[0], dtype=prices.dtype)
@@ -271,6 +275,8 @@ def _minute_engine(pool: Pool, st: _Static, prices, weights, params, w0, v0, aux
         arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio,
         trades=aux["trades"] if st.do_trades else None,
         invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb,
+        trade_mask=(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period)
+                    if pool.engine == "hodling" else None),
     )
     return out.reserves, out.fee_revenue
 
@@ -435,11 +441,6 @@ def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -
         report=report,
         gyro_numeraire_first=(spec.numeraire or tokens[-1]) == tokens[0],
     )
-    if st.pool.engine == "hodling" and st.with_costs:
-        raise SimulationInputError(
-            f"rule {spec.rule!r} is simulated with zero costs only (fees, gas_cost, arb_fees, noise_trader_ratio "
-            "0, arb_frequency 1, do_arb true, do_trades false): set those, or use index_market_cap for the "
-            "always-arbitraged pool")
     return st
 
 

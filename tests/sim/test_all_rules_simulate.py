@@ -210,3 +210,14 @@ def test_trad_hodling_index_pays_fees_spread_and_streaming_fee(panel):
     spread = {**aux, "spread": np.full((minutes, 3), 0.002)}
     costly = simulate(panel, _spec("trad_hodling_index_market_cap", fees=0.001, **kw), aux=spread)
     assert costly.values[-1] < streaming.values[-1]
+
+
+def test_hodling_index_with_fees_is_closed_outside_the_window():
+    panel = random_walk_panel(70 * 4, seed=11, step_minutes=360)
+    aux = _aux("index_market_cap", panel)
+    kw = {"weight_interpolation_period": 360, "initial_memory_length": 2, "initial_weights": [0.6, 0.3, 0.1],
+          "fees": 0.003, "endDateString": "2024-02-01"}
+    hodling = simulate(panel, _spec("hodling_index_market_cap", **kw), aux=aux)
+    r = hodling.reserves.reshape(-1, 4, 3)
+    np.testing.assert_array_equal(r[:, 1], r[:, 3])  # 06:00..18:00: closed, reserves held
+    assert np.all(hodling.fee_revenue.reshape(-1, 4)[:, 2:] == 0.0) and hodling.fee_revenue.sum() > 0

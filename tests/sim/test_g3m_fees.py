@@ -96,12 +96,19 @@ def _np_trade(r, w, p, trade, fees):
     return r + delta, fees * amount * p[i_in], amount * p[i_in] + out * p[i_out]
 
 
-def np_fee_path(prices, weights, r0, *, fees, gas=0.0, arb_fees=0.0, noise=0.0, tol=1e-9, trades=None):
+def np_fee_path(prices, weights, r0, *, fees, gas=0.0, arb_fees=0.0, noise=0.0, tol=1e-9, trades=None,
+                mask=None):
     r = np.array(r0, dtype=float)
     w_prev = weights[0]
     rows, income, volume = [], [], []
     for t in range(len(prices)):
         p, w = prices[t], weights[t]
+        if mask is not None and not mask[t]:  # closed: hold the reserves
+            rows.append(r)
+            income.append(0.0)
+            volume.append(0.0)
+            w_prev = w
+            continue
         r, f1, v1 = _np_arb(r, w_prev, p, fees, gas, arb_fees, noise, tol)
         f2 = v2 = 0.0
         if trades is not None:
@@ -305,3 +312,20 @@ def test_rejects_bad_arguments():
         g3m_reserves_with_fees(prices, weights, r0, fees=1.5)
     with pytest.raises(ValueError):
         g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trades=np.zeros((10, 2)))
+
+
+def test_trade_mask_closes_the_pool_between_windows():
+    """The hodling index pool's fee path: minutes outside the mask hold the reserves and earn
+    nothing; when the pool reopens the drift since it closed is arbitraged at once."""
+    prices, weights, r0 = _path()
+    mask = (np.arange(len(prices)) % 100) < 30
+    out = g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trade_mask=mask)
+    ref_r, ref_f, _ = np_fee_path(prices, weights, r0, fees=0.003, mask=mask)
+    assert _close(out.reserves, ref_r) < 1e-12
+    assert np.max(np.abs(np.asarray(out.fee_revenue) - ref_f)) < 1e-12 * 1e6
+    closed = np.flatnonzero(~mask[1:]) + 1
+    np.testing.assert_array_equal(np.asarray(out.reserves)[closed], np.asarray(out.reserves)[closed - 1])
+    assert np.all(np.asarray(out.fee_revenue)[~mask] == 0.0)
+    everywhere = g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trade_mask=np.ones(len(prices), bool))
+    plain = g3m_reserves_with_fees(prices, weights, r0, fees=0.003)
+    np.testing.assert_array_equal(np.asarray(everywhere.reserves), np.asarray(plain.reserves))

@@ -48,13 +48,13 @@ def _ramp_arbitrage_loss(a: jax.Array, d: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.where(small, series, exact)
 
 
-def g3m_log_reserves(
-    log_prices: jax.Array, schedule: WeightSchedule, step_minutes: int, initial_log_reserves: jax.Array
-) -> jax.Array:
-    """Log reserves at each data step [S, n] given log prices at the steps [S, n]."""
+def g3m_step_log_growth(log_prices: jax.Array, schedule: WeightSchedule, step_minutes: int) -> jax.Array:
+    """log(V_s / V_0) at each data step [S] given log prices at the steps [S, n]: the minutes of each
+    step summed in closed form (module docstring). Arbitrage keeps R_i p_i = w_i V at every minute,
+    so the value alone fixes the reserves (`g3m_log_reserves`)."""
     n_steps = log_prices.shape[0]
     if n_steps == 1:
-        return initial_log_reserves[None, :]
+        return jnp.zeros((1,), dtype=log_prices.dtype)
     m = float(step_minutes)
     wip = schedule.interpolation_period
     starts = jnp.arange(n_steps - 1) * step_minutes
@@ -62,16 +62,22 @@ def g3m_log_reserves(
     k = jnp.clip(wip - offset, 0, step_minutes).astype(log_prices.dtype)[:, None]  # ramping minutes
     o = jnp.minimum(offset, wip).astype(log_prices.dtype)[:, None]
     a = w_b + o * d_b  # weight at the step's first minute
-    w_end = a + k * d_b  # weight at its last minute (and after)
     # sum_{m=0}^{M-1} w_m = M a + d (sum of min(m, K) over m < M)
     ramp_sum = k * (k - 1.0) / 2.0 + (m - k) * k
     w_sum = m * a + d_b * ramp_sum
     delta = (log_prices[1:] - log_prices[:-1]) / m
-    shared = token_sum(w_sum * delta - _ramp_arbitrage_loss(a, d_b, k))
-    incs = shared - m * delta + jnp.log(w_end) - jnp.log(a)
-    return initial_log_reserves + jnp.concatenate(
-        [jnp.zeros_like(initial_log_reserves)[None, :], jnp.cumsum(incs, axis=0)], axis=0
-    )
+    shared = token_sum(w_sum * delta - _ramp_arbitrage_loss(a, d_b, k), keepdims=False)
+    return jnp.concatenate([jnp.zeros((1,), dtype=shared.dtype), jnp.cumsum(shared)])
+
+
+def g3m_log_reserves(
+    log_prices: jax.Array, schedule: WeightSchedule, step_minutes: int, initial_log_reserves: jax.Array
+) -> jax.Array:
+    """Log reserves at each data step [S, n]: log R_s = log R_0 + log(V_s/V_0) + log(w_s/w_0) - log(p_s/p_0)
+    (the per-step increments telescope: a step's last weight is the next step's first)."""
+    growth = g3m_step_log_growth(log_prices, schedule, step_minutes)[:, None]
+    log_w = jnp.log(schedule.at(jnp.arange(log_prices.shape[0]) * step_minutes))
+    return initial_log_reserves + growth + (log_w - log_w[:1]) - (log_prices - log_prices[:1])
 
 
 def g3m_log_reserves_per_minute(

@@ -107,6 +107,7 @@ class _Static(NamedTuple):
     tolerance: float
     do_arb: bool
     has_trades: bool
+    has_mask: bool = False
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,6 +339,7 @@ def _engine(
     arb_fees: jax.Array,
     noise: jax.Array,
     trades: jax.Array | None,
+    trade_mask: jax.Array | None,
     static: _Static,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     n = static.n
@@ -357,6 +359,8 @@ def _engine(
         arrays["zf"] = arrays["zb"] = jnp.zeros((prices.shape[0], 0), prices.dtype)
     if static.has_trades:
         arrays["trade"] = trades
+    if static.has_mask:
+        arrays["open"] = trade_mask
     # state = [R (n), fee income, volume, log R (n)]; its first n + 2 entries are the output row
     lr_at = n + 2
 
@@ -410,7 +414,11 @@ def _engine(
     def step(carry: tuple[jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
         t, state = carry
         if stages:
-            state, _ = _block(t >= 0, run_stages, state, jnp.zeros(n, state.dtype), t, arrays)
+            traded, _ = _block(t >= 0, run_stages, state, jnp.zeros(n, state.dtype), t, arrays)
+            if static.has_mask:  # a closed minute: reserves held, nothing earned or traded
+                held = state.at[n:n + 2].set(0.0)
+                traded = jnp.where(row(arrays, "open", t) > 0.0, traded, held)
+            state = traded
         return (t + 1, state), state[:n + 2]
 
     zeros = jnp.zeros(2, prices.dtype)
@@ -441,6 +449,7 @@ def g3m_reserves_with_fees(
     trades: ArrayLike | None = None,
     invariant_tolerance: float = 1e-9,
     do_arb: bool = True,
+    trade_mask: ArrayLike | None = None,
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
@@ -449,7 +458,9 @@ def g3m_reserves_with_fees(
     Python numbers or traced arrays (a Python 0.0 drops its term at trace time; fees == 0 selects the
     zero-fee trade, traced fees select it per value). trades: optional float array [T, 3] of
     (token-in index, token-out index, amount in) per minute, amount 0 for no trade. arb_frequency,
-    invariant_tolerance and do_arb are static. Works under jit, vmap and reverse-mode grad.
+    invariant_tolerance and do_arb are static. trade_mask: optional bool [T]; where False the pool is
+    closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between
+    its weight updates. Works under jit, vmap and reverse-mode grad.
     See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
@@ -474,6 +485,11 @@ def g3m_reserves_with_fees(
         if trades.shape != (n_steps, 3):
             raise ValueError(f"trades must be [T, 3] = {(n_steps, 3)}, got {trades.shape}")
         trades = trades[::f]
+    if trade_mask is not None:
+        trade_mask = jnp.asarray(trade_mask)
+        if trade_mask.shape != (n_steps,):
+            raise ValueError(f"trade_mask must be [T] = ({n_steps},), got {trade_mask.shape}")
+        trade_mask = trade_mask[::f].astype(jnp.float64)
     fee_value = _static_value(fees)
     if fee_value is not None and not 0.0 <= fee_value < 1.0:
         raise ValueError("fees must be in [0, 1)")
@@ -486,11 +502,12 @@ def g3m_reserves_with_fees(
         tolerance=tol,
         do_arb=bool(do_arb),
         has_trades=trades is not None,
+        has_mask=trade_mask is not None,
     )
     scalar = partial(jnp.asarray, dtype=jnp.float64)
     reserves, fee, vol = _engine(
         prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost), scalar(arb_fees),
-        scalar(noise_trader_ratio), trades, static,
+        scalar(noise_trader_ratio), trades, trade_mask, static,
     )
     if f != 1:
         reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]
