@@ -27,6 +27,7 @@ from quant_core.sim.simulate import (
     initial_weights,
     plan_window,
     resolve_params,
+    run_device,
     simulate,
     sorted_panel_rows,
     static_settings,
@@ -76,7 +77,12 @@ def forward_call(panel, spec, batch: int | None = None):
         params = {k: jnp.asarray(v * rng.uniform(0.5, 2.0, (batch, 1))) for k, v in params.items()}
     fn = compiled_forward(st, batched=bool(batch))
     w0, v0 = jnp.asarray(initial_weights(spec)), jnp.float64(spec.initial_pool_value)
-    return lambda: fn(rows, params, w0, v0, {}), window.n_steps
+
+    def call():
+        with run_device(st):  # placed as simulate and the objective place it (fee scans on the CPU)
+            return fn(rows, params, w0, v0, {})
+
+    return call, window.n_steps
 
 
 def main() -> None:

@@ -58,6 +58,15 @@ def test_search_finds_the_best_of_its_trials_and_is_reproducible():
     assert len(set(a.best_params["memory_days"])) == 1
 
 
+def test_objective_refuses_rules_that_need_extra_series_and_skips_unused_parameters():
+    panel = random_walk_panel(120, seed=2)
+    with pytest.raises(ValueError, match="market_cap"):
+        PoolObjective(panel, _spec().model_copy(update={"rule": "index_market_cap"}))
+    # memory_days_2 only matters with use_alt_lamb: searched only then
+    assert "memory_days_2" not in {d.name for d in search_space(_spec())}
+    assert "memory_days_2" in {d.name for d in search_space(_spec().model_copy(update={"use_alt_lamb": True}))}
+
+
 @pytest.mark.slow
 def test_walk_forward_report():
     panel = random_walk_panel(120, seed=4)

@@ -15,6 +15,7 @@ from quant_core.sim.simulate import (
     compiled_forward,
     initial_weights,
     plan_window,
+    run_device,
     sorted_panel_rows,
     static_settings,
 )
@@ -53,12 +54,21 @@ class PoolObjective:
         self.window = plan_window(panel, spec, start, end)
         self.metric_name = metric or spec.return_val
         get_metric(self.metric_name)  # fail early on an unknown name
-        self._score = _compiled_score(static_settings(spec, self.window), self.metric_name, self.window.steps_per_day)
-        self._rows = jnp.asarray(sorted_panel_rows(panel, spec)[self.window.first_row : self.window.end_row])
-        self._w0 = jnp.asarray(initial_weights(spec))
-        self._v0 = jnp.float64(spec.initial_pool_value)
+        st = static_settings(spec, self.window)
+        needs = list(st.pool.rule.required_aux) + (["spread"] if st.pool.rebalancer == "rvr" else []) + (
+            ["trades"] if spec.do_trades else [])
+        if needs:
+            raise ValueError(f"training rule {spec.rule!r}{' with do_trades' if spec.do_trades else ''} needs the "
+                             f"series {needs}, which training does not take yet; simulate it with aux=... instead")
+        self._device = functools.partial(run_device, st)
+        self._score = _compiled_score(st, self.metric_name, self.window.steps_per_day)
+        with self._device():
+            self._rows = jnp.asarray(sorted_panel_rows(panel, spec)[self.window.first_row : self.window.end_row])
+            self._w0 = jnp.asarray(initial_weights(spec))
+            self._v0 = jnp.float64(spec.initial_pool_value)
 
     def __call__(self, params: dict[str, np.ndarray]) -> np.ndarray:
-        batch = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
-        out = np.asarray(self._score(self._rows, batch, self._w0, self._v0))
+        with self._device():
+            batch = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
+            out = np.asarray(self._score(self._rows, batch, self._w0, self._v0))
         return np.where(np.isfinite(out), out, -np.inf)
