@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from quant_core.data.schema import Market
+from quant_core.data.schema import Market, to_utc
 from quant_core.lifecycle import DEFAULT_CIRCUIT_BREAKERS, StageThresholds
 from quant_core.spec import RunSpec
 from quant_core.validate.walk_forward import WalkForwardSettings
@@ -30,15 +30,32 @@ class MarketEntry(BaseModel):
     exchange: str
     symbol: str
     timeframe: str
-    source: Literal["shipped", "file"] = Field(
-        "shipped", description="shipped: the prices that ship with the project; file: `path` (long format)"
+    source: Literal["shipped", "file", "ccxt", "synthetic"] = Field(
+        "shipped",
+        description="shipped: the prices that ship with the project; file: `path` (long format); ccxt: the "
+        "exchange's REST API through ccxt (incremental, from `since`); synthetic: seeded generated candles",
     )
     path: str | None = None
+    since: str | None = Field(None, description="ccxt / synthetic: first candle to ingest (UTC date or timestamp)")
+    exchange_config: dict[str, Any] | None = Field(
+        None, description="ccxt: passed to the exchange constructor (urls, options, timeout); API keys come "
+        "from QUANT_<EXCHANGE>_API_KEY / _SECRET environment variables, never from here")
+    seed: int = Field(0, description="synthetic: random seed (same seed, same candles)")
 
     @model_validator(mode="after")
     def _path(self) -> MarketEntry:
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs `path` (a long-format price file)")
+        if self.source in ("ccxt", "synthetic") and not self.since:
+            raise ValueError(f"source {self.source!r} needs `since` (the first candle to ingest, e.g. '2024-01-01')")
+        if self.since:
+            to_utc(self.since)  # raises naming the bad value
+        if self.exchange_config is not None and self.source != "ccxt":
+            raise ValueError("`exchange_config` applies to source 'ccxt' only")
+        secret = {"apiKey", "secret", "password", "privateKey"} & set(self.exchange_config or {})
+        if secret:
+            raise ValueError(f"exchange_config must not hold credentials {sorted(secret)}: set "
+                             f"QUANT_{self.exchange.upper()}_API_KEY / _SECRET in the environment instead")
         Market(self.exchange, self.symbol, self.timeframe)  # validates the identity
         return self
 

@@ -38,3 +38,22 @@ def test_bad_registry_names_the_entry(tmp_path, universe, needle):
     with pytest.raises(RegistryError) as err:
         load_registry(p)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "market,needle",
+    [
+        ("{exchange: binance, symbol: BTC/USDT, timeframe: 1h, source: ccxt}", "needs `since`"),
+        ("{exchange: binance, symbol: BTC/USDT, timeframe: 1h, source: ccxt, since: '2024-01-01', "
+         "exchange_config: {apiKey: abc}}", "QUANT_BINANCE_API_KEY"),
+        ("{exchange: binance, symbol: BTC/USDT, timeframe: 1h, source: shipped, exchange_config: {timeout: 5}}",
+         "applies to source 'ccxt' only"),
+        ("{exchange: synthetic, symbol: BTC/USD, timeframe: 5m, source: synthetic, since: 'yesterday'}", "yesterday"),
+    ],
+)
+def test_bad_market_sources_name_the_fix(tmp_path, market, needle):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"markets:\n  - {market}\n")
+    with pytest.raises(RegistryError) as err:
+        load_registry(p)
+    assert needle in str(err.value)
