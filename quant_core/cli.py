@@ -2,6 +2,9 @@
 
     quant simulate SPEC --prices FILE --out OUT.csv   one forward pass, one row per data step
     quant train SPEC --prices FILE [--out PARAMS.json]  train the spec's parameters on its window
+    quant data fetch --exchange X --symbol B/Q --timeframe TF --since D [--until D] --out FILE.parquet
+                     [--exchange-config CONFIG.json]   candles from an exchange through ccxt
+    quant data import FILE... --out FILE.parquet      candles from Binance kline ZIPs, CSV/Parquet, long prices
     quant db upgrade                                  apply migrations to $QUANT_DATABASE_URL (SQLite default)
     quant configs list [--stage S] [--universe U]     stored configurations
     quant configs export ID                           one configuration as JSON, for live trading
@@ -70,6 +73,44 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _write_parquet(frame, out: str) -> Path:
+    """Write atomically: a failed run never leaves a half-written file where a good one was."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def cmd_data_fetch(args) -> int:
+    from quant_core.data.ccxt_source import CcxtSource
+    from quant_core.data.schema import Market, to_utc
+
+    config = None
+    if args.exchange_config:
+        try:
+            config = json.loads(Path(args.exchange_config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--exchange-config {args.exchange_config}: not a readable JSON object ({exc})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"--exchange-config {args.exchange_config}: must hold a JSON object (urls, options, ...)")
+    market = Market(args.exchange, args.symbol, args.timeframe)
+    start = to_utc(args.since)
+    end = to_utc(args.until) if args.until else None
+    if end is not None and not start < end:
+        raise ValueError(f"--since ({args.since}) must be before --until ({args.until})")
+    source = CcxtSource(args.exchange, config)
+    frame, report = source.fetch_with_report(market, start, end)
+    path = _write_parquet(frame, args.out)
+    span = f"{frame['timestamp'].min()} .. {frame['timestamp'].max()}" if frame.height else "no candles"
+    print(f"wrote {frame.height} candles of {market.key} to {path}: {span} "
+          f"({report.requests} requests, {report.retries} retries)")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_db_upgrade(args) -> int:
     from quant_core.store import ConfigurationStore
 
@@ -125,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--n-trials", type=int)
     t.set_defaults(func=cmd_train)
+    data = sub.add_parser("data", help="market data: fetch from an exchange, import files")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    f = data_sub.add_parser("fetch", help="OHLCV candles from an exchange through ccxt")
+    f.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance, kraken")
+    f.add_argument("--symbol", required=True, help="BASE/QUOTE, e.g. BTC/USDT")
+    f.add_argument("--timeframe", required=True, help="5m, 15m, 1h, 4h, 1d, ...")
+    f.add_argument("--since", required=True, help="first candle (UTC date or timestamp)")
+    f.add_argument("--until", help="end, exclusive (default: the last closed candle)")
+    f.add_argument("--out", required=True, help="Parquet file to write")
+    f.add_argument("--exchange-config", help="JSON object passed to the ccxt exchange (urls, options, timeout); "
+                   "API keys come from QUANT_<EXCHANGE>_API_KEY / _SECRET")
+    f.set_defaults(func=cmd_data_fetch)
     db = sub.add_parser("db", help="the configuration store's schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
@@ -148,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("configs export needs an ID (see `quant configs list`)")
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, NotImplementedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

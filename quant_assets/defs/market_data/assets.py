@@ -5,13 +5,24 @@ import dagster as dg
 
 from quant_assets.partitions import market_partitions
 from quant_assets.resources import CandleStoreResource
+from quant_core.data.ccxt_source import fetch_incremental
 from quant_core.data.price_file import PriceFileSource
+from quant_core.data.validation import validate_candles
 from quant_core.universe import MarketEntry, Registry
 
 CANDLES_KEY = dg.AssetKey(["market_data", "candles"])
 
 
-def _source(entry: MarketEntry) -> PriceFileSource:
+def _source(entry: MarketEntry):
+    """The market's CandleSource: its exchange through ccxt, generated candles, or a price file."""
+    if entry.source == "ccxt":
+        from quant_core.data.ccxt_source import CcxtSource
+
+        return CcxtSource(entry.exchange, entry.exchange_config)
+    if entry.source == "synthetic":
+        from quant_core.data.synthetic import SyntheticSource
+
+        return SyntheticSource(seed=entry.seed)
     if entry.source == "file":
         return PriceFileSource(entry.path, exchange=entry.exchange, quote=entry.market.quote)
     return PriceFileSource(exchange=entry.exchange, quote=entry.market.quote)
@@ -31,9 +42,15 @@ def build_market_data(registry: Registry) -> dg.Definitions:
     )
     def candles(context: dg.AssetExecutionContext, candle_store: CandleStoreResource) -> dg.MaterializeResult:
         entry = registry.market(context.partition_key)
-        frame = _source(entry).fetch(entry.market)
         store = candle_store.open()
-        report = store.write(entry.market, frame)
+        extra: dict = {}
+        if entry.since:  # exchange / generated history: fetch only what is new since the last run
+            ingest = fetch_incremental(store, _source(entry), entry.market, start=entry.since)
+            extra = {"rows_fetched": ingest.rows_fetched, "rows_added": ingest.rows_added}
+            stored = store.read(entry.market)
+            report = validate_candles(stored, entry.market.timeframe)[1]
+        else:
+            report = store.write(entry.market, _source(entry).fetch(entry.market))
         context.log.info(f"{entry.key}: {report.rows} candles {report.first} .. {report.last}")
         return dg.MaterializeResult(
             metadata={
@@ -42,6 +59,7 @@ def build_market_data(registry: Registry) -> dg.Definitions:
                 "symbol": entry.symbol,
                 "source": entry.source,
                 "path": dg.MetadataValue.path(str(store.path(entry.market))),
+                **extra,
                 **report.as_metadata(),
             },
             check_results=[
