@@ -406,3 +406,34 @@ def test_cli_data_fetch_against_the_local_exchange(tmp_path: Path, capsys: pytes
         bad = argv[:5] + ["NOPE/USDT"] + argv[6:]
         assert main(bad) == 2
         assert "NOPE/USDT" in capsys.readouterr().err
+
+
+def test_dagster_candle_asset_ingests_a_ccxt_market_incrementally(tmp_path: Path, monkeypatch) -> None:
+    """A registry market with `source: ccxt` (its exchange_config pointing ccxt at the local server),
+    materialised twice in a real Dagster instance: the second run fetches only the overlap and adds
+    no rows."""
+    import dagster as dg
+    import yaml
+
+    from quant_assets.defs.market_data.assets import build_market_data
+    from quant_assets.resources import CandleStoreResource
+    from quant_core.universe import load_registry
+
+    with running_server(datetime.now(UTC)) as srv:
+        since = (srv.clock() - timedelta(days=2)).strftime("%Y-%m-%d")
+        reg_file = tmp_path / "registry.yaml"
+        reg_file.write_text(yaml.safe_dump({"markets": [{
+            "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "source": "ccxt", "since": since,
+            "exchange_config": srv.ccxt_config("binance")}], "universes": []}))
+        defs = build_market_data(load_registry(reg_file))
+        (candles,) = defs.assets  # resolved with its resources below
+        resources = {"candle_store": CandleStoreResource(base_dir=str(tmp_path / "candles"))}
+        with dg.instance_for_test() as instance:
+            runs = [dg.materialize([candles], partition_key="binance.BTC-USDT.1h", resources=resources,
+                                   instance=instance) for _ in range(2)]
+            assert all(r.success for r in runs)
+            meta = [r.asset_materializations_for_node("market_data__candles")[0].metadata for r in runs]
+        assert meta[0]["rows_added"].value >= 24 and meta[1]["rows_added"].value == 0
+        assert meta[1]["rows_fetched"].value <= 4  # the overlap only
+        stored = ParquetCandleStore(tmp_path / "candles").read(Market("binance", "BTC/USDT", "1h"))
+        assert stored["timestamp"].n_unique() == stored.height == meta[0]["dagster/row_count"].value
