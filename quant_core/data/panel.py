@@ -313,3 +313,96 @@ def panel_from_long_prices(prices: pl.DataFrame | str | Path, tokens: Sequence[s
         gaps[tok] = int(np.sum(d[d > step_ms] // step_ms - 1))
     meta: dict[str, Any] = {"source": source or "long prices", "missing_steps": gaps}
     return _make_panel(tokens, series, step, meta)
+
+
+# USD stablecoins a panel may price at exactly 1 USD when no market for them is configured.
+USD_STABLECOINS = ("USDT", "USDC", "DAI", "BUSD", "TUSD", "FDUSD", "USDP", "PYUSD")
+
+
+def _close_series(frame: pl.DataFrame, market: Market) -> tuple[np.ndarray, np.ndarray]:
+    """(observation times = open + timeframe, closes) of a validated candle frame."""
+    frame, _ = validate_candles(frame, market.timeframe)
+    step_ms = timeframe_minutes(market.timeframe) * MS_PER_MINUTE
+    opens = frame["timestamp"].dt.epoch("ms").to_numpy().astype(np.int64)
+    return opens + step_ms, frame["close"].to_numpy().astype(np.float64)
+
+
+def _product(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ts, ia, ib = np.intersect1d(a[0], b[0], assume_unique=True, return_indices=True)
+    return ts, a[1][ia] * b[1][ib]
+
+
+def build_numeraire_panel(
+    candles: Mapping[Market, pl.DataFrame],
+    tokens: Sequence[str],
+    timeframe: str,
+    *,
+    numeraire: str = "USD",
+    pin_stablecoins: bool = True,
+) -> PricePanel:
+    """Panel of `tokens` priced in `numeraire` from whatever markets are given.
+
+    Per token, in order of preference: a TOKEN/NUMERAIRE market; TOKEN/Q times a Q/NUMERAIRE market;
+    the inverse of a NUMERAIRE/TOKEN market; with `pin_stablecoins` and a USD numeraire, TOKEN/Q with Q
+    a USD stablecoin pinned at 1, or the token itself pinned at 1 when it is a USD stablecoin with no
+    market. Every conversion and pin is stated in `metadata["pricing"]` (a pin hides depegs: the
+    metadata says so, so nobody mistakes it for a price)."""
+    tokens = _check_tokens(tokens)
+    usd = numeraire.upper() in ("USD",)
+    by_pair = {(m.base, m.quote): (m, f) for m, f in candles.items() if m.timeframe == timeframe}
+    wrong_tf = sorted({m.key for m in candles if m.timeframe != timeframe})
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pricing: dict[str, str] = {}
+    pinned: list[str] = []
+
+    def close(pair):
+        m, f = by_pair[pair]
+        return _close_series(f, m)
+
+    def price(tok: str, seen: frozenset[str]):
+        """(series or None for a constant 1, how) of tok in the numeraire; None when it cannot be priced."""
+        if tok == numeraire:
+            return None, f"the numeraire itself: 1 {numeraire}"
+        if (tok, numeraire) in by_pair:
+            return close((tok, numeraire)), by_pair[(tok, numeraire)][0].key
+        if (numeraire, tok) in by_pair:
+            ts, v = close((numeraire, tok))
+            return (ts, 1.0 / v), f"1 / {by_pair[(numeraire, tok)][0].key}"
+        if usd and pin_stablecoins and tok in USD_STABLECOINS:
+            return None, f"{tok} pinned at 1 USD (no {tok}/USD market configured)"
+        for (base, q) in by_pair:
+            if base != tok or q in seen:
+                continue
+            inner = price(q, seen | {tok})
+            if inner is None:
+                continue
+            q_series, how = inner
+            leg = by_pair[(tok, q)][0].key
+            if q_series is None:
+                return close((tok, q)), f"{leg} with {how}"
+            return _product(close((tok, q)), q_series), f"{leg} x ({how})"
+        return None
+
+    for tok in tokens:
+        found = price(tok, frozenset())
+        if found is None:
+            have = sorted(m.key for m, _ in by_pair.values())
+            raise ValueError(
+                f"token {tok!r} cannot be priced in {numeraire}: give a {tok}/{numeraire} market, or {tok}/Q with Q "
+                f"priced in {numeraire}" + (" (USD stablecoins may be pinned at 1)" if usd else "")
+                + f"; markets for {timeframe}: {have}"
+                + (f"; other timeframes ignored: {wrong_tf}" if wrong_tf else ""))
+        tok_series, pricing[tok] = found
+        if tok_series is None:
+            pinned.append(tok)
+        else:
+            series[tok] = tok_series
+    if not series:
+        raise ValueError(f"tokens {tokens} are all pinned or the numeraire: at least one needs a market")
+    if pinned:
+        times = np.unique(np.concatenate([ts for ts, _ in series.values()]))
+        for tok in pinned:
+            series[tok] = (times, np.ones(times.size))
+    ordered = {tok: series[tok] for tok in tokens}
+    meta: dict[str, Any] = {"source": "candles", "numeraire": numeraire, "pricing": pricing, "pinned": pinned}
+    return _make_panel(tokens, ordered, timeframe_minutes(timeframe), meta)

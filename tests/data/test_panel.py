@@ -218,3 +218,43 @@ def test_slice_and_index_agree(data: st.DataObject) -> None:
     assert p.index_of(ts[k]) == k
     if len(part):
         assert part.index_of(ts[i]) == 0 and part.prices[0, 0] == i + 1
+
+
+def _closes(values, timeframe="1h", start="2024-01-01"):
+    """Valid candles whose closes are `values` (open = previous close)."""
+    from datetime import timedelta
+
+    from quant_core.data.schema import CANDLE_SCHEMA, timeframe_minutes, to_utc
+
+    t0 = to_utc(start)
+    step = timedelta(minutes=timeframe_minutes(timeframe))
+    closes = [float(v) for v in values]
+    opens = [closes[0]] + closes[:-1]
+    return pl.DataFrame({
+        "timestamp": [t0 + i * step for i in range(len(closes))], "open": opens,
+        "high": [max(o, c) for o, c in zip(opens, closes, strict=True)],
+        "low": [min(o, c) for o, c in zip(opens, closes, strict=True)], "close": closes, "volume": [1.0] * len(closes),
+    }, schema=CANDLE_SCHEMA)
+
+
+def test_numeraire_panel_converts_quotes_and_pins_stablecoins_in_the_metadata():
+    from quant_core.data.panel import build_numeraire_panel
+    from quant_core.data.schema import Market
+
+    btc_usdt = Market("binance", "BTC/USDT", "1h")
+    eth_btc = Market("binance", "ETH/BTC", "1h")
+    candles = {btc_usdt: _closes([40_000, 41_000, 42_000, 40_500]), eth_btc: _closes([0.05, 0.051, 0.049, 0.05])}
+    panel = build_numeraire_panel(candles, ["BTC", "ETH", "USDC"], "1h")
+    assert panel.tokens == ("BTC", "ETH", "USDC")
+    np.testing.assert_allclose(panel.prices[:, 0], [40_000, 41_000, 42_000, 40_500])
+    # ETH/BTC x BTC/USD, where BTC/USD is BTC/USDT with USDT pinned: no ETH/USD market needed
+    with pytest.raises(ValueError, match="cannot be priced"):
+        build_numeraire_panel(candles, ["ETH"], "1h", pin_stablecoins=False)
+    np.testing.assert_array_equal(panel.prices[:, 2], 1.0)
+    assert "USDT pinned at 1 USD" in panel.metadata["pricing"]["BTC"]
+    assert panel.metadata["pinned"] == ["USDC"]
+    usdt_usd = Market("kraken", "USDT/USD", "1h")
+    candles[usdt_usd] = _closes([1.0, 0.99, 1.0, 1.01])
+    conv = build_numeraire_panel(candles, ["BTC"], "1h")
+    np.testing.assert_allclose(conv.prices[:, 0], [40_000, 41_000 * 0.99, 42_000, 40_500 * 1.01])
+    assert conv.metadata["pricing"]["BTC"] == "binance.BTC-USDT.1h x (kraken.USDT-USD.1h)"
