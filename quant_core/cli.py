@@ -111,6 +111,21 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_data_import(args) -> int:
+    from quant_core.data.gaps import GapPolicy
+    from quant_core.data.importers import import_candles
+
+    result = import_candles(
+        args.files, timeframe=args.timeframe, token=args.token, repair=not args.strict,
+        gap_policy=GapPolicy(max_fill_candles=args.max_fill, on_larger="keep" if args.keep_gaps else "fail"),
+        resample_to=args.resample,
+    )
+    path = _write_parquet(result.candles, args.out)
+    print(result.report())
+    print(f"wrote {result.candles.height} {result.timeframe} candles to {path}")
+    return 0
+
+
 def cmd_db_upgrade(args) -> int:
     from quant_core.store import ConfigurationStore
 
@@ -178,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--exchange-config", help="JSON object passed to the ccxt exchange (urls, options, timeout); "
                    "API keys come from QUANT_<EXCHANGE>_API_KEY / _SECRET")
     f.set_defaults(func=cmd_data_fetch)
+    i = data_sub.add_parser("import", help="candles from files: Binance kline ZIP/CSV, CSV/Parquet with named "
+                            "columns, long date,token,price_usd prices")
+    i.add_argument("files", nargs="+", help="files or directories")
+    i.add_argument("--out", required=True, help="Parquet file to write")
+    i.add_argument("--timeframe", help="expected timeframe (default: from the file names / spacing)")
+    i.add_argument("--token", help="which token/symbol, when a file holds several")
+    i.add_argument("--max-fill", type=int, default=0, help="forward-fill gaps of up to N candles (flagged)")
+    i.add_argument("--keep-gaps", action="store_true", help="keep longer gaps (reported) instead of failing")
+    i.add_argument("--resample", help="resample to this coarser timeframe")
+    i.add_argument("--strict", action="store_true", help="fail on any bad row instead of dropping and reporting it")
+    i.set_defaults(func=cmd_data_import)
     db = sub.add_parser("db", help="the configuration store's schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")

@@ -22,7 +22,7 @@ def _source(entry: MarketEntry):
     if entry.source == "synthetic":
         from quant_core.data.synthetic import SyntheticSource
 
-        return SyntheticSource(seed=entry.seed)
+        return SyntheticSource(seed=entry.seed, symbols=(entry.symbol,), exchange=entry.exchange)
     if entry.source == "file":
         return PriceFileSource(entry.path, exchange=entry.exchange, quote=entry.market.quote)
     return PriceFileSource(exchange=entry.exchange, quote=entry.market.quote)
