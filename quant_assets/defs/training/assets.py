@@ -13,7 +13,7 @@ from quant_assets.metadata import markdown_table, plot_metadata
 from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
 from quant_core import metrics
 from quant_core.configuration import build_configuration
-from quant_core.data.panel import PricePanel, build_panel
+from quant_core.data.panel import PricePanel, build_numeraire_panel
 from quant_core.lifecycle import LifecycleStage
 from quant_core.plots import pool_plot, walk_forward_plot
 from quant_core.sim.simulate import simulate
@@ -53,9 +53,11 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     )
     def price_panel(context: dg.AssetExecutionContext, candle_store: CandleStoreResource) -> PricePanel:
         store = candle_store.open()
-        candles = {t: store.read(registry.market(universe.markets[t]).market) for t in spec.tokens}
-        timeframe = registry.market(universe.markets[spec.tokens[0]]).timeframe
-        panel = build_panel(candles, timeframe)
+        markets = [registry.market(universe.markets[t]).market for t in spec.tokens]
+        timeframe = markets[0].timeframe
+        # priced in USD: pairs quoted in another asset are converted through the universe's other
+        # markets, USD stablecoin quotes pinned at 1 (each stated in the panel's `pricing` metadata)
+        panel = build_numeraire_panel({m: store.read(m) for m in markets}, spec.tokens, timeframe)
         first, last = panel.timestamps[0], panel.timestamps[-1]
         context.add_output_metadata(
             {
@@ -65,6 +67,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "last": str(last),
                 "step_minutes": panel.step_minutes,
                 "data_hash": panel.data_hash,
+                "pricing": panel.metadata["pricing"],
                 "last_prices": markdown_table(
                     [{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]
                 ),
