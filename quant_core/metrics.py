@@ -78,6 +78,14 @@ class Benchmarks(NamedTuple):
 MetricFn = Callable[..., jax.Array]
 
 
+def benchmarks_for(prices: jax.Array, initial_weights: jax.Array, initial_value: jax.Array) -> Benchmarks:
+    """The pool's benchmarks on prices [T, n]: HODL of its initial tokens, V0 sum_i w0_i p_t,i / p_0,i, and
+    HODL of equal initial values, V0 mean_i p_t,i / p_0,i (the same start value as the pool)."""
+    rel = jnp.asarray(prices) / jnp.asarray(prices)[0]
+    return Benchmarks(hodl=initial_value * (rel @ jnp.asarray(initial_weights)),
+                      uniform_hodl=initial_value * jnp.mean(rel, axis=-1))
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 
 

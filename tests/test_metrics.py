@@ -279,3 +279,27 @@ def test_summary_with_partial_and_full_benchmarks():
     assert set(full) == set(metrics.METRICS)
     for name, value in full.items():
         assert value == pytest.approx(EXPECTED[name], rel=1e-9, abs=1e-12)
+
+
+def test_objective_scores_benchmark_relative_metrics_and_sim_summary_includes_them():
+    """return_val may be a HODL-relative metric: the objective builds the benchmarks from the window's
+    prices, and equals the metric of the simulated path; SimResult.summary() reports them too."""
+    import numpy as np
+    from helpers import random_walk_panel
+
+    from quant_core.sim.simulate import resolve_params, simulate
+    from quant_core.spec import load_run_spec
+    from quant_core.train.objective import PoolObjective
+
+    panel = random_walk_panel(60, seed=4)
+    spec = load_run_spec({"rule": "momentum", "tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-21",
+                          "endDateString": "2024-02-25", "max_memory_days": 20, "return_val": "returns_over_hodl"})
+    params = resolve_params(spec)
+    score = PoolObjective(panel, spec)({k: v[None] for k, v in params.items()})[0]
+    res = simulate(panel, spec, params)
+    hodl = simulate(panel, spec.model_copy(update={"rule": "hodl", "parameters": None}))
+    assert score == pytest.approx(res.values[-1] / hodl.values[-1] - 1.0, rel=1e-9)
+    summary = res.summary()
+    assert summary["returns_over_hodl"] == pytest.approx(score, rel=1e-12)
+    assert {"returns_over_uniform_hodl", "information_ratio", "upside_capture"} <= set(summary)
+    assert all(np.isfinite(v) for v in summary.values())

@@ -383,6 +383,13 @@ class SimResult:
         """Cumulative loss-versus-rebalancing [S]: the rebalancing portfolio's value minus the pool's."""
         return None if self.rebalancing_values is None else self.rebalancing_values - self.values
 
+    def summary(self) -> dict[str, float]:
+        """Every registered return metric of the value path, the HODL-relative ones included."""
+        from quant_core import metrics
+
+        bench = metrics.benchmarks_for(self.prices, self.weights[0], self.values[0])
+        return metrics.summary(self.values, self.steps_per_day, bench)
+
     def to_frame(self, token_order: list[str] | None = None) -> pl.DataFrame:
         """`timestamp,value,weight_<T>...,reserve_<T>...` with tokens in `token_order`."""
         order = token_order or list(self.tokens)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quant_core.data.panel import PricePanel
-from quant_core.metrics import get_metric
+from quant_core.metrics import benchmarks_for, get_metric
 from quant_core.sim.simulate import (
     compiled_forward,
     initial_weights,
@@ -31,7 +31,11 @@ def _compiled_score(st, metric_name: str, steps_per_day: int):
     @jax.jit
     def score(rows, params, w0, v0):
         values, _, _ = forward(rows, params, w0, v0, {})
-        return jax.vmap(lambda v: metric_fn(v, steps_per_day))(values)
+        prices = rows[st.warmup_rows :]
+        if st.numeraire_index is not None:
+            prices = prices / prices[:, st.numeraire_index : st.numeraire_index + 1]
+        bench = benchmarks_for(prices, w0, v0)
+        return jax.vmap(lambda v: metric_fn(v, steps_per_day, bench))(values)
 
     return score
 

@@ -141,9 +141,9 @@ def walk_forward(
             FoldResult(
                 fold=fold,
                 params=trained.params,
-                in_sample=metrics.summary(is_sim.values, is_sim.steps_per_day),
-                out_of_sample=metrics.summary(oos_sim.values, oos_sim.steps_per_day),
-                oos_hodl=metrics.summary(hodl_sim.values, hodl_sim.steps_per_day),
+                in_sample=is_sim.summary(),
+                out_of_sample=oos_sim.summary(),
+                oos_hodl=hodl_sim.summary(),
                 oos_log_returns=r.tolist(),
             )
         )

@@ -11,7 +11,6 @@ from pydantic import Field
 from quant_assets.defs.market_data.assets import CANDLES_KEY
 from quant_assets.metadata import markdown_table, plot_metadata
 from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
-from quant_core import metrics
 from quant_core.configuration import build_configuration
 from quant_core.data.panel import PricePanel, build_numeraire_panel
 from quant_core.lifecycle import LifecycleStage
@@ -197,11 +196,11 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
             existing = [c for c in store.list_configurations(universe_key=name) if c.train_end < spec.end]
             previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
             is_sim = simulate(panel, spec, trained.params)
-            in_sample = metrics.summary(is_sim.values, is_sim.steps_per_day)
+            in_sample = is_sim.summary()
             holdout = None
             if spec.end_test:
                 ho = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test)
-                holdout = metrics.summary(ho.values, ho.steps_per_day)
+                holdout = ho.summary()
             new = build_configuration(registry, universe, panel, trained, in_sample, holdout, report, previous,
                                       orchestrator_run_id=context.run.run_id)
             stored = store.upsert_configuration(new)
