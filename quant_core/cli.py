@@ -74,13 +74,9 @@ def cmd_train(args) -> int:
 
 
 def _write_parquet(frame, out: str) -> Path:
-    """Write atomically: a failed run never leaves a half-written file where a good one was."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
-    return path
+    from quant_core.data.candle_store import write_parquet_atomic
+
+    return write_parquet_atomic(frame, out)
 
 
 def cmd_data_fetch(args) -> int:

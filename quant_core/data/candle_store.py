@@ -100,18 +100,7 @@ class ParquetCandleStore:
         return report
 
     def _replace(self, path: Path, frame: pl.DataFrame) -> None:
-        """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                frame.write_parquet(fh, compression="zstd", statistics=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_parquet_atomic(frame, path)
 
     def read(self, market: Market, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
         """Stored candles of `market` with open time in [start, end) (naive times are UTC)."""
@@ -129,3 +118,22 @@ def _read_file(path: Path) -> pl.DataFrame:
     with open(path, "rb") as fh:
         frame = pl.read_parquet(fh)
     return frame.select(pl.col(c).cast(t) for c, t in CANDLE_SCHEMA.items())
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`: a failed
+    write never leaves a half-written file where a good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            frame.write_parquet(fh, compression="zstd", statistics=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

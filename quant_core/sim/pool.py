@@ -13,6 +13,7 @@ import numpy as np
 
 from quant_core.sim.hooks import RuleName, parse_rule_name
 from quant_core.sim.registry import ParamSpec, PoolRule, available_rules, get_rule
+from quant_core.sim.schema import find_param
 
 # The bounded__ hook's parameters (user units: weights, one per token).
 BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
@@ -55,11 +56,7 @@ class Pool:
         return tuple(self.rule.params) + extra
 
     def param(self, name: str) -> ParamSpec:
-        for p in self.params:
-            if name == p.name or name in p.aliases:
-                return p
-        raise KeyError(f"rule {self.name.base!r} has no parameter {name!r}; its parameters are "
-                       f"{[p.name for p in self.params]}")
+        return find_param(self.params, name, self.name.base)
 
     def initial_params(self, spec) -> dict[str, np.ndarray]:
         """Initial values (user units, one per token) of the rule's and the hooks' parameters."""

@@ -103,6 +103,14 @@ class ParamSpec:
         return x
 
 
+def find_param(params: tuple[ParamSpec, ...], name: str, rule: str) -> ParamSpec:
+    """The parameter called `name` (or one of its aliases); raises naming the valid ones."""
+    for p in params:
+        if name == p.name or name in p.aliases:
+            return p
+    raise KeyError(f"rule {rule!r} has no parameter {name!r}; its parameters are {[p.name for p in params]}")
+
+
 # deltas(chunk_prices [C, n], params {name: [n]}, ctx, aux {name: [C, n]}) -> [C, n]; row c may use
 # chunk rows 0..c only, and row 0 is the rule's output before any price change (zero for delta rules).
 DeltaFn = Callable[[jax.Array, dict[str, jax.Array], RuleContext, dict[str, jax.Array]], jax.Array]
@@ -131,9 +139,4 @@ class PoolRule:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
-        for p in self.params:
-            if name == p.name or name in p.aliases:
-                return p
-        raise KeyError(
-            f"rule {self.name!r} has no parameter {name!r}; its parameters are {[p.name for p in self.params]}"
-        )
+        return find_param(self.params, name, self.name)

@@ -200,9 +200,9 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
         weights = reserves * prices / values[:, None]
         extras["fee_revenue"] = jnp.zeros_like(values)
         if st.report:
-            growth = rebalancing_log_growth(jnp.exp(_minute_log_prices(log_prices, m)),
-                                            jnp.repeat(weights, m, axis=0)[: (st.n_steps - 1) * m + 1], 0.0)
-            extras["rebalancing_values"] = v0 * jnp.exp(jnp.cumsum(growth))[::m]
+            minute_prices = jnp.exp(_minute_log_prices(log_prices, m))
+            minute_weights = jnp.repeat(weights, m, axis=0)[: minute_prices.shape[0]]
+            extras["rebalancing_values"] = _rebalancing_values(v0, minute_prices, minute_weights, m)
             return values, weights, reserves, extras
         return values, weights, reserves
 
@@ -234,10 +234,14 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
             minute_weights = schedule.per_minute(minute_prices.shape[0])
         if pool.engine == "gyroscope":
             minute_weights = jnp.repeat(weights, m, axis=0)[: minute_prices.shape[0]]
-        growth = rebalancing_log_growth(minute_prices, minute_weights, 0.0)
-        extras["rebalancing_values"] = v0 * jnp.exp(jnp.cumsum(growth))[::m]
+        extras["rebalancing_values"] = _rebalancing_values(v0, minute_prices, minute_weights, m)
         return values, weights, reserves, extras
     return values, weights, reserves
+
+
+def _rebalancing_values(v0, minute_prices, minute_weights, m: int) -> jax.Array:
+    """The LVR benchmark at each data step: a zero-fee CEX portfolio rebalanced every minute to the weights."""
+    return v0 * jnp.exp(jnp.cumsum(rebalancing_log_growth(minute_prices, minute_weights, 0.0)))[::m]
 
 
 def _minute_engine(pool: Pool, st: _Static, prices, weights, params, w0, v0, aux):
@@ -547,6 +551,13 @@ def simulate(
     )
 
 
+def required_series(st: _Static) -> tuple[list[str], list[str]]:
+    """The extra series a run needs besides prices: per price row (rule inputs such as market caps)
+    and per minute (rvr__'s spreads, do_trades' trades)."""
+    per_minute = (["spread"] if st.pool.rebalancer == "rvr" else []) + (["trades"] if st.do_trades else [])
+    return list(st.pool.rule.required_aux), per_minute
+
+
 def _check_aux(st: _Static, spec: RunSpec, window: SimWindow, aux: dict[str, np.ndarray] | None,
                panel_rows: int) -> dict[str, jax.Array]:
     """The extra series the pool needs, checked and cut to the run.
@@ -556,8 +567,7 @@ def _check_aux(st: _Static, spec: RunSpec, window: SimWindow, aux: dict[str, np.
     are per minute of the evaluated window [T, ...]."""
     aux = dict(aux or {})
     n_minutes = (st.n_steps - 1) * st.step_minutes + 1
-    per_row = list(st.pool.rule.required_aux)
-    per_minute = (["spread"] if st.pool.rebalancer == "rvr" else []) + (["trades"] if spec.do_trades else [])
+    per_row, per_minute = required_series(st)
     missing = [k for k in per_row + per_minute if k not in aux]
     if st.pool.engine == "trad_hodling" and "spread" in aux:
         per_minute.append("spread")  # optional: the CEX portfolio pays half the spread when given

@@ -15,6 +15,7 @@ from quant_core.sim.simulate import (
     compiled_forward,
     initial_weights,
     plan_window,
+    required_series,
     run_device,
     sorted_panel_rows,
     static_settings,
@@ -59,8 +60,8 @@ class PoolObjective:
         self.metric_name = metric or spec.return_val
         get_metric(self.metric_name)  # fail early on an unknown name
         st = static_settings(spec, self.window)
-        needs = list(st.pool.rule.required_aux) + (["spread"] if st.pool.rebalancer == "rvr" else []) + (
-            ["trades"] if spec.do_trades else [])
+        per_row, per_minute = required_series(st)
+        needs = per_row + per_minute
         if needs:
             raise ValueError(f"training rule {spec.rule!r}{' with do_trades' if spec.do_trades else ''} needs the "
                              f"series {needs}, which training does not take yet; simulate it with aux=... instead")

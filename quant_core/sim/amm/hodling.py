@@ -99,7 +99,9 @@ def per_step_streaming_fee(annual_streaming_fee, steps_per_year):
 def hodling_g3m_log_reserves(
     log_prices: jax.Array, weights: jax.Array, initial_log_reserves: jax.Array, mask: jax.Array
 ) -> jax.Array:
-    """Zero-fee log reserves [T, n] of the hodling G3M pool.
+    """Zero-fee log reserves [T, n] of the hodling G3M pool as the REFERENCE computes them (kept to
+    compare with it and to document its quirk; `simulate` uses the corrected form, which arbitrages
+    the drift of a hold when trading resumes, consistent with the fee path).
 
     log_prices, weights: [T, n] on the arb grid; initial_log_reserves: [n]; mask: [T] bool from
     `trading_mask`. The increment from row t-1 to row t is the ordinary per-minute one,
