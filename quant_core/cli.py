@@ -1,7 +1,7 @@
 """The `quant` command: the library without the platform.
 
     quant simulate SPEC --prices FILE --out OUT.csv   one forward pass, one row per data step
-    quant train SPEC --prices FILE [--out PARAMS.json]  train the spec's parameters on its window
+    quant train SPEC --prices FILE [--out RESULT.json] train the spec's parameters on its window
     quant data fetch --exchange X --symbol B/Q --timeframe TF --since D [--until D] --out FILE.parquet
                      [--exchange-config CONFIG.json]   candles from an exchange through ccxt
     quant data import FILE... --out FILE.parquet      candles from Binance kline ZIPs, CSV/Parquet, long prices
@@ -20,11 +20,32 @@ from datetime import datetime
 from pathlib import Path
 
 
-def _panel(spec, prices_path: str):
+def _panel(spec, prices: str | list[str]):
+    """A price panel from long-format files and/or `TOKEN=candles.parquet` candle files (close prices)."""
+    import polars as pl
+
     from quant_core.data.panel import panel_from_long_prices
     from quant_core.data.price_file import read_long_prices
 
-    return panel_from_long_prices(read_long_prices(prices_path), spec.tokens)
+    entries = [prices] if isinstance(prices, str) else list(prices)
+    frames = []
+    for entry in entries:
+        token, sep, path = entry.partition("=")
+        if not sep:
+            frames.append(read_long_prices(entry))
+            continue
+        if not Path(path).exists():
+            raise ValueError(f"--prices {entry}: {path} does not exist")
+        candles = pl.read_parquet(path)
+        missing = [c for c in ("timestamp", "close") if c not in candles.columns]
+        if missing:
+            raise ValueError(f"--prices {entry}: a candle file needs columns timestamp and close (missing {missing}); "
+                             "write long prices as a plain path instead")
+        frames.append(candles.select("timestamp", pl.lit(token).alias("token"),
+                                     pl.col("close").cast(pl.Float64).alias("price_usd")))
+    if len(frames) > 1:
+        frames = [f.with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))) for f in frames]
+    return panel_from_long_prices(pl.concat(frames), spec.tokens)
 
 
 def _market_caps(spec, path: str, panel):
@@ -59,17 +80,38 @@ def cmd_simulate(args) -> int:
 
 def cmd_train(args) -> int:
     from quant_core.spec import load_run_spec
-    from quant_core.train.pool import train_pool
+    from quant_core.train.api import train_on_historic_data
 
     spec = load_run_spec(args.spec)
-    trained = train_pool(_panel(spec, args.prices), spec, seed=args.seed, n_trials=args.n_trials, log=print)
-    payload = {"rule": spec.rule, "tokens": spec.sorted_tokens, "parameters": trained.params,
-               "metric": trained.metric, "objective": trained.objective, "method": trained.method,
-               "seed": trained.seed}
-    text = json.dumps(payload, indent=2)
+    updates = {}
+    if args.seed is not None:
+        updates["initial_random_key"] = args.seed
+    if args.budget is not None:
+        key = {"gradient_descent": "n_iterations", "random": None, "grid": None}.get(
+            spec.optimisation_settings.method, "optuna")
+        opt = spec.optimisation_settings
+        if key == "n_iterations":
+            updates["n_iterations"] = args.budget
+        elif key == "optuna":
+            updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": args.budget})
+        else:
+            updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": args.budget})
+    if updates:
+        spec = spec.model_copy(update={"optimisation_settings": spec.optimisation_settings.model_copy(update=updates)})
+    result = train_on_historic_data(spec, price_data=_panel(spec, args.prices),
+                                    iterations_per_print=args.print_every, log=print)
+    text = result.to_json()
     if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+    m = result.metrics
+    line = f"{result.method}: {result.objective} {m['initial_train']['objective']:.4f} -> {m['train']['objective']:.4f}"
+    if "test" in m:
+        line += f" (test {m['test']['objective']:.4f})"
+    print(line)
+    print(json.dumps({"parameters": result.to_dict()["parameters"]}, indent=2))
     return 0
 
 
@@ -172,10 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     t = sub.add_parser("train", help="train the spec's parameters on its training window")
     t.add_argument("spec")
-    t.add_argument("--prices", required=True)
-    t.add_argument("--out", help="write the trained parameters as JSON here")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--n-trials", type=int)
+    t.add_argument("--prices", required=True, action="append",
+                   help="long-format prices (CSV date,token,price_usd or Parquet timestamp,token,price_usd), or "
+                   "TOKEN=candles.parquet (close prices); repeat for several files")
+    t.add_argument("--out", help="write the result (parameters, metrics, history, timings) as JSON here")
+    t.add_argument("--seed", type=int, help="overrides optimisation_settings.initial_random_key")
+    t.add_argument("--budget", "--n-trials", dest="budget", type=int,
+                   help="iterations (gradient_descent), trials (optuna) or candidates (random)")
+    t.add_argument("--print-every", type=int, default=50, help="progress every N iterations (gradient descent)")
     t.set_defaults(func=cmd_train)
     data = sub.add_parser("data", help="market data: fetch from an exchange, import files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -217,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "n_trials", None) is not None and args.n_trials < 1:
-        parser.error("--n-trials must be >= 1")
+    if getattr(args, "budget", None) is not None and args.budget < 1:
+        parser.error("--budget must be >= 1")
     if getattr(args, "action", None) == "export" and args.id is None:
         parser.error("configs export needs an ID (see `quant configs list`)")
     try:

@@ -349,6 +349,15 @@ BENCHMARK_NEEDS: dict[str, str] = {
 }
 
 
+# Metrics that read the path only at the day boundaries V[::steps_per_day]:
+# fn(values, spd) == fn(values[::spd], 1). Training can then compute the pool's value on those
+# days alone (quant_core.sim.amm.g3m.g3m_minute_log_growth_at) instead of at every minute.
+DAILY_SAMPLED = frozenset({
+    "daily_log_sharpe", "daily_sharpe", "sortino", "annualised_volatility", "max_drawdown_duration", "ulcer",
+    "daily_var_95%", "daily_rovar", "omega",
+})
+
+
 def get_metric(name: str) -> MetricFn:
     try:
         return METRICS[name]

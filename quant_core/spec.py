@@ -87,7 +87,41 @@ class OptunaSettings(_Strict):
     multi_objective: bool = False
     make_scalar: bool = False
     overfitting_penalty: float = Field(0.0, ge=0)
+    n_sub_periods: int = Field(4, ge=2, description="multi_objective: sub-periods of the training part")
     parameter_config: dict[str, ParameterRange] = Field(default_factory=dict)
+
+
+class SearchRange(_Strict):
+    """A grid/random search range in user units: n grid points (geometric when log_scale)."""
+
+    low: float
+    high: float
+    log_scale: bool = False
+    n: int = Field(5, ge=2, description="grid points (method grid)")
+    scalar: bool = Field(True, description="one value for every token (false: each token searched separately)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        ParameterRange(low=self.low, high=self.high, log_scale=self.log_scale)
+        return self
+
+
+class SearchSettings(_Strict):
+    """Grid and random search (methods grid / random); see quant_core.train.grid."""
+
+    parameter_space: dict[str, list[float] | SearchRange] = Field(default_factory=dict)
+    default_points: int = Field(5, ge=2, description="grid points for a parameter not in parameter_space")
+    n_samples: int = Field(256, ge=1, description="random search: candidates drawn")
+    batch_size: int = Field(256, ge=1, description="candidates scored together in one vmapped call")
+    top_k: int = Field(10, ge=1)
+
+    @field_validator("parameter_space")
+    @classmethod
+    def _values(cls, v: dict) -> dict:
+        for name, entry in v.items():
+            if isinstance(entry, list) and not entry:
+                raise ValueError(f"parameter_space.{name}: list at least one value, or give {{low, high}}")
+        return v
 
 
 class OptimisationSettings(_Strict):
@@ -124,6 +158,7 @@ class OptimisationSettings(_Strict):
     track_checkpoints: bool = False
     checkpoint_interval: int = Field(50, ge=1)
     optuna_settings: OptunaSettings = Field(default_factory=OptunaSettings)
+    search_settings: SearchSettings = Field(default_factory=SearchSettings)
 
 
 class RunSpec(_Strict):
@@ -242,6 +277,15 @@ class RunSpec(_Strict):
                 raise ValueError(f"initial_weights has {len(w)} values for {n} tokens")
             if any(x <= 0 for x in w) or abs(sum(w) - 1.0) > 1e-9:
                 raise ValueError(f"initial_weights {w} must be positive and sum to 1")
+        opt = self.optimisation_settings
+        if opt.method == "optuna" and opt.optuna_settings.overfitting_penalty > 0 and opt.val_fraction == 0:
+            raise ValueError("optimisation_settings.optuna_settings.overfitting_penalty compares the training and "
+                             "validation scores: set optimisation_settings.val_fraction > 0 (e.g. 0.2) or the "
+                             "penalty to 0")
+        members = self.optimisation_settings.n_ensemble_members
+        if members > 1 and not self.rule.startswith("ensemble__") and "__ensemble__" not in self.rule:
+            raise ValueError(f"optimisation_settings.n_ensemble_members is {members}, which needs an ensemble__ "
+                             f"rule: use rule 'ensemble__{self.rule}' or set n_ensemble_members: 1")
         if self.minimum_weight is not None and self.minimum_weight * n >= 1:
             raise ValueError(f"minimum_weight {self.minimum_weight} x {n} tokens must be < 1")
         if self.parameters is not None:
@@ -314,6 +358,7 @@ def _known_keys() -> dict[str, list[str]]:
         "": list(RunSpec.model_fields),
         "optimisation_settings": list(OptimisationSettings.model_fields),
         "optimisation_settings.optuna_settings": list(OptunaSettings.model_fields),
+        "optimisation_settings.search_settings": list(SearchSettings.model_fields),
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from quant_core.cli import main
 from quant_core.data.price_file import shipped_prices_path
@@ -93,22 +94,31 @@ def test_console_script_installed():
     assert out.returncode == 0 and "simulate" in out.stdout
 
 
-def test_train_writes_parameters(tmp_path, capsys):
+def test_train_writes_the_result_json(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.replace("parameters: {memory_days: 7, k_per_day: [10, 20, 30]}\n", "")
                     + "optimisation_settings: {method: optuna, optuna_settings: {n_jobs: 4, n_startup_trials: 4}}\n")
-    out = tmp_path / "params.json"
-    assert main(["train", str(spec), "--prices", str(shipped_prices_path()), "--n-trials", "8", "--seed", "1",
+    out = tmp_path / "result.json"
+    assert main(["train", str(spec), "--prices", str(shipped_prices_path()), "--budget", "8", "--seed", "1",
                  "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
-    assert payload["tokens"] == ["BTC", "ETH", "USDC"] and payload["method"] == "optuna"
-    assert set(payload["parameters"]) == {"memory_days", "k_per_day"}
+    assert payload["tokens"] == ["BTC", "ETH", "USDC"] and payload["method"] == "optuna" and payload["seed"] == 1
+    assert {"memory_days", "k_per_day"} <= set(payload["parameters"])
     assert all(len(v) == 3 for v in payload["parameters"].values())
-    assert np.isfinite(payload["objective"])
+    assert set(payload["metrics"]) >= {"initial_train", "train"}
+    assert np.isfinite(payload["metrics"]["train"]["objective"])
+    assert payload["metrics"]["train"]["objective"] == payload["metrics"]["train"]["daily_log_sharpe"]
+    assert len(payload["history"]) == 8 and payload["timings"]["total_s"] > 0
 
 
-def test_train_rejects_unavailable_method(tmp_path, capsys):
+def test_train_rejects_bad_budget_and_untrainable_rules(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC)  # default method: gradient_descent (not built yet)
-    assert main(["train", str(spec), "--prices", str(shipped_prices_path())]) == 2
-    assert "optimisation_settings.method 'gradient_descent' is not available yet" in capsys.readouterr().err
+    spec.write_text(SPEC)
+    with pytest.raises(SystemExit):
+        main(["train", str(spec), "--prices", str(shipped_prices_path()), "--budget", "0"])
+    assert "--budget must be >= 1" in capsys.readouterr().err
+    cow = tmp_path / "cow.yaml"
+    cow.write_text(SPEC.replace("rule: momentum", "rule: cow").replace("[USDC, BTC, ETH]", "[ETH, USDC]")
+                   .replace("parameters: {memory_days: 7, k_per_day: [10, 20, 30]}\n", ""))
+    assert main(["train", str(cow), "--prices", str(shipped_prices_path())]) == 2
+    assert "optuna, grid or random" in capsys.readouterr().err

@@ -303,3 +303,15 @@ def test_objective_scores_benchmark_relative_metrics_and_sim_summary_includes_th
     assert summary["returns_over_hodl"] == pytest.approx(score, rel=1e-12)
     assert {"returns_over_uniform_hodl", "information_ratio", "upside_capture"} <= set(summary)
     assert all(np.isfinite(v) for v in summary.values())
+
+
+def test_daily_sampled_metrics_read_only_the_day_boundaries():
+    """The promise training's closed-form daily path relies on: fn(V, spd) == fn(V[::spd], 1)."""
+    from quant_core.metrics import DAILY_SAMPLED, METRICS
+
+    rng = np.random.default_rng(4)
+    spd = 24
+    values = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 24 * 40 + 7)))
+    for name in DAILY_SAMPLED:
+        full = float(METRICS[name](jnp.asarray(values), spd))
+        assert float(METRICS[name](jnp.asarray(values[::spd]), 1)) == pytest.approx(full, rel=1e-12, abs=1e-15), name

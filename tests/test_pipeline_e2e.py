@@ -37,7 +37,7 @@ def _materialise_all(instance) -> None:
                          ("price_panel", "trained_parameters", "walk_forward_report", "configuration")}
     md = mats[f"{UNIVERSE}/configuration"].materialization.metadata
     assert md["configuration_id"].value >= 1
-    assert mats[f"{UNIVERSE}/trained_parameters"].materialization.metadata["n_trials"].value == N_TRIALS
+    assert mats[f"{UNIVERSE}/trained_parameters"].materialization.metadata["n_evaluations"].value == N_TRIALS
 
 
 @pytest.mark.slow

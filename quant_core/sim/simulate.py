@@ -26,6 +26,7 @@ from quant_core.sim.amm.cow import cow_reserves
 from quant_core.sim.amm.g3m import (
     g3m_log_reserves_from_minute_weights,
     g3m_minute_log_growth,
+    g3m_minute_log_growth_at,
     g3m_step_log_growth,
 )
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
@@ -237,6 +238,23 @@ def _forward(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax
         extras["rebalancing_values"] = _rebalancing_values(v0, minute_prices, minute_weights, m)
         return values, weights, reserves, extras
     return values, weights, reserves
+
+
+def values_at_supported(st: _Static) -> bool:
+    """Whether `values_at` applies: minute data, zero costs, a G3M pool with linearly ramped weights."""
+    return st.step_minutes == 1 and not st.minute_grid and st.pool.engine == "g3m"
+
+
+def values_at(st: _Static, rows: jax.Array, params: dict[str, jax.Array], w0: jax.Array, v0: jax.Array,
+              minutes: jax.Array) -> jax.Array:
+    """Pool values at the given evaluated minutes [Q] (`_forward`'s values[minutes]), summed per chunk
+    (`g3m_minute_log_growth_at`): training on a daily metric needs no per-minute path."""
+    if not values_at_supported(st):
+        raise ValueError("values_at needs minute data, zero costs and a G3M pool with linear interpolation")
+    if st.numeraire_index is not None:
+        rows = rows / rows[:, st.numeraire_index : st.numeraire_index + 1]
+    schedule = _schedule(st.pool, st, rows, params, w0, {})
+    return v0 * jnp.exp(g3m_minute_log_growth_at(jnp.log(rows[st.warmup_rows :]), schedule, minutes))
 
 
 def _rebalancing_values(v0, minute_prices, minute_weights, m: int) -> jax.Array:

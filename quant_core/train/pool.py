@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from quant_core.data.panel import PricePanel
+from quant_core.sim.pool import get_pool
 from quant_core.spec import RunSpec
-from quant_core.train.objective import PoolObjective
-from quant_core.train.search import SearchResult, optuna_search
 
-IMPLEMENTED_METHODS = ("optuna",)
+METHODS = ("gradient_descent", "optuna", "grid", "random")
 
 
 @dataclass
 class TrainedPool:
-    params: dict[str, list[float]]  # user units, alphabetical token order
-    objective: float  # the training metric at params on the training window
+    params: dict[str, list]  # user units, alphabetical token order (ensemble__: one list per member)
+    objective: float  # the score the method selected on (gradient descent: the monitored validation metric)
     metric: str
     method: str
     seed: int
     start: datetime
     end: datetime
-    search: SearchResult
+    n_evaluations: int  # iterations (gradient descent), trials (optuna) or candidates (grid / random)
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # method specifics: split, best set, top-k, checkpoints, timings
 
 
 def train_pool(
@@ -34,25 +36,47 @@ def train_pool(
     end: datetime | None = None,
     seed: int | None = None,
     n_trials: int | None = None,
+    iterations_per_print: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainedPool:
-    """Maximise spec.return_val over [start, end) (default: the spec's training window)."""
+    """Maximise spec.return_val over [start, end) (default: the spec's training window).
+
+    `n_trials` overrides the method's budget: iterations (gradient descent), trials (optuna) or random
+    candidates (random; a grid's size is its own)."""
     method = spec.optimisation_settings.method
-    if method not in IMPLEMENTED_METHODS:
-        raise NotImplementedError(
-            f"optimisation_settings.method {method!r} is not available yet; use one of {IMPLEMENTED_METHODS}"
-        )
     start, end = start or spec.start, end or spec.end
     seed = spec.optimisation_settings.initial_random_key if seed is None else seed
-    objective = PoolObjective(panel, spec, start, end)
-    result = optuna_search(objective, spec, seed=seed, n_trials=n_trials, log=log)
-    return TrainedPool(
-        params=result.best_params,
-        objective=result.best_value,
-        metric=objective.metric_name,
-        method=method,
-        seed=seed,
-        start=start,
-        end=end,
-        search=result,
-    )
+    common = {"params": None, "metric": spec.return_val, "method": method, "seed": seed, "start": start, "end": end}
+    if method == "gradient_descent":
+        from quant_core.train.gradient import train_gradient
+
+        g = train_gradient(panel, spec, start=start, end=end, seed=seed, n_iterations=n_trials,
+                           iterations_per_print=iterations_per_print, log=log)
+        common.update(params=g.params, objective=g.monitored, n_evaluations=g.n_iterations,
+                      seconds=g.timings["total_s"], history=g.history,
+                      details={"best_set": g.best_set, "best_iteration": g.best_iteration,
+                               "stopped_early": g.stopped_early, "split": g.split, "timings": g.timings,
+                               "checkpoints": g.checkpoints,
+                               "selected_on": "validation" if g.split["validation_steps"] else "train"})
+    elif method == "optuna":
+        from quant_core.train.search import optuna_search
+
+        r = optuna_search(panel, spec, start=start, end=end, seed=seed, n_trials=n_trials, log=log)
+        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_trials, seconds=r.seconds,
+                      history=r.history, details={"stopped_early": r.stopped_early, "study_name": r.study_name,
+                                                  "sampler": spec.optimisation_settings.optuna_settings.sampler})
+    elif method in ("grid", "random"):
+        from quant_core.train.grid import grid_search
+
+        r = grid_search(panel, spec, start=start, end=end, seed=seed, n_samples=n_trials, log=log)
+        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations,
+                      seconds=r.seconds, history=r.table,
+                      details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
+                               "batch_size": r.batch_size})
+    else:  # the spec model admits only METHODS
+        raise ValueError(f"optimisation_settings.method {method!r}: use one of {METHODS}")
+    # report the parameters the pool reads under this spec (e.g. memory_days_2 only with use_alt_lamb)
+    pool = get_pool(spec.rule)
+    active = {p.name for p in pool.params if p.active(spec)}
+    common["params"] = {k: v for k, v in common["params"].items() if k in active}
+    return TrainedPool(**common)

@@ -9,6 +9,16 @@ Search ranges come from the rule's parameter schema, overridden per parameter by
 value shared by all tokens. With `expand_around: true` the range narrows to a window around the
 initial value: [initial/4, initial*4] on log-scale parameters, initial +- a quarter of the range
 otherwise, intersected with [low, high].
+The score of a trial: the training metric on the training part (all of [start, end) when
+val_fraction = 0). With overfitting_penalty > 0 (needs val_fraction > 0) it is
+validation - penalty * max(0, train - validation). With multi_objective the training part is cut
+into n_sub_periods equal sub-periods and the study maximises the mean and minimises the standard
+deviation of the metric over them (Optuna multi-objective); the worst sub-period is recorded too,
+and the chosen trial is the Pareto-optimal one with the best worst sub-period.
+Samplers: tpe (default), cmaes, gp (Bayesian optimisation with a Gaussian process:
+`quant_core.train.gp_sampler`) and random.
+Studies persist in `storage.url` (sqlite:///..., postgresql://...) under `study_name`, so a rerun
+continues the study and optuna-dashboard shows it.
 """
 
 from __future__ import annotations
@@ -17,13 +27,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import optuna
 
+from quant_core.data.panel import PricePanel
 from quant_core.sim.pool import get_pool
 from quant_core.sim.simulate import resolve_params
 from quant_core.spec import OptunaSettings, ParameterRange, RunSpec
+from quant_core.train.gp_sampler import GaussianProcessSampler
+from quant_core.train.objective import PoolEvaluator
+from quant_core.train.split import TrainSplit, plan_split
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,10 @@ class SearchResult:
     best_params: dict[str, list[float]]  # user units, alphabetical token order
     best_value: float
     n_trials: int
-    history: list[dict] = field(default_factory=list)  # per trial: number, value, params
+    history: list[dict] = field(default_factory=list)  # per trial: number, value, train (validation), params
     stopped_early: bool = False
     seconds: float = 0.0
+    study_name: str | None = None
 
 
 def search_space(spec: RunSpec) -> list[SearchDimension]:
@@ -77,34 +93,77 @@ def _sampler(settings: OptunaSettings, seed: int) -> optuna.samplers.BaseSampler
     if settings.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     if settings.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=settings.n_startup_trials)
+        return GaussianProcessSampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def study_segments(split: TrainSplit, settings: OptunaSettings) -> tuple[tuple[int, int], ...]:
+    """[train part, (sub-periods of it), (validation part)] of one pass over [start, end)."""
+    segs = [(0, split.train_steps)]
+    if settings.multi_objective:
+        edges = np.linspace(0, split.train_steps, settings.n_sub_periods + 1).astype(int)
+        segs += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    if split.val_steps:
+        segs.append((split.train_steps, split.n_steps))
+    return tuple(segs)
+
+
+def _trial_values(row: np.ndarray, settings: OptunaSettings, has_val: bool) -> dict[str, float]:
+    """The numbers one trial reports, from its [segments] scores."""
+    train = float(row[0])
+    out = {"train": train}
+    if has_val:
+        out["validation"] = float(row[-1])
+    value = train
+    if settings.overfitting_penalty > 0:
+        val = out["validation"]
+        value = val - settings.overfitting_penalty * max(0.0, train - val)
+    if settings.multi_objective:
+        subs = row[1 : 1 + settings.n_sub_periods]
+        out.update(sub_mean=float(np.mean(subs)), sub_std=float(np.std(subs)), sub_worst=float(np.min(subs)))
+        value = out["sub_mean"]
+        if settings.overfitting_penalty > 0:
+            value -= settings.overfitting_penalty * max(0.0, train - out["validation"])
+    out["value"] = value
+    return out
+
+
 def optuna_search(
-    objective: Callable[[dict[str, np.ndarray]], np.ndarray],
+    panel: PricePanel,
     spec: RunSpec,
     *,
+    start: datetime | None = None,
+    end: datetime | None = None,
     seed: int | None = None,
     n_trials: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SearchResult:
-    """Maximise `objective` (batched: {name: [B, n]} -> [B]) over the spec's search space."""
+    """Maximise spec.return_val over the spec's search space (module docstring)."""
     settings = spec.optimisation_settings.optuna_settings
     seed = spec.optimisation_settings.initial_random_key if seed is None else seed
     n_trials = n_trials or settings.n_trials
+    split = plan_split(panel, spec, start, end)
+    has_val = split.val_steps > 0
+    if settings.overfitting_penalty > 0 and not has_val:
+        raise ValueError("optuna_settings.overfitting_penalty needs a validation part: set "
+                         "optimisation_settings.val_fraction > 0 (e.g. 0.2) or overfitting_penalty: 0")
+    if settings.multi_objective and settings.sampler == "cmaes":
+        raise ValueError("optuna_settings.multi_objective does not work with the cmaes sampler: use tpe, gp or random")
+    evaluator = PoolEvaluator(panel, spec, split.start, split.end, segments=study_segments(split, settings))
     n_tokens = len(spec.tokens)
     dims = search_space(spec)
     batch = max(1, min(settings.n_jobs, n_trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = settings.storage.url if settings.storage.url else None
+    directions = ["maximize", "minimize"] if settings.multi_objective else ["maximize"]
     study = optuna.create_study(
-        direction="maximize",
+        directions=directions,
         sampler=_sampler(settings, seed),
         storage=storage,
         study_name=settings.study_name,
         load_if_exists=bool(storage and settings.study_name),
     )
+    base = resolve_params(spec)
     began = time.monotonic()
     history: list[dict] = []
     best, since_best, stopped = -math.inf, 0, False
@@ -125,14 +184,20 @@ def optuna_search(
             trials.append(trial)
             proposals.append(proposal)
         padded = proposals + [proposals[0]] * (batch - len(proposals))
-        scores = objective({d.name: np.array([p[d.name] for p in padded]) for d in dims})
-        for trial, proposal, score in zip(trials, proposals, scores[: len(proposals)], strict=True):
-            value = float(score)
+        batch_params = {k: np.broadcast_to(v, (batch, *v.shape)).copy() for k, v in base.items()}
+        for d in dims:
+            batch_params[d.name] = np.array([p[d.name] for p in padded])
+        scores = evaluator.scores(batch_params)[:, 0, :]
+        for trial, proposal, row in zip(trials, proposals, scores[: len(proposals)], strict=True):
+            numbers = _trial_values(row, settings, has_val)
+            value = numbers["value"]
             if math.isfinite(value):
-                study.tell(trial, value)
+                for k, v in numbers.items():
+                    trial.set_user_attr(k, v)
+                study.tell(trial, [value, numbers["sub_std"]] if settings.multi_objective else value)
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            history.append({"number": trial.number, "value": value, "params": proposal})
+            history.append({"number": trial.number, **numbers, "params": proposal})
             margin = settings.early_stopping.min_improvement * abs(best) if math.isfinite(best) else 0.0
             if value > best + margin:
                 best, since_best = value, 0
@@ -149,12 +214,20 @@ def optuna_search(
     finite = [h for h in history if math.isfinite(h["value"])]
     if not finite:
         raise RuntimeError("every trial produced a non-finite objective; check the prices and search ranges")
-    top = max(finite, key=lambda h: h["value"])
+    if settings.multi_objective:
+        front = {t.number for t in study.best_trials}
+        top = max((h for h in finite if h["number"] in front), key=lambda h: h["sub_worst"], default=None)
+        top = top or max(finite, key=lambda h: h["value"])
+    else:
+        top = max(finite, key=lambda h: h["value"])
+    params = {k: v.tolist() for k, v in base.items()}
+    params.update(top["params"])
     return SearchResult(
-        best_params=top["params"],
+        best_params=params,
         best_value=top["value"],
         n_trials=len(history),
         history=history,
         stopped_early=stopped,
         seconds=time.monotonic() - began,
+        study_name=study.study_name,
     )

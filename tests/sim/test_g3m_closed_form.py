@@ -48,3 +48,23 @@ def test_tiny_and_zero_slopes(slope):
     fast = g3m_log_reserves(lp, sched, 1440, jnp.zeros(3))
     slow = g3m_log_reserves_per_minute(lp, sched.at, 1440, jnp.zeros(3))
     np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=0, atol=1e-12)
+
+
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([(60, 60), (60, 25), (100, 1), (37, 37)]),
+    st.sampled_from([1e-9, 1e-4, 3e-3]),
+)
+@settings(max_examples=25, deadline=None)
+def test_values_at_chosen_minutes_equal_the_minute_path(seed, timing, max_change):
+    """g3m_minute_log_growth_at (per chunk, prefix sums) == g3m_minute_log_growth on every minute."""
+    from quant_core.sim.amm.g3m import g3m_minute_log_growth, g3m_minute_log_growth_at
+
+    cp, wip = timing
+    n_minutes = 7 * cp + 13
+    schedule = _schedule(seed, 8, cp, wip, 0.2, max_change)
+    rng = np.random.default_rng(seed + 1)
+    log_p = jnp.asarray(np.cumsum(rng.normal(0, 0.01, (n_minutes, 3)), axis=0))
+    full = g3m_minute_log_growth(log_p, schedule.per_minute(n_minutes))
+    minutes = jnp.asarray(np.unique(np.concatenate([rng.integers(0, n_minutes, 40), [0, cp - 1, cp, n_minutes - 1]])))
+    np.testing.assert_allclose(g3m_minute_log_growth_at(log_p, schedule, minutes), full[minutes], rtol=0, atol=1e-12)

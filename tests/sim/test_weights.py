@@ -20,9 +20,12 @@ def test_chunk_weights_invariants(deltas, max_change, wip):
     np.testing.assert_allclose(d.sum(axis=1), 0.0, atol=1e-12)
     assert np.abs(d).max() <= max_change * (1 + 1e-9)
     reached = w + wip * d
-    # the guardrail is one pass, as in the reference: re-sharing can leave a free asset slightly under
-    # min_w, but never below min_w * (1 - (n-1) min_w); the ramp moves between such points
-    assert reached.min() >= 0.025 * (1 - 3 * 0.025) - 1e-12
+    # the guardrail is one pass, as in the reference: re-sharing can leave a free asset under min_w
+    # (by min_w * (1 - (n-1) min_w) when every raw weight is positive, further when a delta drives a
+    # raw weight negative, as these deltas of up to 0.5 can), but every weight stays positive
+    assert reached.min() > 0
+    if np.all(w + deltas > 0):
+        assert reached.min() >= 0.025 * (1 - 3 * 0.025) - 1e-12
     np.testing.assert_allclose(w[1:], reached[:-1], atol=1e-15)
 
 

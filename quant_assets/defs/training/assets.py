@@ -24,7 +24,8 @@ from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
 class TrainConfig(dg.Config):
     """Launchpad overrides; unset fields use the universe's run spec."""
 
-    n_trials: int | None = Field(None, description="trials of the search (default: optuna_settings.n_trials)")
+    n_trials: int | None = Field(None, description="budget: iterations (gradient_descent), trials (optuna) or "
+                                 "candidates (random); default: the run spec's")
     seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
 
 
@@ -117,9 +118,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "objective": dg.MetadataValue.float(float(trained.objective)),
                 "metric": trained.metric,
                 "method": trained.method,
-                "n_trials": trained.search.n_trials,
+                "n_evaluations": trained.n_evaluations,
                 "seed": trained.seed,
-                "search_seconds": dg.MetadataValue.float(round(trained.search.seconds, 3)),
+                "search_seconds": dg.MetadataValue.float(round(trained.seconds, 3)),
                 "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
                 "data_hash": panel.data_hash,
                 **plot_metadata(png, "pool value vs HODL and weights", name, "trained_parameters.png"),

@@ -124,3 +124,36 @@ def g3m_log_reserves_from_minute_weights(
     `g3m_minute_log_growth`): log R_t = log R_0 + log(V_t/V_0) + log(w_t/w_0) - log(p_t/p_0)."""
     growth = g3m_minute_log_growth(log_prices, weights)[:, None]
     return initial_log_reserves + growth + jnp.log(weights / weights[:1]) - (log_prices - log_prices[:1])
+
+
+def g3m_minute_log_growth_at(log_prices: jax.Array, schedule: WeightSchedule, minutes: jax.Array) -> jax.Array:
+    """log(V_t / V_0) at the given minutes [Q] for minute prices [T, n] and a linear schedule: the same
+    numbers as `g3m_minute_log_growth(log_prices, schedule.per_minute(T))[minutes]`, summed per chunk.
+
+    The transition from minute s to s+1, s at local minute m of chunk j, holds w_s = a_j + min(m, K) d_j
+    and moves to a_j + min(m+1, K) d_j (K = interpolation period; the chunk's last move lands on
+    a_j+1 = a_j + K d_j). So a chunk's first m transitions add
+        sum_i [a_j,i Q0[j,m,i] + d_j,i Q1[j,m,i]] - ramp(a_j, d_j, min(m, K))
+    with chunk-local prefix sums Q0 = sum_{m'<m} dlogp, Q1 = sum_{m'<m} min(m', K) dlogp of the
+    prices alone, and the ramp's arbitrage loss in closed form. Gradients with respect to the pool
+    parameters then flow through [chunks, n] arrays rather than [minutes, n] ones."""
+    n_minutes, n = log_prices.shape
+    cp = schedule.chunk_period
+    k = min(schedule.interpolation_period, cp)
+    n_chunks = (n_minutes - 1) // cp + 1
+    delta = log_prices[1:] - log_prices[:-1]
+    delta = jnp.concatenate([delta, jnp.zeros((n_chunks * cp - delta.shape[0], n), delta.dtype)])
+    delta = delta.reshape(n_chunks, cp, n)
+    ramp_min = jnp.minimum(jnp.arange(cp), k).astype(delta.dtype)[None, :, None]
+    zero = jnp.zeros((n_chunks, 1, n), delta.dtype)
+    q0 = jnp.concatenate([zero, jnp.cumsum(delta, axis=1)], axis=1)  # [C, cp + 1, n]
+    q1 = jnp.concatenate([zero, jnp.cumsum(ramp_min * delta, axis=1)], axis=1)
+    a, d, _ = schedule.segment(jnp.arange(n_chunks) * cp)
+    kk = jnp.full((n_chunks, 1), float(k), delta.dtype)
+    whole = token_sum(a * q0[:, cp] + d * q1[:, cp] - _ramp_arbitrage_loss(a, d, kk), keepdims=False)
+    before = jnp.concatenate([jnp.zeros((1,), whole.dtype), jnp.cumsum(whole)[:-1]])
+    j, m = minutes // cp, minutes % cp
+    aj, dj = a[j], d[j]
+    mk = jnp.minimum(m, k).astype(delta.dtype)[:, None]
+    part = token_sum(aj * q0[j, m] + dj * q1[j, m] - _ramp_arbitrage_loss(aj, dj, mk), keepdims=False)
+    return before[j] + part

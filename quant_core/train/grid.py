@@ -1,0 +1,185 @@
+"""Grid and random search: candidates scored in batches, one vmapped forward pass per batch.
+
+The parameter space comes from `optimisation_settings.search_settings.parameter_space` (user units):
+a list of values, or a range {low, high, log_scale, n} (grid: n points, geometric when log_scale;
+random: drawn uniformly, log-uniformly when log_scale). A parameter absent from it searches the
+rule's schema range with `default_points` grid points. `scalar: true` (the default) gives every token
+the same value; `scalar: false` searches each token separately (grid axes multiply).
+
+Candidates are scored with `PoolEvaluator` on the training part (and the validation part, when
+val_fraction > 0, as the same pool continued). Batches are padded to `batch_size`, so one compiled
+function serves every batch. The result holds the whole table, the top-k by the training objective
+and evaluations per second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from quant_core.data.panel import PricePanel
+from quant_core.sim.pool import get_pool
+from quant_core.sim.simulate import resolve_params
+from quant_core.spec import RunSpec, SearchRange
+from quant_core.train.objective import PoolEvaluator
+from quant_core.train.split import plan_split
+
+TABLE_METRICS = ("daily_log_sharpe", "sharpe", "returns", "returns_over_hodl", "greatest_draw_down", "calmar")
+MAX_GRID = 10_000_000
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One searched dimension: a parameter (token index None = every token) and its values."""
+
+    name: str
+    token: int | None
+    values: np.ndarray | None  # grid values or the list to draw from
+    low: float = 0.0
+    high: float = 0.0
+    log_scale: bool = False
+
+
+@dataclass
+class GridResult:
+    best_params: dict[str, list[float]]
+    best_value: float
+    table: list[dict] = field(default_factory=list)  # one row per candidate: parameters and metrics
+    top: list[dict] = field(default_factory=list)
+    n_evaluations: int = 0
+    seconds: float = 0.0
+    evaluations_per_second: float = 0.0
+    batch_size: int = 0
+
+
+def search_axes(spec: RunSpec, points: str) -> list[Axis]:
+    """Axes of the search space; `points` is "grid" (values per axis) or "random" (ranges to draw from)."""
+    pool = get_pool(spec.rule)
+    settings = spec.optimisation_settings.search_settings
+    given = {pool.param(k).name: v for k, v in settings.parameter_space.items()}  # raises naming valid names
+    axes = []
+    for p in pool.params:
+        if not p.active(spec):
+            continue
+        entry = given.get(p.name)
+        if entry is None:
+            if not p.trainable and p.name not in given:
+                continue  # hook bounds and frozen engine settings are searched only when listed
+            entry = SearchRange(low=p.low, high=p.high, log_scale=p.log_scale, n=settings.default_points,
+                                scalar=True)
+        if isinstance(entry, list):
+            axes.append(Axis(p.name, None, np.asarray(entry, dtype=np.float64)))
+            continue
+        tokens = [None] if (entry.scalar or p.scalar) else list(range(len(spec.tokens)))
+        for t in tokens:
+            if points == "grid":
+                vals = (np.geomspace(entry.low, entry.high, entry.n) if entry.log_scale
+                        else np.linspace(entry.low, entry.high, entry.n))
+                axes.append(Axis(p.name, t, vals))
+            else:
+                axes.append(Axis(p.name, t, None, entry.low, entry.high, entry.log_scale))
+    if not axes:
+        raise ValueError(f"rule {spec.rule!r} has no parameter to search; list some under "
+                         "optimisation_settings.search_settings.parameter_space")
+    return axes
+
+
+def grid_points(axes: list[Axis]) -> np.ndarray:
+    size = math.prod(len(a.values) for a in axes)
+    if size > MAX_GRID:
+        raise ValueError(f"the grid has {size:,} points (over {MAX_GRID:,}): use fewer values per parameter, "
+                         "scalar: true, or method: random")
+    return np.array(list(itertools.product(*(a.values for a in axes))), dtype=np.float64).reshape(size, len(axes))
+
+
+def random_points(axes: list[Axis], n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cols = []
+    for a in axes:
+        if a.values is not None:
+            cols.append(rng.choice(a.values, n))
+        elif a.log_scale:
+            cols.append(np.exp(rng.uniform(np.log(a.low), np.log(a.high), n)))
+        else:
+            cols.append(rng.uniform(a.low, a.high, n))
+    return np.stack(cols, axis=1)
+
+
+def candidate_params(axes: list[Axis], points: np.ndarray, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{name: [C, n]} user units: the base (initial) parameters with the searched entries replaced."""
+    c = points.shape[0]
+    out = {k: np.broadcast_to(v, (c, *v.shape)).copy() for k, v in base.items()}
+    for j, a in enumerate(axes):
+        if a.token is None:
+            out[a.name][:] = points[:, j].reshape((c,) + (1,) * (out[a.name].ndim - 1))
+        else:
+            out[a.name][..., a.token] = points[:, j].reshape((c,) + (1,) * (out[a.name].ndim - 2))
+    return out
+
+
+def _row(axes: list[Axis], point: np.ndarray, tokens: list[str]) -> dict:
+    return {(a.name if a.token is None else f"{a.name}[{tokens[a.token]}]"): float(v)
+            for a, v in zip(axes, point, strict=True)}
+
+
+def grid_search(
+    panel: PricePanel,
+    spec: RunSpec,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    seed: int | None = None,
+    n_samples: int | None = None,
+    log=None,
+) -> GridResult:
+    """Evaluate the spec's grid (method grid) or n_samples random candidates (method random)."""
+    method = spec.optimisation_settings.method
+    settings = spec.optimisation_settings.search_settings
+    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
+    axes = search_axes(spec, "grid" if method == "grid" else "random")
+    points = grid_points(axes) if method == "grid" else random_points(axes, n_samples or settings.n_samples, seed)
+    split = plan_split(panel, spec, start, end)
+    names = tuple(dict.fromkeys((spec.return_val, *TABLE_METRICS)))
+    evaluator = PoolEvaluator(panel, spec, split.start, split.end, metrics=names, segments=split.segments)
+    base = resolve_params(spec)
+    batch = min(settings.batch_size, len(points))
+    began = time.perf_counter()
+    scores = []
+    for lo in range(0, len(points), batch):
+        chunk = points[lo : lo + batch]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+        scores.append(evaluator.scores(candidate_params(axes, padded, base))[: len(chunk)])
+        if log:
+            log(f"{method} search: {min(lo + batch, len(points))}/{len(points)} candidates")
+    seconds = time.perf_counter() - began
+    scores = np.concatenate(scores)  # [C, metrics, segments]
+    tokens = spec.sorted_tokens
+    table = []
+    for i, point in enumerate(points):
+        row = {"candidate": i, **_row(axes, point, tokens)}
+        for m, name in enumerate(names):
+            row[f"train_{name}"] = float(scores[i, m, 0])
+            if split.val_steps:
+                row[f"validation_{name}"] = float(scores[i, m, 1])
+        table.append(row)
+    objective = scores[:, 0, 0]
+    if not np.isfinite(objective).any():
+        raise RuntimeError("every candidate produced a non-finite objective; check the prices and the search space")
+    order = np.argsort(-objective, kind="stable")
+    best = int(order[0])
+    best_params = candidate_params(axes, points[best : best + 1], base)
+    return GridResult(
+        best_params={k: v[0].tolist() for k, v in best_params.items()},
+        best_value=float(objective[best]),
+        table=table,
+        top=[table[i] for i in order[: settings.top_k]],
+        n_evaluations=len(points),
+        seconds=seconds,
+        evaluations_per_second=len(points) / seconds if seconds > 0 else float("inf"),
+        batch_size=batch,
+    )
