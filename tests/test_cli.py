@@ -122,3 +122,28 @@ def test_train_rejects_bad_budget_and_untrainable_rules(tmp_path, capsys):
                    .replace("parameters: {memory_days: 7, k_per_day: [10, 20, 30]}\n", ""))
     assert main(["train", str(cow), "--prices", str(shipped_prices_path())]) == 2
     assert "optuna, grid or random" in capsys.readouterr().err
+
+
+def test_train_reads_candle_parquet_per_token(tmp_path, capsys):
+    """`--prices TOKEN=candles.parquet` (as `quant data fetch` writes) gives each token its closes."""
+    from quant_core.data.synthetic import synthetic_candles
+
+    args = []
+    for i, token in enumerate(["AAA", "BBB", "CCC"]):
+        path = tmp_path / f"{token}.parquet"
+        synthetic_candles(24 * 90, "1h", start="2024-01-01", seed=i, start_price=10.0 * (i + 1)).write_parquet(path)
+        args += ["--prices", f"{token}={path}"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("rule: momentum\ntokens: [AAA, BBB, CCC]\nstartDateString: '2024-02-01'\n"
+                    "endDateString: '2024-03-15'\nendTestDateString: '2024-03-30'\nmax_memory_days: 20\n"
+                    "optimisation_settings: {method: grid, search_settings: {default_points: 3}}\n")
+    out = tmp_path / "result.json"
+    assert main(["train", str(spec), *args, "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["method"] == "grid" and len(payload["history"]) == 9
+    assert set(payload["metrics"]) == {"initial_train", "train", "test"}
+    assert len(payload["details"]["top"]) == 9 and payload["details"]["evaluations_per_second"] > 0
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"timestamp": [1, 2], "price": [1.0, 2.0]}).write_parquet(bad)
+    assert main(["train", str(spec), "--prices", f"AAA={bad}"]) == 2
+    assert "timestamp and close" in capsys.readouterr().err
