@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from quant_core.data.panel import PricePanel
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
 from quant_core.provenance import code_version
@@ -19,8 +21,14 @@ def _finite(d: dict) -> dict:
 
 
 def params_by_token(params: dict[str, list[float]], tokens_sorted: list[str]) -> dict[str, dict[str, float]]:
-    """{parameter: {token: value}} in user units: unambiguous for live trading."""
-    return {name: dict(zip(tokens_sorted, map(float, vals), strict=True)) for name, vals in params.items()}
+    """{parameter: {token: value}} in user units: unambiguous for live trading (ensemble__ members:
+    {token: [one value per member]})."""
+    out = {}
+    for name, vals in params.items():
+        arr = np.asarray(vals, dtype=np.float64)
+        per_token = arr.T.tolist() if arr.ndim == 2 else arr.tolist()
+        out[name] = dict(zip(tokens_sorted, per_token, strict=True))
+    return out
 
 
 def build_configuration(
@@ -37,7 +45,8 @@ def build_configuration(
     spec = universe.spec
     decision = assign_stage(
         StageEvidence(
-            sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage
+            sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage,
+            p_value=report.significance.get("deflated_sharpe_p_value"), pbo=report.significance.get("pbo"),
         ),
         universe.stage_thresholds.thresholds(),
     )
@@ -61,9 +70,11 @@ def build_configuration(
                     "mean_is_sharpe": report.mean_is_sharpe,
                     "mean_oos_sharpe": report.mean_oos_sharpe,
                     "oos_is_ratio": report.oos_is_ratio,
+                    "oos_uniform_sharpe": report.oos_uniform_sharpe,
                     "n_folds": float(len(report.folds)),
                 }
             ),
+            "significance": _finite({k: v for k, v in report.significance.items() if not isinstance(v, list)}),
             "training_objective": trained.objective,
         },
         lifecycle_stage=decision.stage,

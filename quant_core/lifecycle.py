@@ -7,8 +7,10 @@ Default rules (overridable per universe through `StageThresholds`):
 
 - DISCOVERY  when sample_size < 30
 - VALIDATION when 30 <= sample_size <= 100, or when a larger sample misses a MATURE criterion
-- MATURE     when sample_size > 100, out-of-sample Sharpe > 1.5, the significance p-value (when
-             known) < 0.05, and no overfitting flag
+- MATURE     when sample_size > 100, out-of-sample Sharpe > 1.5, the deflated-Sharpe p-value (when
+             known) < 0.05, and no overfitting flag (set by the caller, or by a probability of backtest
+             overfitting above `mature_max_pbo` = 0.5: the in-sample winner is more often than not
+             below the out-of-sample median)
 - RETIRED    when a previously promoted configuration's latest out-of-sample Sharpe falls below
              `retire_below_sharpe` (or a circuit breaker tripped); supersession is recorded by the store.
 
@@ -36,6 +38,7 @@ class StageThresholds:
     mature_above: int = 100
     mature_min_oos_sharpe: float = 1.5
     mature_max_p_value: float = 0.05
+    mature_max_pbo: float = 0.5
     retire_below_sharpe: float = 0.0
 
 
@@ -45,10 +48,11 @@ class StageEvidence:
 
     sample_size: int
     oos_sharpe: float
-    p_value: float | None = None
+    p_value: float | None = None  # deflated-Sharpe p-value
     overfitting_flag: bool = False
     circuit_breaker_tripped: bool = False
     previous_stage: LifecycleStage | None = None
+    pbo: float | None = None  # probability of backtest overfitting (CSCV)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def assign_stage(ev: StageEvidence, th: StageThresholds | None = None) -> StageD
         "oos_sharpe": ev.oos_sharpe,
         "p_value": ev.p_value,
         "overfitting_flag": ev.overfitting_flag,
+        "pbo": ev.pbo,
         "circuit_breaker_tripped": ev.circuit_breaker_tripped,
         "previous_stage": ev.previous_stage.value if ev.previous_stage else None,
     }
@@ -111,6 +116,8 @@ def assign_stage(ev: StageEvidence, th: StageThresholds | None = None) -> StageD
         missing.append(f"p-value {ev.p_value:.3g} >= {th.mature_max_p_value}")
     if ev.overfitting_flag:
         missing.append("overfitting flag set")
+    if ev.pbo is not None and ev.pbo > th.mature_max_pbo:
+        missing.append(f"probability of backtest overfitting {ev.pbo:.2f} > {th.mature_max_pbo}")
     if missing:
         return StageDecision(
             LifecycleStage.VALIDATION,

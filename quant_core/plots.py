@@ -43,6 +43,15 @@ def walk_forward_plot(report) -> bytes:
     dates = np.asarray(report.oos_dates, dtype="datetime64[D]")
     ax1.plot(dates, report.oos_equity, label=f"pool OOS (Sharpe {report.oos_sharpe:.2f})")
     ax1.plot(dates, report.oos_hodl_equity, label=f"HODL (Sharpe {report.oos_hodl_sharpe:.2f})")
+    if report.oos_uniform_equity:
+        ax1.plot(dates, report.oos_uniform_equity, label=f"uniform static pool (Sharpe {report.oos_uniform_sharpe:.2f})",
+                 alpha=0.8)
+    sig = report.significance
+    if sig:
+        text = f"DSR {sig['deflated_sharpe']:.2f} (N={sig['n_configurations']})"
+        if "pbo" in sig:
+            text += f", PBO {sig['pbo']:.2f}"
+        ax1.text(0.01, 0.02, text, transform=ax1.transAxes, fontsize="small")
     ax1.set_ylabel("growth of 1")
     ax1.legend()
     ax1.set_title("walk-forward: out-of-sample equity")

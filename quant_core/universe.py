@@ -75,6 +75,7 @@ class ThresholdSettings(BaseModel):
     mature_above: int = StageThresholds.mature_above
     mature_min_oos_sharpe: float = StageThresholds.mature_min_oos_sharpe
     mature_max_p_value: float = StageThresholds.mature_max_p_value
+    mature_max_pbo: float = StageThresholds.mature_max_pbo
     retire_below_sharpe: float = StageThresholds.retire_below_sharpe
 
     def thresholds(self) -> StageThresholds:

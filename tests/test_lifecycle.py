@@ -30,6 +30,13 @@ def test_stage_table(n, sharpe, p, overfit, breaker, prev, expected):
     assert d.reason and d.evidence["sample_size"] == n
 
 
+def test_probability_of_backtest_overfitting_blocks_maturity():
+    assert assign_stage(StageEvidence(500, 2.0, 0.01, pbo=0.3)).stage == S.MATURE
+    d = assign_stage(StageEvidence(500, 2.0, 0.01, pbo=0.7))
+    assert d.stage == S.VALIDATION and "overfitting 0.70 > 0.5" in d.reason and d.evidence["pbo"] == 0.7
+    assert assign_stage(StageEvidence(500, 2.0, 0.01, pbo=0.7), StageThresholds(mature_max_pbo=0.8)).stage == S.MATURE
+
+
 def test_thresholds_are_configurable():
     th = StageThresholds(discovery_below=5, mature_above=10, mature_min_oos_sharpe=0.5)
     assert assign_stage(StageEvidence(11, 0.6), th).stage == S.MATURE

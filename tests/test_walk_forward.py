@@ -77,7 +77,13 @@ def test_walk_forward_report():
     assert len(rep.folds) == 3  # 90 days: 30 train + 20 test, rolled by 20
     assert rep.sample_size == sum(len(f.oos_log_returns) for f in rep.folds) == 3 * 19
     assert np.isfinite(rep.oos_sharpe) and np.isfinite(rep.mean_is_sharpe)
-    assert len(rep.oos_equity) == len(rep.oos_dates) == rep.sample_size
+    assert len(rep.oos_equity) == len(rep.oos_dates) == len(rep.oos_uniform_equity) == rep.sample_size
+    assert np.isfinite(rep.oos_uniform_sharpe) and rep.oos_uniform_sharpe != rep.oos_hodl_sharpe
+    sig = rep.significance
+    assert sig["n_configurations"] == 8 and 0 <= sig["deflated_sharpe"] <= 1
+    assert sig["deflated_sharpe_p_value"] == pytest.approx(1 - sig["deflated_sharpe"])
+    assert 0 <= sig["pbo"] <= 1 and sig["n_candidates"] == 8 and len(sig["candidate_p_bh"]) == 8
+    assert all(b >= p for b, p in zip(sig["candidate_p_bh"], sig["candidate_p_values"], strict=True))
     import json
 
     json.dumps(rep.to_dict())

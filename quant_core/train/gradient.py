@@ -75,6 +75,7 @@ class GradientResult:
     checkpoints: list[dict] = field(default_factory=list)  # every checkpoint_interval: params of every set
     timings: dict[str, float] = field(default_factory=dict)
     split: dict = field(default_factory=dict)
+    candidates: list[dict] = field(default_factory=list)  # every set's best point, best first
 
 
 def optimiser(opt: OptimisationSettings) -> optax.GradientTransformation:
@@ -334,6 +335,8 @@ def train_gradient(
     best_set = int(np.argmax(best_val))
     params = {k: v[best_set] for k, v in best_user.items()}
     params.update(layout.fixed)
+    candidates = [_to_lists({**{k: v[s] for k, v in best_user.items()}, **layout.fixed})
+                  for s in np.argsort(-best_val, kind="stable")]
     loop_end = time.perf_counter()
     timings = {"compile_s": compile_s, "per_iteration_s": per_iter / max(it - 1, 1),
                "startup_s": first_done - began,  # set-up, compilation and the first iteration
@@ -342,7 +345,7 @@ def train_gradient(
     return GradientResult(
         params=_to_lists(params), best_set=best_set, best_iteration=int(best_iter[best_set]),
         monitored=float(best_val[best_set]), n_iterations=it, stopped_early=stopped, history=history,
-        checkpoints=checkpoints, timings=timings,
+        checkpoints=checkpoints, timings=timings, candidates=candidates,
         split={"train_steps": split.train_steps, "validation_steps": split.val_steps,
                "window_steps": split.window_steps, "offset_range": split.offset_range,
                "train_end": split.train_end.isoformat()},

@@ -55,6 +55,7 @@ class GridResult:
     seconds: float = 0.0
     evaluations_per_second: float = 0.0
     batch_size: int = 0
+    candidates: list[dict] = field(default_factory=list)  # parameters of the top-k, best first
 
 
 def search_axes(spec: RunSpec, points: str) -> list[Axis]:
@@ -172,9 +173,12 @@ def grid_search(
         raise RuntimeError("every candidate produced a non-finite objective; check the prices and the search space")
     order = np.argsort(-objective, kind="stable")
     best = int(order[0])
-    best_params = candidate_params(axes, points[best : best + 1], base)
+    top = order[: settings.top_k]
+    top_params = candidate_params(axes, points[top], base)
+    candidates = [{k: v[i].tolist() for k, v in top_params.items()} for i in range(len(top))]
     return GridResult(
-        best_params={k: v[0].tolist() for k, v in best_params.items()},
+        best_params=candidates[0],
+        candidates=candidates,
         best_value=float(objective[best]),
         table=table,
         top=[table[i] for i in order[: settings.top_k]],

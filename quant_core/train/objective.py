@@ -128,3 +128,21 @@ class PoolObjective(PoolEvaluator):
 
     def __call__(self, params: dict[str, np.ndarray]) -> np.ndarray:
         return self.scores(params)[:, 0, 0]
+
+
+def batched_values(panel: PricePanel, spec: RunSpec, params: list[dict], start: datetime | None = None,
+                   end: datetime | None = None) -> np.ndarray:
+    """Value paths [K, S] of K parameter sets (user units) over [start, end), in one vmapped pass."""
+    from quant_core.sim.simulate import resolve_params
+
+    window = plan_window(panel, spec, start, end)
+    st = static_settings(spec, window)
+    check_trainable_series(spec, st)
+    resolved = [resolve_params(spec, p) for p in params]
+    batch = {k: np.stack([r[k] for r in resolved]) for k in resolved[0]}
+    with run_device(st):
+        rows = jnp.asarray(sorted_panel_rows(panel, spec)[window.first_row : window.end_row])
+        values, _, _ = compiled_forward(st, batched=True)(
+            rows, {k: jnp.asarray(v) for k, v in batch.items()}, jnp.asarray(initial_weights(spec)),
+            jnp.float64(spec.initial_pool_value), {})
+    return np.asarray(values)

@@ -25,6 +25,9 @@ class TrainedPool:
     n_evaluations: int  # iterations (gradient descent), trials (optuna) or candidates (grid / random)
     seconds: float
     history: list[dict] = field(default_factory=list)
+    # configurations the method weighed, best first (user units): evidence for the overfitting statistics
+    candidates: list[dict] = field(default_factory=list)
+    n_configurations: int = 1  # independent configurations tried (GD: parameter sets; search: trials)
     details: dict = field(default_factory=dict)  # method specifics: split, best set, top-k, checkpoints, timings
 
 
@@ -52,7 +55,9 @@ def train_pool(
 
         g = train_gradient(panel, spec, start=start, end=end, seed=seed, n_iterations=n_trials,
                            iterations_per_print=iterations_per_print, log=log)
+        ckpt = [p for c in g.checkpoints for p in c["params"]]
         common.update(params=g.params, objective=g.monitored, n_evaluations=g.n_iterations,
+                      candidates=g.candidates + ckpt, n_configurations=len(g.candidates),
                       seconds=g.timings["total_s"], history=g.history,
                       details={"best_set": g.best_set, "best_iteration": g.best_iteration,
                                "stopped_early": g.stopped_early, "split": g.split, "timings": g.timings,
@@ -63,6 +68,7 @@ def train_pool(
 
         r = optuna_search(panel, spec, start=start, end=end, seed=seed, n_trials=n_trials, log=log)
         common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_trials, seconds=r.seconds,
+                      candidates=r.candidates, n_configurations=r.n_trials,
                       history=r.history, details={"stopped_early": r.stopped_early, "study_name": r.study_name,
                                                   "sampler": spec.optimisation_settings.optuna_settings.sampler})
     elif method in ("grid", "random"):
@@ -70,7 +76,7 @@ def train_pool(
 
         r = grid_search(panel, spec, start=start, end=end, seed=seed, n_samples=n_trials, log=log)
         common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations,
-                      seconds=r.seconds, history=r.table,
+                      seconds=r.seconds, history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
                       details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
                                "batch_size": r.batch_size})
     else:  # the spec model admits only METHODS
@@ -79,4 +85,5 @@ def train_pool(
     pool = get_pool(spec.rule)
     active = {p.name for p in pool.params if p.active(spec)}
     common["params"] = {k: v for k, v in common["params"].items() if k in active}
+    common["candidates"] = [{k: v for k, v in c.items() if k in active} for c in common["candidates"]]
     return TrainedPool(**common)

@@ -41,6 +41,9 @@ from quant_core.train.objective import PoolEvaluator
 from quant_core.train.split import TrainSplit, plan_split
 
 
+TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
+
+
 @dataclass(frozen=True)
 class SearchDimension:
     name: str
@@ -59,6 +62,7 @@ class SearchResult:
     stopped_early: bool = False
     seconds: float = 0.0
     study_name: str | None = None
+    candidates: list[dict] = field(default_factory=list)  # the best trials' parameters, best first
 
 
 def search_space(spec: RunSpec) -> list[SearchDimension]:
@@ -220,10 +224,13 @@ def optuna_search(
         top = top or max(finite, key=lambda h: h["value"])
     else:
         top = max(finite, key=lambda h: h["value"])
-    params = {k: v.tolist() for k, v in base.items()}
-    params.update(top["params"])
+    def full(proposal: dict) -> dict:
+        return {**{k: v.tolist() for k, v in base.items()}, **proposal}
+
+    ranked = sorted(finite, key=lambda h: -h["value"])[:TOP_CANDIDATES]
     return SearchResult(
-        best_params=params,
+        best_params=full(top["params"]),
+        candidates=[full(h["params"]) for h in ranked],
         best_value=top["value"],
         n_trials=len(history),
         history=history,

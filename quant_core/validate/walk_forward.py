@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quant_core import metrics
 from quant_core.data.panel import PricePanel
-from quant_core.sim.simulate import simulate
+from quant_core.sim.simulate import plan_window, simulate
+from quant_core.train.objective import batched_values
+from quant_core.validate import significance as sig
 from quant_core.spec import RunSpec
 from quant_core.train.pool import TrainedPool, train_pool
 
@@ -98,6 +100,9 @@ class WalkForwardReport:
     oos_equity: list[float] = field(default_factory=list)
     oos_hodl_equity: list[float] = field(default_factory=list)
     oos_dates: list[str] = field(default_factory=list)
+    oos_uniform_sharpe: float = float("nan")  # the static pool at equal weights, same folds
+    oos_uniform_equity: list[float] = field(default_factory=list)
+    significance: dict = field(default_factory=dict)  # see quant_core.validate.significance / evidence()
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "folds"}
@@ -125,16 +130,23 @@ def walk_forward(
     start = start or spec.start
     end = end or spec.end_test or spec.end
     hodl_spec = spec.model_copy(update={"rule": "hodl", "parameters": None})
+    n = len(spec.tokens)
+    uniform_spec = spec.model_copy(update={"rule": "balancer", "parameters": None, "initial_weights": [1 / n] * n})
     results: list[FoldResult] = []
-    all_r, all_hodl, dates = [], [], []
+    all_r, all_hodl, all_uniform, dates = [], [], [], []
+    n_configurations, last = [], None
     for fold in make_folds(start, end, settings):
         trained = trainer(panel, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
         is_sim = simulate(panel, spec, trained.params, start=fold.train_start, end=fold.train_end)
         oos_sim = simulate(panel, spec, trained.params, start=fold.test_start, end=fold.test_end)
         hodl_sim = simulate(panel, hodl_spec, start=fold.test_start, end=fold.test_end)
+        uniform_sim = simulate(panel, uniform_spec, start=fold.test_start, end=fold.test_end)
         r = _log_returns(oos_sim.values, oos_sim.steps_per_day)
         all_r.append(r)
         all_hodl.append(_log_returns(hodl_sim.values, hodl_sim.steps_per_day))
+        all_uniform.append(_log_returns(uniform_sim.values, uniform_sim.steps_per_day))
+        n_configurations.append(trained.n_configurations)
+        last = trained
         days = oos_sim.timestamps[:: oos_sim.steps_per_day][1:]
         dates.extend(str(np.datetime64(t, "D")) for t in days)
         results.append(
@@ -155,6 +167,11 @@ def walk_forward(
             )
     r_all = np.concatenate(all_r)
     h_all = np.concatenate(all_hodl)
+    u_all = np.concatenate(all_uniform)
+    candidates = candidate_returns(panel, spec, last.candidates, start, end) if len(last.candidates) > 1 else None
+    significance = evidence(r_all, int(round(np.mean(n_configurations))), candidates)
+    if log:
+        log(f"significance: {significance}")
     mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in results]))
     mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in results]))
     return WalkForwardReport(
@@ -169,4 +186,46 @@ def walk_forward(
         oos_equity=np.exp(np.cumsum(r_all)).tolist(),
         oos_hodl_equity=np.exp(np.cumsum(h_all)).tolist(),
         oos_dates=dates,
+        oos_uniform_sharpe=float(metrics.sharpe_of_returns(u_all)),
+        oos_uniform_equity=np.exp(np.cumsum(u_all)).tolist(),
+        significance=significance,
     )
+
+
+def candidate_returns(panel: PricePanel, spec: RunSpec, candidates: list[dict], start: datetime,
+                      end: datetime) -> np.ndarray:
+    """Daily log returns [days, K] of K candidate configurations over [start, end), one batched pass."""
+    values = batched_values(panel, spec, candidates, start, end)
+    spd = plan_window(panel, spec, start, end).steps_per_day
+    return np.stack([_log_returns(v, spd) for v in values], axis=1)
+
+
+def evidence(oos_returns: np.ndarray, n_configurations: int, candidates: np.ndarray | None,
+             alpha: float = 0.05) -> dict:
+    """The significance and overfitting statistics of a walk-forward run (JSON-ready).
+
+    - on the concatenated out-of-sample daily returns: the Sharpe t-test, PSR against 0, and the
+      deflated Sharpe ratio with N = the configurations each fold's training tried (mean over folds);
+    - on the last fold's candidate configurations over the whole walk-forward period [T days, K]:
+      PBO (CSCV; 16 blocks, fewer when the period is short), each candidate's t-test p-value with
+      Bonferroni and Benjamini-Hochberg adjustments, and the Rademacher lower bound on their Sharpe."""
+    out: dict = {}
+    t, p = sig.sharpe_t_test(oos_returns)
+    m = sig.sharpe_moments(oos_returns)
+    dsr = sig.deflated_sharpe_ratio(oos_returns, max(n_configurations, 1))
+    out.update(t_stat=t, t_p_value=p, psr=sig.probabilistic_sharpe_ratio(m.sharpe, m.n, m.skew, m.kurtosis),
+               deflated_sharpe=dsr.dsr, deflated_sharpe_p_value=dsr.p_value, expected_max_sharpe=dsr.benchmark,
+               n_configurations=n_configurations, daily_sharpe=m.sharpe, skew=m.skew, kurtosis=m.kurtosis)
+    if candidates is not None and candidates.shape[1] > 1:
+        blocks = min(16, (candidates.shape[0] // 4) // 2 * 2)
+        if blocks >= 2:
+            pbo = sig.pbo_cscv(candidates, n_blocks=blocks)
+            out.update(pbo=pbo["pbo"], pbo_logit_mean=pbo["logit_mean"], pbo_blocks=pbo["n_blocks"])
+        p_values = np.array([sig.sharpe_t_test(candidates[:, k])[1] for k in range(candidates.shape[1])])
+        bh = sig.benjamini_hochberg(p_values)
+        out.update(candidate_p_values=p_values.tolist(), candidate_p_bonferroni=sig.bonferroni(p_values).tolist(),
+                   candidate_p_bh=bh.tolist(), n_significant_bh=int(np.sum(bh < alpha)),
+                   n_candidates=int(candidates.shape[1]))
+        rad = sig.rademacher_bound(candidates)
+        out.update(rademacher_complexity=rad["complexity"], rademacher_best_lower_bound=rad["best_lower_bound"])
+    return out
