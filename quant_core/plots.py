@@ -44,8 +44,8 @@ def walk_forward_plot(report) -> bytes:
     ax1.plot(dates, report.oos_equity, label=f"pool OOS (Sharpe {report.oos_sharpe:.2f})")
     ax1.plot(dates, report.oos_hodl_equity, label=f"HODL (Sharpe {report.oos_hodl_sharpe:.2f})")
     if report.oos_uniform_equity:
-        ax1.plot(dates, report.oos_uniform_equity, label=f"uniform static pool (Sharpe {report.oos_uniform_sharpe:.2f})",
-                 alpha=0.8)
+        label = f"uniform static pool (Sharpe {report.oos_uniform_sharpe:.2f})"
+        ax1.plot(dates, report.oos_uniform_equity, label=label, alpha=0.8)
     sig = report.significance
     if sig:
         text = f"DSR {sig['deflated_sharpe']:.2f} (N={sig['n_configurations']})"

@@ -23,7 +23,7 @@ OUT = ROOT / "docs" / "examples" / "walk_forward_momentum"
 
 SPEC = {
     "rule": "momentum", "tokens": ["BTC", "ETH", "USDC"],
-    "startDateString": "2022-01-01", "endDateString": "2025-01-01",
+    "startDateString": "2022-01-01", "endDateString": "2024-12-29",
     "chunk_period": 1440, "weight_interpolation_period": 1440, "max_memory_days": 60,
     "bout_offset": 7 * 1440,
     "optimisation_settings": {

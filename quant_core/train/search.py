@@ -40,7 +40,6 @@ from quant_core.train.gp_sampler import GaussianProcessSampler
 from quant_core.train.objective import PoolEvaluator
 from quant_core.train.split import TrainSplit, plan_split
 
-
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
 
 

@@ -79,7 +79,7 @@ def expected_max_sharpe(n_trials: int, variance: float, mean: float = 0.0) -> fl
         return mean
     z1 = stats.norm.ppf(1.0 - 1.0 / n_trials)
     z2 = stats.norm.ppf(1.0 - 1.0 / (n_trials * math.e))
-    return mean + math.sqrt(variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2)
+    return float(mean + math.sqrt(variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
 
 
 @dataclass(frozen=True)

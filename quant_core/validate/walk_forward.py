@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from quant_core import metrics
 from quant_core.data.panel import PricePanel
 from quant_core.sim.simulate import plan_window, simulate
-from quant_core.train.objective import batched_values
-from quant_core.validate import significance as sig
 from quant_core.spec import RunSpec
+from quant_core.train.objective import batched_values
 from quant_core.train.pool import TrainedPool, train_pool
+from quant_core.validate import significance as sig
 
 
 class WalkForwardSettings(BaseModel):

@@ -16,6 +16,7 @@ from quant_core.data.panel import PricePanel, build_numeraire_panel
 from quant_core.lifecycle import LifecycleStage
 from quant_core.plots import pool_plot, walk_forward_plot
 from quant_core.sim.simulate import simulate
+from quant_core.train.api import json_safe
 from quant_core.train.pool import TrainedPool, train_pool
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
@@ -164,8 +165,11 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "oos_hodl_sharpe": dg.MetadataValue.float(report.oos_hodl_sharpe),
                 "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
                 "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
+                "oos_uniform_sharpe": dg.MetadataValue.float(report.oos_uniform_sharpe),
                 "sample_size": report.sample_size,
-                "report": dg.MetadataValue.json(report.to_dict() | {"folds": len(report.folds)}),
+                "significance": markdown_table([{"statistic": k, "value": v} for k, v in report.significance.items()
+                                                if not isinstance(v, list)]),
+                "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds)})),
                 **plot_metadata(walk_forward_plot(report), "walk-forward", name, "walk_forward_report.png"),
             },
         )
