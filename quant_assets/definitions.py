@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_assets.defs.automation import build_automation
 from quant_assets.defs.market_data.assets import build_market_data
 from quant_assets.defs.training.assets import build_universe_assets
+from quant_assets.io import CandleIOManagerFactory
 from quant_assets.registry import current_registry
-from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
+from quant_assets.resources import ConfigurationStoreResource, ExchangeResource, SimulatorResource
 
 
 def build_definitions() -> dg.Definitions:
     registry = current_registry()
+    universes = [build_universe_assets(registry, u) for u in registry.universes]
+    retrain_jobs = [job for d in universes for job in d.jobs]
     return dg.Definitions.merge(
         build_market_data(registry),
-        *(build_universe_assets(registry, u) for u in registry.universes),
+        *universes,
+        build_automation(registry, retrain_jobs),
         dg.Definitions(
             resources={
-                "candle_store": CandleStoreResource(),
+                "ohlcv_io_manager": CandleIOManagerFactory(),
+                "exchange": ExchangeResource(),
                 "config_store": ConfigurationStoreResource(),
+                "simulator": SimulatorResource(),
             }
         ),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
@@ -31,13 +32,16 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def run_demo(n_trials: int | None = None) -> int:
+def run_demo(budget: int | None = None) -> int:
     home = ensure_dagster_home()
     import dagster as dg
 
     from quant_assets.definitions import build_definitions
-    from quant_assets.defs.market_data.assets import CANDLES_KEY
+    from quant_assets.defs.market_data.assets import OHLCV_KEY
+    from quant_assets.partitions import latest_retrain_week
     from quant_assets.registry import current_registry
+    from quant_assets.resources import ExchangeResource
+    from quant_core.data.schema import to_utc
     from quant_core.reporting import configuration_rows, format_table
     from quant_core.store import ConfigurationStore
 
@@ -48,21 +52,31 @@ def run_demo(n_trials: int | None = None) -> int:
     instance = dg.DagsterInstance.get()
     print(f"Dagster home: {home}")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    for market in registry.markets:
-        result = dg.materialize(assets, selection=[CANDLES_KEY], partition_key=market.key, run_config=quiet,
-                                instance=instance, resources=resources, raise_on_error=False)
-        print(f"candles {market.key}: {'ok' if result.success else 'FAILED'}", flush=True)
-        if not result.success:
-            return 1
+    # candles: every market x day the sources cover, in one single-run backfill
+    exchange = ExchangeResource()
+    last_day = min(exchange.source(m).fetch(m.market)["timestamp"].max() for m in registry.markets)
+    last_day = to_utc(last_day).replace(hour=0, minute=0, second=0, microsecond=0)  # of the last candle
+    keys = sorted(m.key for m in registry.markets)
+    first_key = f"{to_utc(registry.partitions_start):%Y-%m-%d}|{keys[0]}"
+    last_key = f"{last_day:%Y-%m-%d}|{keys[-1]}"
+    result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance, resources=resources,
+                            tags={"dagster/asset_partition_range_start": first_key,
+                                  "dagster/asset_partition_range_end": last_key}, raise_on_error=False)
+    print(f"candles {first_key} .. {last_key}: {'ok' if result.success else 'FAILED'}", flush=True)
+    if not result.success:
+        return 1
+    # retrains: each universe's latest week whose candles are all in
     for universe in registry.universes:
+        week = latest_retrain_week(registry, universe, last_day + timedelta(days=1))
         run_config = dict(quiet)
-        if n_trials:
-            cfg = {"config": {"n_trials": n_trials}}
-            run_config["ops"] = {f"{universe.name}__trained_parameters": cfg,
-                                 f"{universe.name}__walk_forward_report": cfg}
+        if budget:
+            cfg = {"config": {"budget": budget}}
+            run_config["ops"] = {f"{universe.name}__{a}": cfg
+                                 for a in ("trained_parameters", "walk_forward_report", "configuration")}
         result = dg.materialize(assets, selection=dg.AssetSelection.groups(universe.name), instance=instance,
-                                resources=resources, run_config=run_config, raise_on_error=False)
-        print(f"universe {universe.name}: {'ok' if result.success else 'FAILED'} (run {result.run_id})", flush=True)
+                                resources=resources, run_config=run_config, partition_key=week, raise_on_error=False)
+        print(f"universe {universe.name}, week {week}: {'ok' if result.success else 'FAILED'} (run {result.run_id})",
+              flush=True)
         if not result.success:
             return 1
     store = ConfigurationStore()
@@ -80,11 +94,12 @@ def run_demo(n_trials: int | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-trials", type=int, default=None, help="override the search budget of every universe")
+    parser.add_argument("--budget", "--n-trials", dest="budget", type=int, default=None,
+                        help="override the training budget (iterations / trials / candidates) of every universe")
     args = parser.parse_args(argv)
-    if args.n_trials is not None and args.n_trials < 1:
-        parser.error("--n-trials must be >= 1")
-    return run_demo(args.n_trials)
+    if args.budget is not None and args.budget < 1:
+        parser.error("--budget must be >= 1")
+    return run_demo(args.budget)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,15 @@ class Registry(BaseModel):
 
     markets: list[MarketEntry]
     universes: list[Universe] = Field(default_factory=list)
+    partitions_start: str = Field(
+        "2022-01-01", description="first day of the daily candle partitions (UTC); retrain weeks start once a "
+        "universe's lookback fits after it")
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        to_utc(v)
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> Registry:

@@ -18,11 +18,18 @@ def test_definitions_validate():
 def test_asset_graph_of_the_demo_universe():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     u = "momentum_btc_eth_usdc_1d"
-    assert {"market_data/candles", f"{u}/price_panel", f"{u}/trained_parameters",
+    assert {"market_data/ohlcv", f"{u}/price_panel", f"{u}/trained_parameters",
             f"{u}/walk_forward_report", f"{u}/configuration"} <= keys
-    candles = defs.resolve_assets_def(dg.AssetKey(["market_data", "candles"]))
-    assert set(candles.partitions_def.get_partition_keys()) == {
+    ohlcv = defs.resolve_assets_def(dg.AssetKey(["market_data", "ohlcv"]))
+    dims = {d.name: d.partitions_def for d in ohlcv.partitions_def.partitions_defs}
+    assert set(dims["market"].get_partition_keys()) == {
         "shipped.BTC-USD.1d", "shipped.ETH-USD.1d", "shipped.USDC-USD.1d"}
+    assert ohlcv.backfill_policy == dg.BackfillPolicy.single_run()
+    trained = defs.resolve_assets_def(dg.AssetKey([u, "trained_parameters"]))
+    assert trained.op.pool == "training"
+    assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", f"retrain_{u}_schedule"}
+    assert [s.name for s in defs.sensors] == ["retrain_on_new_candles"]
+    assert set(defs.resources) == {"ohlcv_io_manager", "exchange", "config_store", "simulator"}
 
 
 def test_registry_env_override(tmp_path, monkeypatch):
@@ -30,7 +37,7 @@ def test_registry_env_override(tmp_path, monkeypatch):
     reg.write_text("markets:\n  - {exchange: shipped, symbol: BTC/USD, timeframe: 1d}\nuniverses: []\n")
     monkeypatch.setenv("QUANT_REGISTRY", str(reg))
     d = build_definitions()
-    assert {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()} == {"market_data/candles"}
+    assert {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()} == {"market_data/ohlcv"}
 
 
 def test_dagster_cli_validates_from_repo_root():

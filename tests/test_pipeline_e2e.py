@@ -1,35 +1,43 @@
 """The demo slice materialises end-to-end on a real (ephemeral) Dagster instance, against the
 SQLite store and against a throw-away PostgreSQL database, and the stored row is checked."""
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import numpy as np
 import pytest
 
 from quant_assets.definitions import build_definitions
-from quant_assets.defs.market_data.assets import CANDLES_KEY
+from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.registry import current_registry
-from quant_core.data.candle_store import ParquetCandleStore
 from quant_core.data.panel import build_panel
+from quant_core.data.price_file import PriceFileSource
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
+from quant_core.retrain import spec_ending_at
 from quant_core.store import ConfigurationStore
 
 UNIVERSE = "momentum_btc_eth_usdc_1d"
 N_TRIALS = 8
+WEEK = f"{UNIVERSE}|2024-12-16"  # the last week the shipped prices cover
+WEEK_END = datetime(2024, 12, 23, tzinfo=UTC)
+CANDLES = ("2023-10-01", "2024-12-22")  # its lookback and more
 
 
 def _materialise_all(instance) -> None:
     defs = build_definitions()
     assets, resources = list(defs.assets), dict(defs.resources)
-    for market in current_registry().markets:
-        res = dg.materialize(assets, selection=[CANDLES_KEY], partition_key=market.key, instance=instance,
-                             resources=resources)
-        assert res.success
-        checks = res.get_asset_check_evaluations()
-        assert checks and all(c.passed for c in checks)
-    cfg = {"config": {"n_trials": N_TRIALS, "seed": 3}}
+    keys = sorted(m.key for m in current_registry().markets)
+    res = dg.materialize(assets, selection=[OHLCV_KEY], instance=instance, resources=resources,
+                         tags={"dagster/asset_partition_range_start": f"{CANDLES[0]}|{keys[0]}",
+                               "dagster/asset_partition_range_end": f"{CANDLES[1]}|{keys[-1]}"})
+    assert res.success
+    checks = res.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    cfg = {"config": {"budget": N_TRIALS, "seed": 3}}
     res = dg.materialize(
         assets, selection=dg.AssetSelection.groups(UNIVERSE), instance=instance, resources=resources,
-        run_config={"ops": {f"{UNIVERSE}__trained_parameters": cfg, f"{UNIVERSE}__walk_forward_report": cfg}},
+        partition_key=WEEK, run_config={"ops": {f"{UNIVERSE}__{a}": cfg for a in
+                                                ("trained_parameters", "walk_forward_report", "configuration")}},
     )
     assert res.success
     mats = {m.asset_key.to_user_string(): m for m in res.get_asset_materialization_events()}
@@ -38,6 +46,9 @@ def _materialise_all(instance) -> None:
     md = mats[f"{UNIVERSE}/configuration"].materialization.metadata
     assert md["configuration_id"].value >= 1
     assert mats[f"{UNIVERSE}/trained_parameters"].materialization.metadata["n_evaluations"].value == N_TRIALS
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert checks["complete_panel"].passed and checks["finite_objective"].passed
+    assert checks["finite_oos_metrics"].passed and "oos_thresholds" in checks
 
 
 @pytest.mark.slow
@@ -54,7 +65,7 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             assert len(rows) == 1
             c = rows[0]
             universe = current_registry().universe(UNIVERSE)
-            spec = universe.spec
+            spec = spec_ending_at(universe.spec, WEEK_END)  # the week's windows
             assert (c.strategy, c.method, c.timeframe) == ("momentum", "optuna", "1d")
             assert c.symbols == ["BTC/USD", "ETH/USD", "USDC/USD"] and c.exchanges == ["shipped"]
             assert (c.train_start, c.train_end, c.test_end) == (spec.start, spec.end, spec.end_test)
@@ -63,21 +74,26 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             assert set(c.parameters) == {"memory_days", "k_per_day"}
             assert set(c.parameters["memory_days"]) == {"BTC", "ETH", "USDC"}
             assert all(1 <= v <= 200 for v in c.parameters["memory_days"].values())
-            # evidence: 9 folds of 60 days -> 9 x 59 out-of-sample daily returns
-            assert c.sample_size == 9 * 59
+            # evidence: 3 folds of 60 days in the 360-day span -> 3 x 59 out-of-sample daily returns
+            assert c.sample_size == 3 * 59
             wf = c.metrics["walk_forward"]
-            assert np.isfinite(wf["oos_sharpe"]) and wf["n_folds"] == 9
+            assert np.isfinite(wf["oos_sharpe"]) and wf["n_folds"] == 3
             assert np.isfinite(c.metrics["in_sample"]["daily_log_sharpe"])
             # the stage is the pure function of the stored evidence
-            expected = assign_stage(StageEvidence(c.sample_size, wf["oos_sharpe"]),
-                                    universe.stage_thresholds.thresholds())
+            sig = c.metrics["significance"]
+            evidence = StageEvidence(c.sample_size, wf["oos_sharpe"], p_value=sig["deflated_sharpe_p_value"],
+                                     pbo=sig.get("pbo"))
+            expected = assign_stage(evidence, universe.stage_thresholds.thresholds())
             assert c.lifecycle_stage == expected.stage and c.stage_reason == expected.reason
             assert c.lifecycle_stage in (LifecycleStage.VALIDATION, LifecycleStage.MATURE)
-            # provenance: the hash of exactly the data it was trained on
-            cs = ParquetCandleStore(tmp_path / "quant" / "candles")
+            # provenance: the hash of exactly the data it was trained on (the week's lookback of candles)
             reg = current_registry()
-            panel = build_panel({t: cs.read(reg.market(universe.markets[t]).market) for t in spec.tokens}, "1d")
-            assert c.data_hash == panel.data_hash
+            first = WEEK_END - timedelta(weeks=61)
+            frames = {}
+            for t in spec.tokens:
+                m = reg.market(universe.markets[t]).market
+                frames[t] = PriceFileSource(quote="USD").fetch(m, first, WEEK_END)
+            assert c.data_hash == build_panel(frames, "1d").data_hash
             assert c.circuit_breakers["max_daily_loss"] == 0.02
             events = store.lifecycle_events(c.id)
             assert [(e.from_stage, e.to_stage) for e in events] == [(None, str(c.lifecycle_stage))]
@@ -95,7 +111,7 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             assert len(store.lifecycle_events(first_id)) == 1
             jobs = store.list_training_jobs(universe_key=UNIVERSE)
             assert [(j.status, j.configuration_id) for j in jobs] == [("stored", first_id)] * 2
-            assert all(j.finished_at >= j.started_at and j.settings["n_trials"] == N_TRIALS for j in jobs)
+            assert all(j.finished_at >= j.started_at and j.settings["budget"] == N_TRIALS for j in jobs)
             kept = rows[0]
         finally:
             store.dispose()
@@ -109,7 +125,7 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
         monkeypatch.setattr(training_assets, "train_pool", broken)
         defs = build_definitions()
         res = dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups(UNIVERSE), instance=instance,
-                             resources=dict(defs.resources), raise_on_error=False)
+                             resources=dict(defs.resources), partition_key=WEEK, raise_on_error=False)
         assert not res.success
         store = ConfigurationStore(url)
         try:

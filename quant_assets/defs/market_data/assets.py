@@ -1,74 +1,111 @@
-"""Candles per market, loaded from the market's source into the Parquet candle store."""
+"""OHLCV candles per (market, day): fetched from the market's source, validated, one Parquet file each.
 
+A run may cover one partition (the daily schedule) or a rectangle of markets x days (a single-run
+backfill, `BackfillPolicy.single_run()`): each market is fetched once for the whole range and split
+into days. A batch that fails validation raises before anything is written, so good partitions are
+never replaced by bad data; exchange errors are retried with exponential backoff (RetryPolicy) on
+top of the ccxt client's own retries.
+"""
+
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import polars as pl
 
-from quant_assets.partitions import market_partitions
-from quant_assets.resources import CandleStoreResource
-from quant_core.data.ccxt_source import fetch_incremental
-from quant_core.data.price_file import PriceFileSource
+from quant_assets.partitions import DATE_DIM, MARKET_DIM, ohlcv_partitions
+from quant_assets.resources import ExchangeResource
+from quant_core.data.schema import timeframe_ms, to_utc
 from quant_core.data.validation import validate_candles
-from quant_core.universe import MarketEntry, Registry
+from quant_core.universe import Registry
 
-CANDLES_KEY = dg.AssetKey(["market_data", "candles"])
+OHLCV_KEY = dg.AssetKey(["market_data", "ohlcv"])
+DAY_MS = 86_400_000
+# candles a day should hold; fewer is reported (gap policy fills them downstream), not fatal
+COMPLETE_CHECK = "complete_days"
+FRESHNESS_CHECK = "fresh_markets"
+INGEST_JOB = "ingest_ohlcv"
 
 
-def _source(entry: MarketEntry):
-    """The market's CandleSource: its exchange through ccxt, generated candles, or a price file."""
-    if entry.source == "ccxt":
-        from quant_core.data.ccxt_source import CcxtSource
+def _day(key: str) -> datetime:
+    return to_utc(key)
 
-        return CcxtSource(entry.exchange, entry.exchange_config)
-    if entry.source == "synthetic":
-        from quant_core.data.synthetic import SyntheticSource
 
-        return SyntheticSource(seed=entry.seed, symbols=(entry.symbol,), exchange=entry.exchange)
-    if entry.source == "file":
-        return PriceFileSource(entry.path, exchange=entry.exchange, quote=entry.market.quote)
-    return PriceFileSource(exchange=entry.exchange, quote=entry.market.quote)
+def split_by_day(frame: pl.DataFrame, days: list[str]) -> dict[str, pl.DataFrame]:
+    """Rows of `frame` per UTC day (YYYY-MM-DD), for the given days (empty frames where none)."""
+    day_col = frame.with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%d").alias("_day"))
+    return {d: day_col.filter(pl.col("_day") == d).drop("_day") for d in days}
 
 
 def build_market_data(registry: Registry) -> dg.Definitions:
-    partitions = market_partitions(registry)
+    partitions = ohlcv_partitions(registry)
 
     @dg.asset(
-        key=CANDLES_KEY,
+        key=OHLCV_KEY,
         partitions_def=partitions,
+        io_manager_key="ohlcv_io_manager",
         group_name="market_data",
         kinds={"polars", "parquet"},
-        description="Validated OHLCV candles of one market (exchange.BASE-QUOTE.timeframe), stored as Parquet.",
-        check_specs=[dg.AssetCheckSpec("no_gaps", asset=CANDLES_KEY, blocking=True,
-                                       description="no missing candles between the first and the last")],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL,
+                                    jitter=dg.Jitter.PLUS_MINUS),
+        pool="exchange",
+        description="Validated OHLCV candles of one market (exchange.BASE-QUOTE.timeframe) for one UTC day.",
+        check_specs=[dg.AssetCheckSpec(COMPLETE_CHECK, asset=OHLCV_KEY,
+                                       description="every day holds all its candles (1440 min / timeframe)")],
     )
-    def candles(context: dg.AssetExecutionContext, candle_store: CandleStoreResource) -> dg.MaterializeResult:
-        entry = registry.market(context.partition_key)
-        store = candle_store.open()
-        extra: dict = {}
-        if entry.since:  # exchange / generated history: fetch only what is new since the last run
-            ingest = fetch_incremental(store, _source(entry), entry.market, start=entry.since)
-            extra = {"rows_fetched": ingest.rows_fetched, "rows_added": ingest.rows_added}
-            stored = store.read(entry.market)
-            report = validate_candles(stored, entry.market.timeframe)[1]
-        else:
-            report = store.write(entry.market, _source(entry).fetch(entry.market))
-        context.log.info(f"{entry.key}: {report.rows} candles {report.first} .. {report.last}")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": report.rows,
-                "market": entry.key,
-                "symbol": entry.symbol,
-                "source": entry.source,
-                "path": dg.MetadataValue.path(str(store.path(entry.market))),
-                **extra,
-                **report.as_metadata(),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="no_gaps",
-                    passed=not report.gaps,
-                    metadata={"missing_candles": report.missing_candles},
-                )
-            ],
-        )
+    def ohlcv(context: dg.AssetExecutionContext, exchange: ExchangeResource):
+        by_market: dict[str, list[str]] = defaultdict(list)
+        for key in context.partition_keys:
+            dims = partitions.get_partition_key_from_str(key).keys_by_dimension
+            by_market[dims[MARKET_DIM]].append(dims[DATE_DIM])
+        out: dict[str, pl.DataFrame] = {}
+        incomplete, rows = [], 0
+        for market_key, days in sorted(by_market.items()):
+            entry = registry.market(market_key)
+            days = sorted(days)
+            start, end = _day(days[0]), _day(days[-1]) + timedelta(days=1)
+            fetched = exchange.source(entry).fetch(entry.market, start, end)
+            frame, report = validate_candles(fetched, entry.market.timeframe)  # raises on a bad batch
+            per_day = split_by_day(frame, days)
+            empty = [d for d, f in per_day.items() if f.height == 0]
+            if empty:
+                raise dg.Failure(f"{market_key}: the source has no candles for {len(empty)} day(s) "
+                                 f"{empty[:5]}{'...' if len(empty) > 5 else ''}; nothing was written",
+                                 allow_retries=False)
+            expected = DAY_MS // timeframe_ms(entry.market.timeframe)
+            incomplete += [f"{d}|{market_key} ({f.height}/{expected})" for d, f in per_day.items()
+                           if f.height < expected]
+            for d, f in per_day.items():
+                out[dg.MultiPartitionKey({MARKET_DIM: market_key, DATE_DIM: d})] = f
+            rows += frame.height
+            context.log.info(f"{market_key}: {frame.height} candles for {len(days)} day(s) {days[0]} .. {days[-1]}")
+        check = dg.AssetCheckResult(check_name=COMPLETE_CHECK, passed=not incomplete,
+                                    severity=dg.AssetCheckSeverity.WARN,
+                                    metadata={"incomplete_days": len(incomplete), "examples": incomplete[:20]})
+        value = next(iter(out.values())) if len(out) == 1 else out
+        yield dg.Output(value, metadata={"dagster/row_count": rows, "markets": sorted(by_market),
+                                         "days": len(context.partition_keys) // max(len(by_market), 1)})
+        yield check
 
-    return dg.Definitions(assets=[candles])
+    @dg.asset_check(asset=OHLCV_KEY, name=FRESHNESS_CHECK, blocking=False,
+                    description="every registered market has yesterday's (UTC) candles")
+    def fresh_markets(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        done = context.instance.get_materialized_partitions(OHLCV_KEY)
+        latest: dict[str, str] = {}
+        for key in done:
+            dims = partitions.get_partition_key_from_str(key).keys_by_dimension
+            latest[dims[MARKET_DIM]] = max(latest.get(dims[MARKET_DIM], ""), dims[DATE_DIM])
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+        stale = {m.key: latest.get(m.key) for m in registry.markets if latest.get(m.key, "") < yesterday}
+        return dg.AssetCheckResult(passed=not stale, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"stale_markets": {k: v or "never" for k, v in stale.items()},
+                                             "expected_latest_day": yesterday})
+
+    ingest = dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.assets(OHLCV_KEY),
+                                 partitions_def=partitions, tags={"quant/kind": "ingest"})
+    # one run per market for the day that just ended, shortly after midnight UTC
+    ingest_schedule = dg.build_schedule_from_partitioned_job(ingest, hour_of_day=0, minute_of_hour=15,
+                                                             default_status=dg.DefaultScheduleStatus.RUNNING)
+    return dg.Definitions(assets=[ohlcv], asset_checks=[fresh_markets], jobs=[ingest], schedules=[ingest_schedule])

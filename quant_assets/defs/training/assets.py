@@ -1,106 +1,185 @@
-"""Per universe: price panel -> trained parameters -> walk-forward report -> stored configuration.
+"""Per universe and retrain week: price panel -> trained parameters -> walk-forward report -> configuration.
 
-Asset bodies are thin: they call quant_core and record what a user wants to see in the UI.
+Every asset is partitioned by (universe, week). Week W's retrain moves the universe's run spec so its
+last window ends where W ends (`quant_core.retrain.spec_ending_at`) and reads exactly the candle
+partitions of its markets over its lookback (`quant_assets.partitions.candles_for_retrain`). Asset
+bodies are thin: they call quant_core and record what a user wants to see in the UI. Training steps
+share the `training` concurrency pool so a backfill cannot oversubscribe the machine.
 """
 
 
+from enum import StrEnum
+
 import dagster as dg
 import numpy as np
+import polars as pl
 from pydantic import Field
 
-from quant_assets.defs.market_data.assets import CANDLES_KEY
+from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.metadata import markdown_table, plot_metadata
-from quant_assets.resources import CandleStoreResource, ConfigurationStoreResource
+from quant_assets.partitions import MARKET_DIM, candles_for_retrain, retrain_partitions
+from quant_assets.resources import ConfigurationStoreResource, SimulatorResource
 from quant_core.configuration import build_configuration
 from quant_core.data.panel import PricePanel, build_numeraire_panel
 from quant_core.lifecycle import LifecycleStage
+from quant_core.metrics import METRICS
 from quant_core.plots import pool_plot, walk_forward_plot
-from quant_core.sim.simulate import simulate
+from quant_core.retrain import spec_ending_at
+from quant_core.sim.simulate import plan_window, simulate
+from quant_core.spec import RunSpec
 from quant_core.train.api import json_safe
 from quant_core.train.pool import TrainedPool, train_pool
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
 
+TRAINING_POOL = "training"
+
+
+class Method(StrEnum):
+    """optimisation_settings.method values (an enum: the launchpad offers them as choices)."""
+
+    gradient_descent = "gradient_descent"
+    optuna = "optuna"
+    grid = "grid"
+    random = "random"
+
 
 class TrainConfig(dg.Config):
-    """Launchpad overrides; unset fields use the universe's run spec."""
+    """Launchpad settings of a retrain; unset fields keep the universe's run spec."""
 
-    n_trials: int | None = Field(None, description="budget: iterations (gradient_descent), trials (optuna) or "
-                                 "candidates (random); default: the run spec's")
+    method: Method | None = Field(None, description="optimisation_settings.method (default: the run spec's)")
+    budget: int | None = Field(None, description="iterations (gradient_descent), trials (optuna) or candidates "
+                               "(random); default: the run spec's")
     seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
+    # a string, not an enum: Dagster config enums cannot hold names such as daily_var_95%
+    metric: str | None = Field(None, description=f"return_val, the metric trained on (default: the spec's); one of "
+                               f"{', '.join(sorted(METRICS))}")
+
+    def apply(self, spec: RunSpec) -> RunSpec:
+        if self.metric is not None and self.metric not in METRICS:
+            raise dg.Failure(f"metric {self.metric!r} is not a metric; use one of {sorted(METRICS)}")
+        if self.budget is not None and self.budget < 1:
+            raise dg.Failure(f"budget must be >= 1, got {self.budget}: set a positive number or leave it unset")
+        opt = spec.optimisation_settings
+        updates: dict = {}
+        if self.method:
+            updates["method"] = Method(self.method).value
+        if self.seed is not None:
+            updates["initial_random_key"] = self.seed
+        method = Method(self.method).value if self.method else opt.method
+        if self.budget is not None:
+            if method == "gradient_descent":
+                updates["n_iterations"] = self.budget
+            elif method == "optuna":
+                updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": self.budget})
+            elif method == "random":
+                updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": self.budget})
+        new = spec.model_copy(update={"optimisation_settings": opt.model_copy(update=updates)})
+        if self.metric:
+            new = new.model_copy(update={"return_val": self.metric})
+        return RunSpec.model_validate(new.model_dump())  # re-validated as a whole
 
 
-def _check_positive(cfg: TrainConfig) -> None:
-    if cfg.n_trials is not None and cfg.n_trials < 1:
-        raise dg.Failure(f"n_trials must be >= 1, got {cfg.n_trials}: set it to a positive number or leave it unset")
+def _params_rows(params: dict[str, list], tokens: list[str]) -> list[dict]:
+    rows = []
+    for k, v in params.items():
+        arr = np.asarray(v, dtype=np.float64)
+        cells = arr.T.tolist() if arr.ndim == 2 else arr.tolist()  # ensemble__: per token, one value per member
+        rows.append({"parameter": k, **dict(zip(tokens, cells, strict=True))})
+    return rows
 
 
-def _params_rows(params: dict[str, list[float]], tokens: list[str]) -> list[dict]:
-    return [{"parameter": k, **{t: float(x) for t, x in zip(tokens, v, strict=True)}} for k, v in params.items()]
+def _frames_by_market(candles) -> dict[str, pl.DataFrame]:
+    """{partition key: day frame} (or one bare frame for a single partition) -> {market: frame}."""
+    if isinstance(candles, pl.DataFrame):
+        raise dg.Failure("a retrain mapped to a single candle partition: its lookback is empty")
+    parts: dict[str, list[pl.DataFrame]] = {}
+    for key, frame in candles.items():
+        parts.setdefault(key.keys_by_dimension[MARKET_DIM], []).append(frame)
+    return {m: pl.concat(fs).sort("timestamp") for m, fs in parts.items()}
 
 
 def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definitions:
     name = universe.name
-    spec = universe.spec
+    base_spec = universe.spec
     group = name
-    tokens_sorted = spec.sorted_tokens
+    tokens_sorted = base_spec.sorted_tokens
+    partitions = retrain_partitions(registry, universe)
+    tags = {"quant/kind": "retrain", "quant/universe": name}
+
+    def window_spec(context, config: TrainConfig | None = None) -> RunSpec:
+        spec = config.apply(base_spec) if config is not None else base_spec
+        return spec_ending_at(spec, context.partition_time_window.end)
 
     @dg.asset(
         key=[name, "price_panel"],
         group_name=group,
-        deps=[dg.AssetDep(CANDLES_KEY)],
+        partitions_def=partitions,
+        ins={"candles": dg.AssetIn(key=OHLCV_KEY, partition_mapping=candles_for_retrain(universe))},
         kinds={"numpy"},
-        description=f"Aligned [time x token] close prices of {', '.join(spec.tokens)} for {name}.",
+        description=f"Aligned [time x token] close prices of {', '.join(base_spec.tokens)} over the lookback.",
+        check_specs=[dg.AssetCheckSpec("complete_panel", asset=[name, "price_panel"], blocking=True,
+                                       description="the panel covers the retrain window and its warm-up")],
     )
-    def price_panel(context: dg.AssetExecutionContext, candle_store: CandleStoreResource) -> PricePanel:
-        store = candle_store.open()
-        markets = [registry.market(universe.markets[t]).market for t in spec.tokens]
-        timeframe = markets[0].timeframe
+    def price_panel(context: dg.AssetExecutionContext, candles) -> dg.Output:
+        spec = window_spec(context)
+        frames = _frames_by_market(candles)
+        markets = {t: registry.market(universe.markets[t]).market for t in spec.tokens}
+        timeframe = next(iter(markets.values())).timeframe
         # priced in USD: pairs quoted in another asset are converted through the universe's other
         # markets, USD stablecoin quotes pinned at 1 (each stated in the panel's `pricing` metadata)
-        panel = build_numeraire_panel({m: store.read(m) for m in markets}, spec.tokens, timeframe)
-        first, last = panel.timestamps[0], panel.timestamps[-1]
-        context.add_output_metadata(
-            {
-                "dagster/row_count": int(panel.prices.shape[0]),
-                "tokens": list(panel.tokens),
-                "first": str(first),
-                "last": str(last),
-                "step_minutes": panel.step_minutes,
-                "data_hash": panel.data_hash,
-                "pricing": panel.metadata["pricing"],
-                "last_prices": markdown_table(
-                    [{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]
-                ),
-            }
-        )
-        return panel
+        panel = build_numeraire_panel({markets[t]: frames[markets[t].key] for t in spec.tokens}, spec.tokens,
+                                      timeframe)
+        try:
+            window = plan_window(panel, spec, spec.start, spec.end_test or spec.end)
+            complete, why = True, f"{window.end_row - window.first_row} rows cover warm-up + window"
+        except ValueError as exc:
+            complete, why = False, str(exc)
+        yield dg.Output(panel, metadata={
+            "dagster/row_count": int(panel.prices.shape[0]),
+            "tokens": list(panel.tokens),
+            "first": str(panel.timestamps[0]),
+            "last": str(panel.timestamps[-1]),
+            "window": f"{spec.startDateString[:10]} .. {(spec.endTestDateString or spec.endDateString)[:10]}",
+            "candle_partitions": len(candles),
+            "step_minutes": panel.step_minutes,
+            "data_hash": panel.data_hash,
+            "pricing": panel.metadata["pricing"],
+            "last_prices": markdown_table([{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]),
+        })
+        yield dg.AssetCheckResult(check_name="complete_panel", passed=complete, metadata={"detail": why})
 
     @dg.asset(
         key=[name, "trained_parameters"],
         group_name=group,
+        partitions_def=partitions,
         ins={"panel": dg.AssetIn(key=[name, "price_panel"])},
         kinds={"jax", "optuna"},
-        description=f"{spec.rule} parameters trained on {spec.startDateString[:10]} .. {spec.endDateString[:10]} "
-        f"by {spec.optimisation_settings.method}, maximising {spec.return_val}.",
+        pool=TRAINING_POOL,
+        tags=tags,
+        description=f"{base_spec.rule} parameters trained by {base_spec.optimisation_settings.method} (launchpad: "
+        f"method, budget, seed, metric), maximising {base_spec.return_val} over the week's training window.",
         check_specs=[dg.AssetCheckSpec("finite_objective", asset=[name, "trained_parameters"], blocking=True)],
     )
     def trained_parameters(
         context: dg.AssetExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
-        panel: PricePanel,
+        simulator: SimulatorResource, panel: PricePanel,
     ):
-        _check_positive(config)
+        spec = window_spec(context, config)
+        backend = simulator.setup()
         store = config_store.open()
         try:
             # recorded before training starts, so a failed retrain leaves a trace (and the stored
             # configuration stays as it was)
             job_id = store.record_job_start(
                 universe_key=name, method=spec.optimisation_settings.method,
-                settings={"n_trials": config.n_trials, "seed": config.seed, "data_hash": panel.data_hash},
+                settings={"budget": config.budget, "seed": config.seed, "metric": spec.return_val,
+                          "partition": context.partition_key, "data_hash": panel.data_hash},
                 orchestrator_run_id=context.run.run_id,
             )
             try:
-                trained = train_pool(panel, spec, seed=config.seed, n_trials=config.n_trials, log=context.log.info)
+                trained = train_pool(panel, spec, seed=config.seed, log=context.log.info,
+                                     iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
             except Exception as exc:
                 store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
                 raise
@@ -112,6 +191,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         hodl = simulate(panel, spec.model_copy(update={"rule": "hodl", "parameters": None}), end=end)
         png = pool_plot(sim.timestamps, sim.values, hodl.values, sim.weights, sim.tokens,
                         f"{name}: trained pool vs HODL (dashed: end of training)", split=spec.end.replace(tzinfo=None))
+        summary = sim.summary()
         yield dg.Output(
             trained,
             metadata={
@@ -121,30 +201,36 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "method": trained.method,
                 "n_evaluations": trained.n_evaluations,
                 "seed": trained.seed,
+                "backend": backend,
                 "search_seconds": dg.MetadataValue.float(round(trained.seconds, 3)),
                 "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
+                "metrics": markdown_table([{"metric": k, "value": v} for k, v in summary.items()]),
                 "data_hash": panel.data_hash,
-                **plot_metadata(png, "pool value vs HODL and weights", name, "trained_parameters.png"),
+                **plot_metadata(png, "pool value vs HODL and weights", name, context.partition_key.replace("|", "_"),
+                                "trained_parameters.png"),
             },
         )
-        yield dg.AssetCheckResult(
-            check_name="finite_objective",
-            passed=bool(np.isfinite(trained.objective)),
-            metadata={"objective": float(trained.objective)},
-        )
+        yield dg.AssetCheckResult(check_name="finite_objective", passed=bool(np.isfinite(trained.objective)),
+                                  metadata={"objective": float(trained.objective)})
 
     @dg.asset(
         key=[name, "walk_forward_report"],
         group_name=group,
+        partitions_def=partitions,
         ins={"panel": dg.AssetIn(key=[name, "price_panel"])},
         kinds={"jax"},
-        description="Walk-forward validation: retrain per fold, in-sample vs out-of-sample metrics.",
-        check_specs=[dg.AssetCheckSpec("finite_oos_metrics", asset=[name, "walk_forward_report"], blocking=True)],
+        pool=TRAINING_POOL,
+        tags=tags,
+        description="Walk-forward validation: retrain per fold, in-sample vs out-of-sample, significance.",
+        check_specs=[
+            dg.AssetCheckSpec("finite_oos_metrics", asset=[name, "walk_forward_report"], blocking=True),
+            dg.AssetCheckSpec("oos_thresholds", asset=[name, "walk_forward_report"],
+                              description="out-of-sample evidence meets the universe's MATURE thresholds"),
+        ],
     )
     def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig, panel: PricePanel):
-        _check_positive(config)
-        report = walk_forward(panel, spec, universe.walk_forward, seed=config.seed, n_trials=config.n_trials,
-                              log=context.log.info)
+        spec = window_spec(context, config)
+        report = walk_forward(panel, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
         rows = [
             {
                 "fold": f.fold.index,
@@ -163,68 +249,94 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "folds": markdown_table(rows),
                 "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
                 "oos_hodl_sharpe": dg.MetadataValue.float(report.oos_hodl_sharpe),
+                "oos_uniform_sharpe": dg.MetadataValue.float(report.oos_uniform_sharpe),
                 "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
                 "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
-                "oos_uniform_sharpe": dg.MetadataValue.float(report.oos_uniform_sharpe),
                 "sample_size": report.sample_size,
                 "significance": markdown_table([{"statistic": k, "value": v} for k, v in report.significance.items()
                                                 if not isinstance(v, list)]),
                 "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds)})),
-                **plot_metadata(walk_forward_plot(report), "walk-forward", name, "walk_forward_report.png"),
+                **plot_metadata(walk_forward_plot(report), "walk-forward", name,
+                                context.partition_key.replace("|", "_"), "walk_forward_report.png"),
             },
         )
         finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
-        yield dg.AssetCheckResult(
-            check_name="finite_oos_metrics", passed=bool(finite and np.isfinite(report.oos_sharpe))
-        )
+        yield dg.AssetCheckResult(check_name="finite_oos_metrics",
+                                  passed=bool(finite and np.isfinite(report.oos_sharpe)))
+        th = universe.stage_thresholds
+        sig = report.significance
+        misses = []
+        if report.sample_size <= th.mature_above:
+            misses.append(f"sample size {report.sample_size} <= {th.mature_above}")
+        if not report.oos_sharpe > th.mature_min_oos_sharpe:
+            misses.append(f"OOS Sharpe {report.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
+        if sig.get("deflated_sharpe_p_value", 0.0) >= th.mature_max_p_value:
+            misses.append(f"deflated-Sharpe p {sig['deflated_sharpe_p_value']:.3g} >= {th.mature_max_p_value}")
+        if sig.get("pbo", 0.0) > th.mature_max_pbo:
+            misses.append(f"PBO {sig['pbo']:.2f} > {th.mature_max_pbo}")
+        yield dg.AssetCheckResult(check_name="oos_thresholds", passed=not misses, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"misses": "; ".join(misses) or "none"})
 
     @dg.asset(
         key=[name, "configuration"],
         group_name=group,
+        partitions_def=partitions,
         ins={
             "panel": dg.AssetIn(key=[name, "price_panel"]),
             "trained": dg.AssetIn(key=[name, "trained_parameters"]),
             "report": dg.AssetIn(key=[name, "walk_forward_report"]),
         },
         kinds={"sql"},
+        tags=tags,
         description="The lifecycle-staged configuration written to the store (one row per universe + window).",
     )
     def configuration(
         context: dg.AssetExecutionContext,
+        config: TrainConfig,
         config_store: ConfigurationStoreResource,
         panel: PricePanel,
         trained: TrainedPool,
         report: WalkForwardReport,
     ) -> dg.MaterializeResult:
+        spec = window_spec(context, config)
+        week_universe = universe.model_copy(update={"spec": spec})
         store = config_store.open()
         try:
             existing = [c for c in store.list_configurations(universe_key=name) if c.train_end < spec.end]
             previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
-            is_sim = simulate(panel, spec, trained.params)
-            in_sample = is_sim.summary()
+            in_sample = simulate(panel, spec, trained.params).summary()
             holdout = None
             if spec.end_test:
-                ho = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test)
-                holdout = ho.summary()
-            new = build_configuration(registry, universe, panel, trained, in_sample, holdout, report, previous,
+                holdout = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test).summary()
+            new = build_configuration(registry, week_universe, panel, trained, in_sample, holdout, report, previous,
                                       orchestrator_run_id=context.run.run_id)
             stored = store.upsert_configuration(new)
             for job in store.list_training_jobs(universe_key=name):
                 if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
                     store.record_job_end(job.id, status="stored", configuration_id=stored.id)
+            url = store.url
         finally:
             store.dispose()
         return dg.MaterializeResult(
             metadata={
                 "configuration_id": stored.id,
+                "configuration": dg.MetadataValue.md(
+                    f"row `{stored.id}` of `trained_configurations` in `{url}`; export for live trading with "
+                    f"`quant configs export {stored.id}`"),
                 "lifecycle_stage": str(stored.lifecycle_stage),
                 "stage_reason": stored.stage_reason,
                 "sample_size": stored.sample_size,
                 "in_sample_sharpe": dg.MetadataValue.float(in_sample["daily_log_sharpe"]),
                 "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
                 "parameters": dg.MetadataValue.json(stored.parameters),
-                "store": store.url,
+                "store": url,
             }
         )
 
-    return dg.Definitions(assets=[price_panel, trained_parameters, walk_forward_report, configuration])
+    assets = [price_panel, trained_parameters, walk_forward_report, configuration]
+    job = dg.define_asset_job(f"retrain_{name}", selection=dg.AssetSelection.groups(group), partitions_def=partitions,
+                              tags=tags)
+    # weekly, Monday 03:00 UTC: the week that just ended (its last candles land at 00:15)
+    schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
+                                                      default_status=dg.DefaultScheduleStatus.RUNNING)
+    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
