@@ -46,3 +46,17 @@ def test_dagster_cli_validates_from_repo_root():
     out = subprocess.run([str(exe), "definitions", "validate"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cli_backfills_a_range_of_candles_in_one_run(tmp_path):
+    """`dagster asset materialize --partition-range` (ohlcv has a single-run backfill policy)."""
+    exe = Path(sys.executable).parent / "dagster"
+    env = {**__import__("os").environ, "QUANT_HOME": str(tmp_path)}
+    env.pop("DAGSTER_HOME", None)
+    out = subprocess.run([str(exe), "asset", "materialize", "-m", "quant_assets.definitions", "--select",
+                          "market_data/ohlcv", "--partition-range",
+                          "2024-01-01|shipped.BTC-USD.1d...2024-01-30|shipped.ETH-USD.1d"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "RUN_SUCCESS" in out.stdout + out.stderr, out.stderr[-3000:]
+    files = sorted(tmp_path.glob("ohlcv/market_data/ohlcv/*/*.parquet"))
+    assert len(files) == 60 and files[0].parent.name == "2024-01-01"
