@@ -408,32 +408,35 @@ def test_cli_data_fetch_against_the_local_exchange(tmp_path: Path, capsys: pytes
         assert "NOPE/USDT" in capsys.readouterr().err
 
 
-def test_dagster_candle_asset_ingests_a_ccxt_market_incrementally(tmp_path: Path, monkeypatch) -> None:
+def test_dagster_ohlcv_asset_ingests_a_ccxt_market_day(tmp_path: Path) -> None:
     """A registry market with `source: ccxt` (its exchange_config pointing ccxt at the local server),
-    materialised twice in a real Dagster instance: the second run fetches only the overlap and adds
-    no rows."""
+    materialised in a real Dagster instance for one UTC day: 24 hourly candles land in that day's
+    Parquet partition; running it again rewrites the same candles."""
     import dagster as dg
+    import polars as pl
     import yaml
 
     from quant_assets.defs.market_data.assets import build_market_data
-    from quant_assets.resources import CandleStoreResource
+    from quant_assets.io import CandleIOManagerFactory
+    from quant_assets.resources import ExchangeResource
     from quant_core.universe import load_registry
 
     with running_server(datetime.now(UTC)) as srv:
-        since = (srv.clock() - timedelta(days=2)).strftime("%Y-%m-%d")
+        day = (srv.clock() - timedelta(days=1)).strftime("%Y-%m-%d")
+        since = (srv.clock() - timedelta(days=3)).strftime("%Y-%m-%d")
         reg_file = tmp_path / "registry.yaml"
-        reg_file.write_text(yaml.safe_dump({"markets": [{
+        reg_file.write_text(yaml.safe_dump({"partitions_start": since, "markets": [{
             "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "source": "ccxt", "since": since,
             "exchange_config": srv.ccxt_config("binance")}], "universes": []}))
         defs = build_market_data(load_registry(reg_file))
-        (candles,) = defs.assets  # resolved with its resources below
-        resources = {"candle_store": CandleStoreResource(base_dir=str(tmp_path / "candles"))}
+        (ohlcv,) = defs.assets
+        resources = {"exchange": ExchangeResource(),
+                     "ohlcv_io_manager": CandleIOManagerFactory(base_dir=str(tmp_path / "ohlcv"))}
         with dg.instance_for_test() as instance:
-            runs = [dg.materialize([candles], partition_key="binance.BTC-USDT.1h", resources=resources,
+            runs = [dg.materialize([ohlcv], partition_key=f"{day}|binance.BTC-USDT.1h", resources=resources,
                                    instance=instance) for _ in range(2)]
             assert all(r.success for r in runs)
-            meta = [r.asset_materializations_for_node("market_data__candles")[0].metadata for r in runs]
-        assert meta[0]["rows_added"].value >= 24 and meta[1]["rows_added"].value == 0
-        assert meta[1]["rows_fetched"].value <= 4  # the overlap only
-        stored = ParquetCandleStore(tmp_path / "candles").read(Market("binance", "BTC/USDT", "1h"))
-        assert stored["timestamp"].n_unique() == stored.height == meta[0]["dagster/row_count"].value
+            assert all(c.passed for r in runs for c in r.get_asset_check_evaluations())
+        stored = pl.read_parquet(tmp_path / "ohlcv" / "market_data" / "ohlcv" / day / "binance.BTC-USDT.1h.parquet")
+        assert stored.height == 24 and stored["timestamp"].n_unique() == 24
+        assert stored["timestamp"].dt.strftime("%Y-%m-%d").unique().to_list() == [day]

@@ -150,24 +150,32 @@ def test_source_origin_end_and_markets_differ() -> None:
     assert last_close <= datetime.now(UTC) and 60 <= recent.height <= 72  # closed candles only
 
 
-def test_dagster_candle_asset_with_a_synthetic_market(tmp_path) -> None:
-    """`source: synthetic` in the registry: the candle asset generates the market's history from `since`
-    and, run again, adds nothing (the generator is deterministic per candle)."""
+def test_dagster_ohlcv_asset_with_a_synthetic_market(tmp_path) -> None:
+    """`source: synthetic` in the registry: a ranged (single-run) materialisation of three days writes
+    one partition file per day with the day's six 4h candles, the same candles a later run regenerates."""
     import dagster as dg
     import yaml
 
     from quant_assets.defs.market_data.assets import build_market_data
-    from quant_assets.resources import CandleStoreResource
+    from quant_assets.io import CandleIOManagerFactory
+    from quant_assets.resources import ExchangeResource
     from quant_core.universe import load_registry
 
     reg = tmp_path / "registry.yaml"
-    reg.write_text(yaml.safe_dump({"markets": [{"exchange": "synthetic", "symbol": "SOL/USD", "timeframe": "4h",
-                                                "source": "synthetic", "since": "2026-01-01", "seed": 7}],
-                                   "universes": []}))
-    (candles,) = build_market_data(load_registry(reg)).assets
-    resources = {"candle_store": CandleStoreResource(base_dir=str(tmp_path / "candles"))}
+    reg.write_text(yaml.safe_dump({"partitions_start": "2026-01-01", "markets": [{
+        "exchange": "synthetic", "symbol": "SOL/USD", "timeframe": "4h", "source": "synthetic",
+        "since": "2026-01-01", "seed": 7}], "universes": []}))
+    (ohlcv,) = build_market_data(load_registry(reg)).assets
+    resources = {"exchange": ExchangeResource(),
+                 "ohlcv_io_manager": CandleIOManagerFactory(base_dir=str(tmp_path / "ohlcv"))}
+    base = tmp_path / "ohlcv" / "market_data" / "ohlcv"
     with dg.instance_for_test() as instance:
-        runs = [dg.materialize([candles], partition_key="synthetic.SOL-USD.4h", resources=resources,
-                               instance=instance) for _ in range(2)]
-    meta = [r.asset_materializations_for_node("market_data__candles")[0].metadata for r in runs]
-    assert meta[0]["dagster/row_count"].value > 300 and meta[1]["rows_added"].value == 0
+        res = dg.materialize([ohlcv], instance=instance, resources=resources,
+                             tags={"dagster/asset_partition_range_start": "2026-01-02|synthetic.SOL-USD.4h",
+                                   "dagster/asset_partition_range_end": "2026-01-04|synthetic.SOL-USD.4h"})
+        assert res.success and len(res.get_asset_materialization_events()) == 3
+        first = pl.read_parquet(base / "2026-01-03" / "synthetic.SOL-USD.4h.parquet")
+        assert first.height == 6
+        assert dg.materialize([ohlcv], partition_key="2026-01-03|synthetic.SOL-USD.4h", instance=instance,
+                              resources=resources).success
+    assert pl.read_parquet(base / "2026-01-03" / "synthetic.SOL-USD.4h.parquet").equals(first)
