@@ -60,3 +60,18 @@ def test_cli_backfills_a_range_of_candles_in_one_run(tmp_path):
     assert out.returncode == 0 and "RUN_SUCCESS" in out.stdout + out.stderr, out.stderr[-3000:]
     files = sorted(tmp_path.glob("ohlcv/market_data/ohlcv/*/*.parquet"))
     assert len(files) == 60 and files[0].parent.name == "2024-01-01"
+
+
+def test_retrain_runs_carry_kubernetes_resources(monkeypatch):
+    import json
+
+    from quant_assets.defs.training.assets import k8s_training_tags
+
+    cpu = json.loads(k8s_training_tags()["dagster-k8s/config"])
+    assert "nvidia.com/gpu" not in cpu["container_config"]["resources"]["limits"]
+    monkeypatch.setenv("QUANT_TRAINING_GPU", "1")
+    gpu = json.loads(k8s_training_tags()["dagster-k8s/config"])
+    assert gpu["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert gpu["pod_spec_config"]["node_selector"] == {"accelerator": "nvidia"}
+    job = build_definitions().resolve_job_def("retrain_momentum_btc_eth_usdc_1d")
+    assert "dagster-k8s/config" in job.tags and job.tags["quant/kind"] == "retrain"

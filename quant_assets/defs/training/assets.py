@@ -8,6 +8,8 @@ share the `training` concurrency pool so a backfill cannot oversubscribe the mac
 """
 
 
+import json
+import os
 from enum import StrEnum
 
 import dagster as dg
@@ -78,6 +80,19 @@ class TrainConfig(dg.Config):
         if self.metric:
             new = new.model_copy(update={"return_val": self.metric})
         return RunSpec.model_validate(new.model_dump())  # re-validated as a whole
+
+
+def k8s_training_tags() -> dict:
+    """`dagster-k8s/config` for retrain runs (K8sRunLauncher reads run tags): CPU/memory requests, and with
+    QUANT_TRAINING_GPU=1 at definition load a GPU limit and a node selector (QUANT_GPU_NODE_SELECTOR,
+    `key=value`, default accelerator=nvidia). Other run launchers ignore the tag."""
+    resources: dict = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
+    config: dict = {"container_config": {"resources": resources}}
+    if os.environ.get("QUANT_TRAINING_GPU") == "1":
+        resources["limits"]["nvidia.com/gpu"] = "1"
+        key, _, value = os.environ.get("QUANT_GPU_NODE_SELECTOR", "accelerator=nvidia").partition("=")
+        config["pod_spec_config"] = {"node_selector": {key: value}}
+    return {"dagster-k8s/config": json.dumps(config)}
 
 
 def _params_rows(params: dict[str, list], tokens: list[str]) -> list[dict]:
@@ -335,7 +350,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
 
     assets = [price_panel, trained_parameters, walk_forward_report, configuration]
     job = dg.define_asset_job(f"retrain_{name}", selection=dg.AssetSelection.groups(group), partitions_def=partitions,
-                              tags=tags)
+                              tags={**tags, **k8s_training_tags()})
     # weekly, Monday 03:00 UTC: the week that just ended (its last candles land at 00:15)
     schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
                                                       default_status=dg.DefaultScheduleStatus.RUNNING)
