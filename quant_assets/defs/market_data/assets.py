@@ -17,7 +17,7 @@ import polars as pl
 from quant_assets.partitions import DATE_DIM, MARKET_DIM, ohlcv_partitions
 from quant_assets.resources import ExchangeResource
 from quant_core.data.schema import timeframe_ms, to_utc
-from quant_core.data.validation import validate_candles
+from quant_core.data.validation import CandleValidationError, validate_candles
 from quant_core.universe import Registry
 
 OHLCV_KEY = dg.AssetKey(["market_data", "ohlcv"])
@@ -67,7 +67,11 @@ def build_market_data(registry: Registry) -> dg.Definitions:
             days = sorted(days)
             start, end = _day(days[0]), _day(days[-1]) + timedelta(days=1)
             fetched = exchange.source(entry).fetch(entry.market, start, end)
-            frame, report = validate_candles(fetched, entry.market.timeframe)  # raises on a bad batch
+            try:
+                frame, report = validate_candles(fetched, entry.market.timeframe)
+            except CandleValidationError as exc:  # bad data: retrying would fetch the same batch
+                raise dg.Failure(f"{market_key}: the fetched candles fail validation; nothing was written: {exc}",
+                                 allow_retries=False) from exc
             per_day = split_by_day(frame, days)
             empty = [d for d, f in per_day.items() if f.height == 0]
             if empty:
