@@ -83,21 +83,7 @@ def cmd_train(args) -> int:
     from quant_core.train.api import train_on_historic_data
 
     spec = load_run_spec(args.spec)
-    updates = {}
-    if args.seed is not None:
-        updates["initial_random_key"] = args.seed
-    if args.budget is not None:
-        key = {"gradient_descent": "n_iterations", "random": None, "grid": None}.get(
-            spec.optimisation_settings.method, "optuna")
-        opt = spec.optimisation_settings
-        if key == "n_iterations":
-            updates["n_iterations"] = args.budget
-        elif key == "optuna":
-            updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": args.budget})
-        else:
-            updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": args.budget})
-    if updates:
-        spec = spec.model_copy(update={"optimisation_settings": spec.optimisation_settings.model_copy(update=updates)})
+    spec = spec.with_training(budget=args.budget, seed=args.seed)
     result = train_on_historic_data(spec, price_data=_panel(spec, args.prices),
                                     iterations_per_print=args.print_every, log=print)
     text = result.to_json()

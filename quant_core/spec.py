@@ -326,6 +326,38 @@ class RunSpec(_Strict):
     def effective_minimum_weight(self) -> float:
         return self.minimum_weight if self.minimum_weight is not None else 0.1 / len(self.tokens)
 
+    def with_training(self, *, method: str | None = None, budget: int | None = None, seed: int | None = None,
+                      metric: str | None = None) -> RunSpec:
+        """A copy with run-time training overrides (CLI flags, the Dagster launchpad), validated as a whole.
+
+        `budget` is the method's: iterations (gradient_descent), trials (optuna) or candidates (random);
+        a grid's size is its own. Raises RunSpecError naming the bad override."""
+        if budget is not None and budget < 1:
+            raise RunSpecError(f"budget must be >= 1, got {budget}: set a positive number or leave it unset")
+        if metric is not None:
+            from quant_core.metrics import METRICS
+
+            if metric not in METRICS:
+                raise RunSpecError(f"metric {metric!r} is not a metric; use one of {sorted(METRICS)}")
+        opt = self.optimisation_settings
+        updates: dict[str, Any] = {}
+        if method:
+            updates["method"] = method
+        if seed is not None:
+            updates["initial_random_key"] = seed
+        chosen = method or opt.method
+        if budget is not None:
+            if chosen == "gradient_descent":
+                updates["n_iterations"] = budget
+            elif chosen == "optuna":
+                updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": budget})
+            elif chosen == "random":
+                updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": budget})
+        data = self.model_copy(update={"optimisation_settings": opt.model_copy(update=updates)}).model_dump()
+        if metric:
+            data["return_val"] = metric
+        return load_run_spec(data)
+
     def with_window(self, start: datetime, end: datetime, end_test: datetime | None = None) -> RunSpec:
         """A copy of this spec over another window (walk-forward folds)."""
         fmt = "%Y-%m-%d %H:%M:%S"

@@ -23,10 +23,12 @@ def shared_data_dir() -> Path:
 
 
 def random_walk_panel(
-    n_steps: int, tokens=("AAA", "BBB", "CCC"), step_minutes: int = 1440, seed: int = 0, start="2024-01-01"
+    n_steps: int, tokens=("AAA", "BBB", "CCC"), step_minutes: int = 1440, seed: int = 0, start="2024-01-01",
+    sigma: float = 0.03,
 ) -> PricePanel:
+    """Independent Gaussian log-price walks (`sigma` per step), one price level per token."""
     rng = np.random.default_rng(seed)
-    logp = np.cumsum(rng.normal(0, 0.03, size=(n_steps, len(tokens))), axis=0) + np.log(
+    logp = np.cumsum(rng.normal(0, sigma, size=(n_steps, len(tokens))), axis=0) + np.log(
         np.linspace(1, 100, len(tokens))
     )
     ts = np.datetime64(start, "ms") + np.arange(n_steps) * np.timedelta64(step_minutes, "m")

@@ -39,11 +39,7 @@ def test_split_follows_bout_offset_and_val_fraction():
 
 def test_window_loss_scores_the_pool_the_simulator_runs():
     """A window at offset o runs the pool from the chunk boundary at or before o and scores from o."""
-    rng = np.random.default_rng(0)
-    n = 24 * 160
-    logp = np.cumsum(rng.normal(0, 0.006, (n, 3)), axis=0)
-    ts = np.datetime64("2024-01-01", "ms") + np.arange(n) * np.timedelta64(60, "m")
-    panel = PricePanel(ts, ("AAA", "BBB", "CCC"), np.exp(logp), 60, {})
+    panel = random_walk_panel(24 * 160, step_minutes=60, seed=0, sigma=0.006)
     spec = _spec({"val_fraction": 0.0}, bout_offset=5 * 1440, parameters={"memory_days": 6, "k_per_day": 30})
     split = plan_split(panel, spec)
     layout = parameter_layout(spec)
@@ -208,11 +204,7 @@ def test_training_on_a_planted_trend_beats_the_start_out_of_sample():
 def test_closed_form_daily_loss_equals_the_minute_path_value_and_gradient():
     import jax
 
-    rng = np.random.default_rng(2)
-    n = 1440 * 40
-    logp = np.cumsum(rng.normal(0, 0.0008, (n, 3)), axis=0)
-    ts = np.datetime64("2024-01-01", "ms") + np.arange(n) * np.timedelta64(1, "m")
-    panel = PricePanel(ts, ("AAA", "BBB", "CCC"), np.exp(logp), 1, {})
+    panel = random_walk_panel(1440 * 40, step_minutes=1, seed=2, sigma=0.0008)
     spec = load_run_spec({"rule": "momentum", "tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-11",
                           "endDateString": "2024-02-09", "max_memory_days": 8, "bout_offset": 3 * 1440,
                           "optimisation_settings": {"batch_size": 3, "val_fraction": 0.0}})

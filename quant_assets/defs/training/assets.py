@@ -28,7 +28,7 @@ from quant_core.metrics import METRICS
 from quant_core.plots import pool_plot, walk_forward_plot
 from quant_core.retrain import spec_ending_at
 from quant_core.sim.simulate import plan_window, simulate
-from quant_core.spec import RunSpec
+from quant_core.spec import RunSpec, RunSpecError
 from quant_core.train.api import json_safe
 from quant_core.train.pool import TrainedPool, train_pool
 from quant_core.universe import Registry, Universe
@@ -58,28 +58,11 @@ class TrainConfig(dg.Config):
                                f"{', '.join(sorted(METRICS))}")
 
     def apply(self, spec: RunSpec) -> RunSpec:
-        if self.metric is not None and self.metric not in METRICS:
-            raise dg.Failure(f"metric {self.metric!r} is not a metric; use one of {sorted(METRICS)}")
-        if self.budget is not None and self.budget < 1:
-            raise dg.Failure(f"budget must be >= 1, got {self.budget}: set a positive number or leave it unset")
-        opt = spec.optimisation_settings
-        updates: dict = {}
-        if self.method:
-            updates["method"] = Method(self.method).value
-        if self.seed is not None:
-            updates["initial_random_key"] = self.seed
-        method = Method(self.method).value if self.method else opt.method
-        if self.budget is not None:
-            if method == "gradient_descent":
-                updates["n_iterations"] = self.budget
-            elif method == "optuna":
-                updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": self.budget})
-            elif method == "random":
-                updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": self.budget})
-        new = spec.model_copy(update={"optimisation_settings": opt.model_copy(update=updates)})
-        if self.metric:
-            new = new.model_copy(update={"return_val": self.metric})
-        return RunSpec.model_validate(new.model_dump())  # re-validated as a whole
+        try:
+            return spec.with_training(method=Method(self.method).value if self.method else None,
+                                      budget=self.budget, seed=self.seed, metric=self.metric)
+        except RunSpecError as exc:
+            raise dg.Failure(str(exc)) from None
 
 
 def k8s_training_tags() -> dict:
