@@ -1,4 +1,4 @@
-"""Assemble the stored configuration of a trained pool from its evidence."""
+"""Assemble the stored configuration of a trained pool or CEX strategy from its evidence."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from quant_core.data.panel import PricePanel
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
 from quant_core.provenance import code_version
 from quant_core.store import NewConfiguration
@@ -31,10 +30,28 @@ def params_by_token(params: dict[str, list[float]], tokens_sorted: list[str]) ->
     return out
 
 
+def trade_statistics(trades: list[dict]) -> dict[str, float]:
+    """Out-of-sample trade statistics (returns are fractions of each trade's notional)."""
+    r = np.asarray([t["return"] for t in trades], dtype=np.float64)
+    wins, losses = r[r > 0], r[r <= 0]
+    gross_loss = -float(np.sum([t["pnl"] for t in trades if t["return"] <= 0]))
+    gross_win = float(np.sum([t["pnl"] for t in trades if t["return"] > 0]))
+    return {
+        "oos_trades": float(r.size),
+        "oos_win_rate": float(wins.size / r.size) if r.size else math.nan,
+        "oos_avg_win": float(wins.mean()) if wins.size else math.nan,
+        "oos_avg_loss": float(losses.mean()) if losses.size else math.nan,
+        "oos_expectancy": float(r.mean()) if r.size else math.nan,
+        "oos_profit_factor": gross_win / gross_loss if gross_loss > 0 else math.nan,
+        "oos_net_profit": float(np.sum([t["pnl"] for t in trades])),
+        "oos_long_trades": float(sum(t["side"] == "long" for t in trades)),
+    }
+
+
 def build_configuration(
     registry: Registry,
     universe: Universe,
-    panel: PricePanel,
+    data_hash: str,
     trained: TrainedPool,
     in_sample: dict[str, float],
     holdout: dict[str, float] | None,
@@ -52,28 +69,29 @@ def build_configuration(
     )
     markets = [registry.market(universe.markets[t]) for t in spec.tokens]
     end_test = spec.end_test or spec.end
+    walk_forward = {
+        "oos_sharpe": report.oos_sharpe,
+        "oos_hodl_sharpe": report.oos_hodl_sharpe,
+        "mean_is_sharpe": report.mean_is_sharpe,
+        "mean_oos_sharpe": report.mean_oos_sharpe,
+        "oos_is_ratio": report.oos_is_ratio,
+        "oos_uniform_sharpe": report.oos_uniform_sharpe,
+        "n_folds": float(len(report.folds)),
+    }
+    if spec.strategy:  # trade statistics of the out-of-sample trades, all folds together
+        walk_forward.update(trade_statistics(report.trades))
     return NewConfiguration(
         universe_key=universe.name,
-        strategy=spec.rule,
+        strategy=spec.strategy or spec.rule,
         method=trained.method,
         exchanges=sorted({m.exchange for m in markets}),
         symbols=[m.symbol for m in markets],
         timeframe=markets[0].timeframe,
-        parameters=params_by_token(trained.params, spec.sorted_tokens),
+        parameters=dict(trained.params) if spec.strategy else params_by_token(trained.params, spec.sorted_tokens),
         metrics={
             "in_sample": _finite(in_sample),
             "holdout": _finite(holdout or {}),
-            "walk_forward": _finite(
-                {
-                    "oos_sharpe": report.oos_sharpe,
-                    "oos_hodl_sharpe": report.oos_hodl_sharpe,
-                    "mean_is_sharpe": report.mean_is_sharpe,
-                    "mean_oos_sharpe": report.mean_oos_sharpe,
-                    "oos_is_ratio": report.oos_is_ratio,
-                    "oos_uniform_sharpe": report.oos_uniform_sharpe,
-                    "n_folds": float(len(report.folds)),
-                }
-            ),
+            "walk_forward": _finite(walk_forward),
             "significance": _finite({k: v for k, v in report.significance.items() if not isinstance(v, list)}),
             "training_objective": trained.objective,
         },
@@ -85,7 +103,7 @@ def build_configuration(
         train_end=spec.end,
         test_start=spec.end,
         test_end=end_test,
-        data_hash=panel.data_hash,
+        data_hash=data_hash,
         code_version=code_version(),
         seed=trained.seed,
         run_spec=spec.model_dump(mode="json"),

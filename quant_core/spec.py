@@ -124,6 +124,17 @@ class SearchSettings(_Strict):
         return v
 
 
+class StrategySettings(_Strict):
+    """Costs, sizing and guards of a CEX strategy backtest (`strategy: liquidity_sweep`)."""
+
+    taker_fee_bps: float = Field(10.0, ge=0, lt=10_000, description="taker fee charged on entry and on exit")
+    slippage_bps: float = Field(2.0, ge=0, lt=10_000, description="adverse fill vs the bar price, both sides")
+    position_fraction: float = Field(1.0, gt=0, le=1, description="share of the equity each trade commits")
+    initial_capital: float = Field(10_000.0, gt=0, description="starting equity in the quote currency")
+    min_trades: int = Field(5, ge=0, description="training: candidates with fewer trades in the scored part "
+                            "score -inf, so a handful of lucky trades cannot win the search")
+
+
 class OptimisationSettings(_Strict):
     method: Literal["gradient_descent", "optuna", "grid", "random"] = "gradient_descent"
     optimiser: Literal["adam", "adamw", "sgd"] = "adamw"
@@ -165,6 +176,9 @@ class RunSpec(_Strict):
     """One simulation/training run. Field names and defaults follow QuantAMM's run fingerprint."""
 
     # core
+    strategy: str | None = Field(None, description="a CEX strategy (e.g. liquidity_sweep) trading one market's "
+                                 "candles instead of a TFMM pool rule; `rule` is then not used")
+    strategy_settings: StrategySettings = Field(default_factory=StrategySettings)
     rule: str = "mean_reversion_channel"
     tokens: list[str] = Field(default_factory=lambda: ["BTC", "ETH", "USDC"])
     startDateString: str = "2023-01-01 00:00:00"
@@ -244,6 +258,10 @@ class RunSpec(_Strict):
         from quant_core.sim.pool import get_pool
         from quant_core.sim.registry import available_rules
 
+        self._check_window()
+        if self.strategy is not None:
+            self._check_strategy()
+            return self
         n = len(self.tokens)
         try:
             pool = get_pool(self.rule)
@@ -262,13 +280,6 @@ class RunSpec(_Strict):
             )
         if self.numeraire is not None and self.numeraire not in self.tokens:
             raise ValueError(f"numeraire {self.numeraire!r} is not one of tokens {self.tokens}")
-        start, end = self.start, self.end
-        if not start < end:
-            raise ValueError(f"startDateString ({self.startDateString}) must be before endDateString")
-        if self.endTestDateString is not None and not self.end_test > end:
-            raise ValueError(
-                f"endTestDateString ({self.endTestDateString}) must be after endDateString ({self.endDateString})"
-            )
         if isinstance(self.initial_weights_logits, list) and len(self.initial_weights_logits) != n:
             raise ValueError(f"initial_weights_logits has {len(self.initial_weights_logits)} values for {n} tokens")
         if self.initial_weights is not None:
@@ -305,6 +316,46 @@ class RunSpec(_Strict):
                     )
         return self
 
+    def _check_window(self) -> None:
+        start, end = self.start, self.end
+        if not start < end:
+            raise ValueError(f"startDateString ({self.startDateString}) must be before endDateString")
+        if self.endTestDateString is not None and not self.end_test > end:
+            raise ValueError(
+                f"endTestDateString ({self.endTestDateString}) must be after endDateString ({self.endDateString})"
+            )
+
+    def _check_strategy(self) -> None:
+        """A CEX strategy spec: its parameters, search space and objective must be the strategy's."""
+        from quant_core.strategies import available_strategies, get_strategy
+        from quant_core.strategies.backtest import STRATEGY_METRICS
+
+        if self.strategy not in available_strategies():
+            close = difflib.get_close_matches(self.strategy, available_strategies(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"strategy {self.strategy!r} is not available{hint}; choose one of "
+                             f"{available_strategies()}")
+        strategy = get_strategy(self.strategy)
+        if self.return_val not in STRATEGY_METRICS:
+            close = difflib.get_close_matches(self.return_val, STRATEGY_METRICS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"return_val {self.return_val!r} is not a strategy metric{hint}; use one of "
+                             f"{sorted(STRATEGY_METRICS)}")
+        try:
+            strategy.resolve(self.parameters, "parameters")  # type: ignore[arg-type]
+            for name in self.optimisation_settings.search_settings.parameter_space:
+                strategy.param(name)
+            for name in self.optimisation_settings.optuna_settings.parameter_config:
+                strategy.param(name)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        opt = self.optimisation_settings
+        if "method" not in opt.model_fields_set:
+            opt.method = "random"  # a strategy's default trainer: gradient descent cannot train it
+        if opt.method == "gradient_descent":
+            raise ValueError(f"strategy {self.strategy!r} trades discrete signals, which gradient descent cannot "
+                             "train: set optimisation_settings.method to grid, random or optuna")
+
     @property
     def start(self) -> datetime:
         return parse_utc(self.startDateString)
@@ -335,10 +386,13 @@ class RunSpec(_Strict):
         if budget is not None and budget < 1:
             raise RunSpecError(f"budget must be >= 1, got {budget}: set a positive number or leave it unset")
         if metric is not None:
-            from quant_core.metrics import METRICS
+            if self.strategy:
+                from quant_core.strategies.backtest import STRATEGY_METRICS as valid
+            else:
+                from quant_core.metrics import METRICS as valid
 
-            if metric not in METRICS:
-                raise RunSpecError(f"metric {metric!r} is not a metric; use one of {sorted(METRICS)}")
+            if metric not in valid:
+                raise RunSpecError(f"metric {metric!r} is not a metric; use one of {sorted(valid)}")
         opt = self.optimisation_settings
         updates: dict[str, Any] = {}
         if method:

@@ -65,7 +65,7 @@ def test_cli_backfills_a_range_of_candles_in_one_run(tmp_path):
 def test_retrain_runs_carry_kubernetes_resources(monkeypatch):
     import json
 
-    from quant_assets.defs.training.assets import k8s_training_tags
+    from quant_assets.defs.training.common import k8s_training_tags
 
     cpu = json.loads(k8s_training_tags()["dagster-k8s/config"])
     assert "nvidia.com/gpu" not in cpu["container_config"]["resources"]["limits"]

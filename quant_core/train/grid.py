@@ -24,25 +24,11 @@ import numpy as np
 
 from quant_core.data.panel import PricePanel
 from quant_core.sim.pool import get_pool
-from quant_core.sim.simulate import resolve_params
 from quant_core.spec import RunSpec, SearchRange
-from quant_core.train.objective import PoolEvaluator
-from quant_core.train.split import plan_split
+from quant_core.train.problem import Axis, SearchProblem
 
 TABLE_METRICS = ("daily_log_sharpe", "sharpe", "returns", "returns_over_hodl", "greatest_draw_down", "calmar")
 MAX_GRID = 10_000_000
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One searched dimension: a parameter (token index None = every token) and its values."""
-
-    name: str
-    token: int | None
-    values: np.ndarray | None  # grid values or the list to draw from
-    low: float = 0.0
-    high: float = 0.0
-    log_scale: bool = False
 
 
 @dataclass
@@ -108,6 +94,8 @@ def random_points(axes: list[Axis], n: int, seed: int) -> np.ndarray:
             cols.append(np.exp(rng.uniform(np.log(a.low), np.log(a.high), n)))
         else:
             cols.append(rng.uniform(a.low, a.high, n))
+        if a.integer:
+            cols[-1] = np.round(cols[-1])
     return np.stack(cols, axis=1)
 
 
@@ -138,16 +126,23 @@ def grid_search(
     n_samples: int | None = None,
     log=None,
 ) -> GridResult:
-    """Evaluate the spec's grid (method grid) or n_samples random candidates (method random)."""
+    """Evaluate the pool's grid (method grid) or n_samples random candidates (method random)."""
+    from quant_core.train.pool import pool_problem
+
+    return run_grid(pool_problem(panel, spec, start, end), spec, seed=seed, n_samples=n_samples, log=log)
+
+
+def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, n_samples: int | None = None,
+             log=None) -> GridResult:
+    """Score the problem's grid or n_samples random candidates in padded, vmapped batches."""
     method = spec.optimisation_settings.method
     settings = spec.optimisation_settings.search_settings
     seed = spec.optimisation_settings.initial_random_key if seed is None else seed
-    axes = search_axes(spec, "grid" if method == "grid" else "random")
+    axes = problem.axes("grid" if method == "grid" else "random")
     points = grid_points(axes) if method == "grid" else random_points(axes, n_samples or settings.n_samples, seed)
-    split = plan_split(panel, spec, start, end)
-    names = tuple(dict.fromkeys((spec.return_val, *TABLE_METRICS)))
-    evaluator = PoolEvaluator(panel, spec, split.start, split.end, metrics=names, segments=split.segments)
-    base = resolve_params(spec)
+    names = tuple(dict.fromkeys((spec.return_val, *problem.table_metrics)))
+    evaluator = problem.evaluator(names, 0)
+    base = problem.base
     batch = min(settings.batch_size, len(points))
     began = time.perf_counter()
     scores = []
@@ -159,18 +154,19 @@ def grid_search(
             log(f"{method} search: {min(lo + batch, len(points))}/{len(points)} candidates")
     seconds = time.perf_counter() - began
     scores = np.concatenate(scores)  # [C, metrics, segments]
-    tokens = spec.sorted_tokens
+    tokens = problem.tokens
     table = []
     for i, point in enumerate(points):
         row = {"candidate": i, **_row(axes, point, tokens)}
         for m, name in enumerate(names):
             row[f"train_{name}"] = float(scores[i, m, 0])
-            if split.val_steps:
+            if problem.has_validation:
                 row[f"validation_{name}"] = float(scores[i, m, 1])
         table.append(row)
     objective = scores[:, 0, 0]
     if not np.isfinite(objective).any():
-        raise RuntimeError("every candidate produced a non-finite objective; check the prices and the search space")
+        raise RuntimeError("every candidate produced a non-finite objective; check the prices and the search space"
+                           + (" (or lower strategy_settings.min_trades)" if spec.strategy else ""))
     order = np.argsort(-objective, kind="stable")
     best = int(order[0])
     top = order[: settings.top_k]

@@ -9,8 +9,29 @@ from datetime import datetime
 from quant_core.data.panel import PricePanel
 from quant_core.sim.pool import get_pool
 from quant_core.spec import RunSpec
+from quant_core.train.problem import SearchProblem
 
 METHODS = ("gradient_descent", "optuna", "grid", "random")
+
+
+def pool_problem(panel: PricePanel, spec: RunSpec, start: datetime | None = None,
+                 end: datetime | None = None) -> SearchProblem:
+    """The pool as a gradient-free search problem: segments of one continuous pass over [start, end)."""
+    from quant_core.sim.simulate import resolve_params
+    from quant_core.train.grid import TABLE_METRICS, search_axes
+    from quant_core.train.objective import PoolEvaluator
+    from quant_core.train.search import search_space, study_segments
+    from quant_core.train.split import plan_split
+
+    split = plan_split(panel, spec, start, end)
+
+    def evaluator(metrics: tuple[str, ...], n_sub_periods: int) -> PoolEvaluator:
+        return PoolEvaluator(panel, spec, split.start, split.end, metrics=metrics,
+                             segments=study_segments(split, n_sub_periods))
+
+    return SearchProblem(base=resolve_params(spec), tokens=spec.sorted_tokens, has_validation=split.val_steps > 0,
+                         axes=lambda points: search_axes(spec, points), dimensions=lambda: search_space(spec),
+                         evaluator=evaluator, table_metrics=TABLE_METRICS)
 
 
 @dataclass

@@ -37,19 +37,10 @@ from quant_core.sim.pool import get_pool
 from quant_core.sim.simulate import resolve_params
 from quant_core.spec import OptunaSettings, ParameterRange, RunSpec
 from quant_core.train.gp_sampler import GaussianProcessSampler
-from quant_core.train.objective import PoolEvaluator
-from quant_core.train.split import TrainSplit, plan_split
+from quant_core.train.problem import SearchDimension, SearchProblem, expand_around
+from quant_core.train.split import TrainSplit
 
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
-
-
-@dataclass(frozen=True)
-class SearchDimension:
-    name: str
-    low: float
-    high: float
-    log_scale: bool
-    scalar: bool
 
 
 @dataclass
@@ -78,14 +69,7 @@ def search_space(spec: RunSpec) -> list[SearchDimension]:
         rng = overrides.get(p.name, ParameterRange(low=p.low, high=p.high, log_scale=p.log_scale, scalar=p.scalar))
         low, high = rng.low, rng.high
         if settings.expand_around:
-            x0 = float(np.mean(initial[p.name]))
-            if rng.log_scale:
-                low, high = max(low, x0 / 4), min(high, x0 * 4)
-            else:
-                quarter = (high - low) / 4
-                low, high = max(low, x0 - quarter), min(high, x0 + quarter)
-            if not low < high:
-                low, high = rng.low, rng.high
+            low, high = expand_around(low, high, rng.log_scale, float(np.mean(initial[p.name])))
         dims.append(SearchDimension(p.name, low, high, rng.log_scale, rng.scalar))
     return dims
 
@@ -100,11 +84,11 @@ def _sampler(settings: OptunaSettings, seed: int) -> optuna.samplers.BaseSampler
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def study_segments(split: TrainSplit, settings: OptunaSettings) -> tuple[tuple[int, int], ...]:
-    """[train part, (sub-periods of it), (validation part)] of one pass over [start, end)."""
+def study_segments(split: TrainSplit, n_sub_periods: int = 0) -> tuple[tuple[int, int], ...]:
+    """[train part, (n_sub_periods sub-periods of it), (validation part)] of one pass over [start, end)."""
     segs = [(0, split.train_steps)]
-    if settings.multi_objective:
-        edges = np.linspace(0, split.train_steps, settings.n_sub_periods + 1).astype(int)
+    if n_sub_periods:
+        edges = np.linspace(0, split.train_steps, n_sub_periods + 1).astype(int)
         segs += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     if split.val_steps:
         segs.append((split.train_steps, split.n_steps))
@@ -141,20 +125,41 @@ def optuna_search(
     n_trials: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SearchResult:
-    """Maximise spec.return_val over the spec's search space (module docstring)."""
+    """Maximise spec.return_val over the pool's search space (module docstring)."""
+    from quant_core.train.pool import pool_problem
+
+    return run_study(pool_problem(panel, spec, start, end), spec, seed=seed, n_trials=n_trials, log=log)
+
+
+def _suggest(trial: optuna.Trial, d: SearchDimension, name: str) -> float:
+    if d.kind == "choice":
+        return float(trial.suggest_categorical(name, list(d.choices)))
+    if d.kind == "int":
+        return float(trial.suggest_int(name, int(d.low), int(d.high), log=d.log_scale))
+    return trial.suggest_float(name, d.low, d.high, log=d.log_scale)
+
+
+def run_study(
+    problem: SearchProblem,
+    spec: RunSpec,
+    *,
+    seed: int | None = None,
+    n_trials: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """The batched ask/score/tell loop over the problem's dimensions (module docstring)."""
     settings = spec.optimisation_settings.optuna_settings
     seed = spec.optimisation_settings.initial_random_key if seed is None else seed
     n_trials = n_trials or settings.n_trials
-    split = plan_split(panel, spec, start, end)
-    has_val = split.val_steps > 0
+    has_val = problem.has_validation
     if settings.overfitting_penalty > 0 and not has_val:
         raise ValueError("optuna_settings.overfitting_penalty needs a validation part: set "
                          "optimisation_settings.val_fraction > 0 (e.g. 0.2) or overfitting_penalty: 0")
     if settings.multi_objective and settings.sampler == "cmaes":
         raise ValueError("optuna_settings.multi_objective does not work with the cmaes sampler: use tpe, gp or random")
-    evaluator = PoolEvaluator(panel, spec, split.start, split.end, segments=study_segments(split, settings))
-    n_tokens = len(spec.tokens)
-    dims = search_space(spec)
+    evaluator = problem.evaluator((spec.return_val,), settings.n_sub_periods if settings.multi_objective else 0)
+    n_tokens = len(problem.tokens)
+    dims = problem.dimensions()
     batch = max(1, min(settings.n_jobs, n_trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = settings.storage.url if settings.storage.url else None
@@ -166,7 +171,7 @@ def optuna_search(
         study_name=settings.study_name,
         load_if_exists=bool(storage and settings.study_name),
     )
-    base = resolve_params(spec)
+    base = problem.base
     began = time.monotonic()
     history: list[dict] = []
     best, since_best, stopped = -math.inf, 0, False
@@ -177,13 +182,9 @@ def optuna_search(
             proposal = {}
             for d in dims:
                 if d.scalar:
-                    v = trial.suggest_float(d.name, d.low, d.high, log=d.log_scale)
-                    proposal[d.name] = [v] * n_tokens
+                    proposal[d.name] = [_suggest(trial, d, d.name)] * n_tokens
                 else:
-                    proposal[d.name] = [
-                        trial.suggest_float(f"{d.name}_{i}", d.low, d.high, log=d.log_scale)
-                        for i in range(n_tokens)
-                    ]
+                    proposal[d.name] = [_suggest(trial, d, f"{d.name}_{i}") for i in range(n_tokens)]
             trials.append(trial)
             proposals.append(proposal)
         padded = proposals + [proposals[0]] * (batch - len(proposals))

@@ -96,13 +96,15 @@ class WalkForwardReport:
     mean_is_sharpe: float
     mean_oos_sharpe: float
     oos_is_ratio: float
-    sample_size: int  # out-of-sample daily returns
+    sample_size: int  # out-of-sample daily returns (CEX strategies: trades)
     oos_equity: list[float] = field(default_factory=list)
     oos_hodl_equity: list[float] = field(default_factory=list)
     oos_dates: list[str] = field(default_factory=list)
     oos_uniform_sharpe: float = float("nan")  # the static pool at equal weights, same folds
     oos_uniform_equity: list[float] = field(default_factory=list)
     significance: dict = field(default_factory=dict)  # see quant_core.validate.significance / evidence()
+    trades: list[dict] = field(default_factory=list)  # CEX strategies: the out-of-sample trades, fold by fold
+    sample_unit: str = "out-of-sample days"  # what sample_size counts (CEX strategies: out-of-sample trades)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "folds"}

@@ -8,74 +8,34 @@ share the `training` concurrency pool so a backfill cannot oversubscribe the mac
 """
 
 
-import json
-import os
-from enum import StrEnum
-
 import dagster as dg
 import numpy as np
-import polars as pl
-from pydantic import Field
 
 from quant_assets.defs.market_data.assets import OHLCV_KEY
+from quant_assets.defs.training.common import (
+    TRAINING_POOL,
+    TrainConfig,
+    configuration_metadata,
+    frames_by_market,
+    retrain_job,
+    significance_table,
+    store_configuration,
+    threshold_check,
+    training_job,
+)
 from quant_assets.metadata import markdown_table, plot_metadata
-from quant_assets.partitions import MARKET_DIM, candles_for_retrain, retrain_partitions
+from quant_assets.partitions import candles_for_retrain, retrain_partitions
 from quant_assets.resources import ConfigurationStoreResource, SimulatorResource
 from quant_core.configuration import build_configuration
 from quant_core.data.panel import PricePanel, build_numeraire_panel
-from quant_core.lifecycle import LifecycleStage
-from quant_core.metrics import METRICS
 from quant_core.plots import pool_plot, walk_forward_plot
 from quant_core.retrain import spec_ending_at
 from quant_core.sim.simulate import plan_window, simulate
-from quant_core.spec import RunSpec, RunSpecError
+from quant_core.spec import RunSpec
 from quant_core.train.api import json_safe
 from quant_core.train.pool import TrainedPool, train_pool
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
-
-TRAINING_POOL = "training"
-
-
-class Method(StrEnum):
-    """optimisation_settings.method values (an enum: the launchpad offers them as choices)."""
-
-    gradient_descent = "gradient_descent"
-    optuna = "optuna"
-    grid = "grid"
-    random = "random"
-
-
-class TrainConfig(dg.Config):
-    """Launchpad settings of a retrain; unset fields keep the universe's run spec."""
-
-    method: Method | None = Field(None, description="optimisation_settings.method (default: the run spec's)")
-    budget: int | None = Field(None, description="iterations (gradient_descent), trials (optuna) or candidates "
-                               "(random); default: the run spec's")
-    seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
-    # a string, not an enum: Dagster config enums cannot hold names such as daily_var_95%
-    metric: str | None = Field(None, description=f"return_val, the metric trained on (default: the spec's); one of "
-                               f"{', '.join(sorted(METRICS))}")
-
-    def apply(self, spec: RunSpec) -> RunSpec:
-        try:
-            return spec.with_training(method=Method(self.method).value if self.method else None,
-                                      budget=self.budget, seed=self.seed, metric=self.metric)
-        except RunSpecError as exc:
-            raise dg.Failure(str(exc)) from None
-
-
-def k8s_training_tags() -> dict:
-    """`dagster-k8s/config` for retrain runs (K8sRunLauncher reads run tags): CPU/memory requests, and with
-    QUANT_TRAINING_GPU=1 at definition load a GPU limit and a node selector (QUANT_GPU_NODE_SELECTOR,
-    `key=value`, default accelerator=nvidia). Other run launchers ignore the tag."""
-    resources: dict = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
-    config: dict = {"container_config": {"resources": resources}}
-    if os.environ.get("QUANT_TRAINING_GPU") == "1":
-        resources["limits"]["nvidia.com/gpu"] = "1"
-        key, _, value = os.environ.get("QUANT_GPU_NODE_SELECTOR", "accelerator=nvidia").partition("=")
-        config["pod_spec_config"] = {"node_selector": {key: value}}
-    return {"dagster-k8s/config": json.dumps(config)}
 
 
 def _params_rows(params: dict[str, list], tokens: list[str]) -> list[dict]:
@@ -85,16 +45,6 @@ def _params_rows(params: dict[str, list], tokens: list[str]) -> list[dict]:
         cells = arr.T.tolist() if arr.ndim == 2 else arr.tolist()  # ensemble__: per token, one value per member
         rows.append({"parameter": k, **dict(zip(tokens, cells, strict=True))})
     return rows
-
-
-def _frames_by_market(candles) -> dict[str, pl.DataFrame]:
-    """{partition key: day frame} (or one bare frame for a single partition) -> {market: frame}."""
-    if isinstance(candles, pl.DataFrame):
-        raise dg.Failure("a retrain mapped to a single candle partition: its lookback is empty")
-    parts: dict[str, list[pl.DataFrame]] = {}
-    for key, frame in candles.items():
-        parts.setdefault(key.keys_by_dimension[MARKET_DIM], []).append(frame)
-    return {m: pl.concat(fs).sort("timestamp") for m, fs in parts.items()}
 
 
 def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definitions:
@@ -121,7 +71,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     )
     def price_panel(context: dg.AssetExecutionContext, candles) -> dg.Output:
         spec = window_spec(context)
-        frames = _frames_by_market(candles)
+        frames = frames_by_market(candles)
         markets = {t: registry.market(universe.markets[t]).market for t in spec.tokens}
         timeframe = next(iter(markets.values())).timeframe
         # priced in USD: pairs quoted in another asset are converted through the universe's other
@@ -165,25 +115,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     ):
         spec = window_spec(context, config)
         backend = simulator.setup()
-        store = config_store.open()
-        try:
-            # recorded before training starts, so a failed retrain leaves a trace (and the stored
-            # configuration stays as it was)
-            job_id = store.record_job_start(
-                universe_key=name, method=spec.optimisation_settings.method,
-                settings={"budget": config.budget, "seed": config.seed, "metric": spec.return_val,
-                          "partition": context.partition_key, "data_hash": panel.data_hash},
-                orchestrator_run_id=context.run.run_id,
-            )
-            try:
-                trained = train_pool(panel, spec, seed=config.seed, log=context.log.info,
-                                     iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
-            except Exception as exc:
-                store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-                raise
-            store.record_job_end(job_id, status="trained")
-        finally:
-            store.dispose()
+        with training_job(config_store, context, name, spec, config, panel.data_hash):
+            trained = train_pool(panel, spec, seed=config.seed, log=context.log.info,
+                                 iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
         end = spec.end_test or spec.end
         sim = simulate(panel, spec, trained.params, end=end)
         hodl = simulate(panel, spec.model_copy(update={"rule": "hodl", "parameters": None}), end=end)
@@ -251,8 +185,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                 "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
                 "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
                 "sample_size": report.sample_size,
-                "significance": markdown_table([{"statistic": k, "value": v} for k, v in report.significance.items()
-                                                if not isinstance(v, list)]),
+                "significance": significance_table(report),
                 "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds)})),
                 **plot_metadata(walk_forward_plot(report), "walk-forward", name,
                                 context.partition_key.replace("|", "_"), "walk_forward_report.png"),
@@ -261,19 +194,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
         yield dg.AssetCheckResult(check_name="finite_oos_metrics",
                                   passed=bool(finite and np.isfinite(report.oos_sharpe)))
-        th = universe.stage_thresholds
-        sig = report.significance
-        misses = []
-        if report.sample_size <= th.mature_above:
-            misses.append(f"sample size {report.sample_size} <= {th.mature_above}")
-        if not report.oos_sharpe > th.mature_min_oos_sharpe:
-            misses.append(f"OOS Sharpe {report.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
-        if sig.get("deflated_sharpe_p_value", 0.0) >= th.mature_max_p_value:
-            misses.append(f"deflated-Sharpe p {sig['deflated_sharpe_p_value']:.3g} >= {th.mature_max_p_value}")
-        if sig.get("pbo", 0.0) > th.mature_max_pbo:
-            misses.append(f"PBO {sig['pbo']:.2f} > {th.mature_max_pbo}")
-        yield dg.AssetCheckResult(check_name="oos_thresholds", passed=not misses, severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"misses": "; ".join(misses) or "none"})
+        yield threshold_check(universe, report)
 
     @dg.asset(
         key=[name, "configuration"],
@@ -298,43 +219,21 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     ) -> dg.MaterializeResult:
         spec = window_spec(context, config)
         week_universe = universe.model_copy(update={"spec": spec})
-        store = config_store.open()
-        try:
-            existing = [c for c in store.list_configurations(universe_key=name) if c.train_end < spec.end]
-            previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
-            in_sample = simulate(panel, spec, trained.params).summary()
-            holdout = None
-            if spec.end_test:
-                holdout = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test).summary()
-            new = build_configuration(registry, week_universe, panel, trained, in_sample, holdout, report, previous,
-                                      orchestrator_run_id=context.run.run_id)
-            stored = store.upsert_configuration(new)
-            for job in store.list_training_jobs(universe_key=name):
-                if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
-                    store.record_job_end(job.id, status="stored", configuration_id=stored.id)
-            url = store.url
-        finally:
-            store.dispose()
+        in_sample = simulate(panel, spec, trained.params).summary()
+        holdout = None
+        if spec.end_test:
+            holdout = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test).summary()
+        stored, url = store_configuration(
+            context, config_store, universe, spec,
+            lambda previous: build_configuration(registry, week_universe, panel.data_hash, trained, in_sample,
+                                                 holdout, report, previous, orchestrator_run_id=context.run.run_id))
         return dg.MaterializeResult(
             metadata={
-                "configuration_id": stored.id,
-                "configuration": dg.MetadataValue.md(
-                    f"row `{stored.id}` of `trained_configurations` in `{url}`; export for live trading with "
-                    f"`quant configs export {stored.id}`"),
-                "lifecycle_stage": str(stored.lifecycle_stage),
-                "stage_reason": stored.stage_reason,
-                "sample_size": stored.sample_size,
+                **configuration_metadata(stored, url),
                 "in_sample_sharpe": dg.MetadataValue.float(in_sample["daily_log_sharpe"]),
                 "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
-                "parameters": dg.MetadataValue.json(stored.parameters),
-                "store": url,
             }
         )
 
     assets = [price_panel, trained_parameters, walk_forward_report, configuration]
-    job = dg.define_asset_job(f"retrain_{name}", selection=dg.AssetSelection.groups(group), partitions_def=partitions,
-                              tags={**tags, **k8s_training_tags()})
-    # weekly, Monday 03:00 UTC: the week that just ended (its last candles land at 00:15)
-    schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
-                                                      default_status=dg.DefaultScheduleStatus.RUNNING)
-    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
+    return dg.Definitions.merge(dg.Definitions(assets=assets), retrain_job(universe, partitions, tags))

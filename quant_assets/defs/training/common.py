@@ -1,0 +1,166 @@
+"""What pool and CEX-strategy retrains share: launchpad config, run tags, the candle input, the job
+record around a training step, the stored configuration, the MATURE-threshold check, and the
+retrain job with its weekly schedule."""
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from quant_assets.metadata import markdown_table
+from quant_assets.partitions import MARKET_DIM
+from quant_assets.resources import ConfigurationStoreResource
+from quant_core.lifecycle import LifecycleStage
+from quant_core.metrics import METRICS
+from quant_core.spec import RunSpec, RunSpecError
+from quant_core.store import NewConfiguration
+from quant_core.universe import Universe
+from quant_core.validate.walk_forward import WalkForwardReport
+
+TRAINING_POOL = "training"
+
+
+class Method(StrEnum):
+    """optimisation_settings.method values (an enum: the launchpad offers them as choices)."""
+
+    gradient_descent = "gradient_descent"
+    optuna = "optuna"
+    grid = "grid"
+    random = "random"
+
+
+class TrainConfig(dg.Config):
+    """Launchpad settings of a retrain; unset fields keep the universe's run spec."""
+
+    method: Method | None = Field(None, description="optimisation_settings.method (default: the run spec's)")
+    budget: int | None = Field(None, description="iterations (gradient_descent), trials (optuna) or candidates "
+                               "(random); default: the run spec's")
+    seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
+    # a string, not an enum: Dagster config enums cannot hold names such as daily_var_95%
+    metric: str | None = Field(None, description=f"return_val, the metric trained on (default: the spec's); one of "
+                               f"{', '.join(sorted(METRICS))} (CEX strategies also net_profit, win_rate, "
+                               "profit_factor, expectancy, sharpe_per_trade, ...)")
+
+    def apply(self, spec: RunSpec) -> RunSpec:
+        try:
+            return spec.with_training(method=Method(self.method).value if self.method else None,
+                                      budget=self.budget, seed=self.seed, metric=self.metric)
+        except RunSpecError as exc:
+            raise dg.Failure(str(exc)) from None
+
+
+def k8s_training_tags() -> dict:
+    """`dagster-k8s/config` for retrain runs (K8sRunLauncher reads run tags): CPU/memory requests, and with
+    QUANT_TRAINING_GPU=1 at definition load a GPU limit and a node selector (QUANT_GPU_NODE_SELECTOR,
+    `key=value`, default accelerator=nvidia). Other run launchers ignore the tag."""
+    resources: dict = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
+    config: dict = {"container_config": {"resources": resources}}
+    if os.environ.get("QUANT_TRAINING_GPU") == "1":
+        resources["limits"]["nvidia.com/gpu"] = "1"
+        key, _, value = os.environ.get("QUANT_GPU_NODE_SELECTOR", "accelerator=nvidia").partition("=")
+        config["pod_spec_config"] = {"node_selector": {key: value}}
+    return {"dagster-k8s/config": json.dumps(config)}
+
+
+def frames_by_market(candles) -> dict[str, pl.DataFrame]:
+    """{partition key: day frame} (or one bare frame for a single partition) -> {market: frame}."""
+    if isinstance(candles, pl.DataFrame):
+        raise dg.Failure("a retrain mapped to a single candle partition: its lookback is empty")
+    parts: dict[str, list[pl.DataFrame]] = {}
+    for key, frame in candles.items():
+        parts.setdefault(key.keys_by_dimension[MARKET_DIM], []).append(frame)
+    return {m: pl.concat(fs).sort("timestamp") for m, fs in parts.items()}
+
+
+
+
+@contextmanager
+def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetExecutionContext, universe: str,
+                 spec: RunSpec, config: "TrainConfig", data_hash: str) -> Iterator[None]:
+    """Record the training run in training_jobs before it starts (so a failed retrain leaves a trace and
+    the stored configuration stays as it was), and its outcome after."""
+    store = store_resource.open()
+    try:
+        job_id = store.record_job_start(
+            universe_key=universe, method=spec.optimisation_settings.method,
+            settings={"budget": config.budget, "seed": config.seed, "metric": spec.return_val,
+                      "partition": context.partition_key, "data_hash": data_hash},
+            orchestrator_run_id=context.run.run_id,
+        )
+        try:
+            yield
+        except Exception as exc:
+            store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        store.record_job_end(job_id, status="trained")
+    finally:
+        store.dispose()
+
+
+def store_configuration(context: dg.AssetExecutionContext, store_resource: ConfigurationStoreResource,
+                        universe: Universe, spec: RunSpec,
+                        build: Callable[[LifecycleStage | None], NewConfiguration]) -> tuple:
+    """Upsert the week's configuration (its stage decided against the latest earlier one) and mark this run's
+    training job stored. Returns (stored row, store URL)."""
+    store = store_resource.open()
+    try:
+        existing = [c for c in store.list_configurations(universe_key=universe.name) if c.train_end < spec.end]
+        previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
+        stored = store.upsert_configuration(build(previous))
+        for job in store.list_training_jobs(universe_key=universe.name):
+            if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
+                store.record_job_end(job.id, status="stored", configuration_id=stored.id)
+        return stored, store.url
+    finally:
+        store.dispose()
+
+
+def configuration_metadata(stored, url: str) -> dict:
+    return {
+        "configuration_id": stored.id,
+        "configuration": dg.MetadataValue.md(
+            f"row `{stored.id}` of `trained_configurations` in `{url}`; export for live trading with "
+            f"`quant configs export {stored.id}`"),
+        "lifecycle_stage": str(stored.lifecycle_stage),
+        "stage_reason": stored.stage_reason,
+        "sample_size": stored.sample_size,
+        "parameters": dg.MetadataValue.json(stored.parameters),
+        "store": url,
+    }
+
+
+def threshold_check(universe: Universe, report: WalkForwardReport) -> dg.AssetCheckResult:
+    """Warn (not block) when the out-of-sample evidence misses the universe's MATURE thresholds."""
+    th = universe.stage_thresholds
+    sig = report.significance
+    misses = []
+    if report.sample_size <= th.mature_above:
+        misses.append(f"sample size {report.sample_size} ({report.sample_unit}) <= {th.mature_above}")
+    if not report.oos_sharpe > th.mature_min_oos_sharpe:
+        misses.append(f"OOS Sharpe {report.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
+    if sig.get("deflated_sharpe_p_value", 0.0) >= th.mature_max_p_value:
+        misses.append(f"deflated-Sharpe p {sig['deflated_sharpe_p_value']:.3g} >= {th.mature_max_p_value}")
+    if sig.get("pbo", 0.0) > th.mature_max_pbo:
+        misses.append(f"PBO {sig['pbo']:.2f} > {th.mature_max_pbo}")
+    return dg.AssetCheckResult(check_name="oos_thresholds", passed=not misses, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"misses": "; ".join(misses) or "none"})
+
+
+def significance_table(report: WalkForwardReport) -> dg.MetadataValue:
+    return markdown_table([{"statistic": k, "value": v} for k, v in report.significance.items()
+                           if not isinstance(v, list)])
+
+
+def retrain_job(universe: Universe, partitions, tags: dict) -> dg.Definitions:
+    """The universe's retrain job; weekly, Monday 03:00 UTC: the week that just ended (its last candles land
+    at 00:15)."""
+    job = dg.define_asset_job(f"retrain_{universe.name}", selection=dg.AssetSelection.groups(universe.name),
+                              partitions_def=partitions, tags={**tags, **k8s_training_tags()})
+    schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
+                                                      default_status=dg.DefaultScheduleStatus.RUNNING)
+    return dg.Definitions(jobs=[job], schedules=[schedule])
