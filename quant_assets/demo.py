@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
@@ -32,7 +33,31 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def run_demo(budget: int | None = None) -> int:
+def demo_day(registry) -> datetime:
+    """The day the demo retrains at: the last day every bounded source (shipped prices, files) covers;
+    synthetic and exchange markets can serve any day, so alone they give yesterday (UTC)."""
+    from quant_assets.resources import ExchangeResource
+    from quant_core.data.schema import to_utc
+
+    bounded = [m for m in registry.markets if m.source in ("shipped", "file")]
+    if not bounded:
+        return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    exchange = ExchangeResource()
+    last = min(exchange.source(m).fetch(m.market)["timestamp"].max() for m in bounded)
+    return to_utc(last).replace(hour=0, minute=0, second=0, microsecond=0)  # of the last candle
+
+
+def candle_keys(registry, universe, week: str) -> set[str]:
+    """The candle partitions (market x day) the universe's retrain of `week` reads."""
+    from quant_assets.partitions import candles_for_retrain, ohlcv_partitions, retrain_partitions
+
+    parts = retrain_partitions(registry, universe)
+    mapped = candles_for_retrain(universe).get_upstream_mapped_partitions_result_for_partitions(
+        parts.subset_with_partition_keys([week]), parts, ohlcv_partitions(registry))
+    return set(mapped.partitions_subset.get_partition_keys())
+
+
+def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     home = ensure_dagster_home()
     import dagster as dg
 
@@ -40,34 +65,34 @@ def run_demo(budget: int | None = None) -> int:
     from quant_assets.defs.market_data.assets import OHLCV_KEY
     from quant_assets.partitions import latest_retrain_week
     from quant_assets.registry import current_registry
-    from quant_assets.resources import ExchangeResource
-    from quant_core.data.schema import to_utc
     from quant_core.reporting import configuration_rows, format_table
     from quant_core.store import ConfigurationStore
 
     registry = current_registry()
+    universes = [registry.universe(name) for name in only] if only else registry.universes
     defs = build_definitions()
     assets = list(defs.assets)
     resources = dict(defs.resources)
     instance = dg.DagsterInstance.get()
     print(f"Dagster home: {home}")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    # candles: every market x day the sources cover, in one single-run backfill
-    exchange = ExchangeResource()
-    last_day = min(exchange.source(m).fetch(m.market)["timestamp"].max() for m in registry.markets)
-    last_day = to_utc(last_day).replace(hour=0, minute=0, second=0, microsecond=0)  # of the last candle
-    keys = sorted(m.key for m in registry.markets)
-    first_key = f"{to_utc(registry.partitions_start):%Y-%m-%d}|{keys[0]}"
-    last_key = f"{last_day:%Y-%m-%d}|{keys[-1]}"
-    result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance, resources=resources,
-                            tags={"dagster/asset_partition_range_start": first_key,
-                                  "dagster/asset_partition_range_end": last_key}, raise_on_error=False)
-    print(f"candles {first_key} .. {last_key}: {'ok' if result.success else 'FAILED'}", flush=True)
-    if not result.success:
-        return 1
-    # retrains: each universe's latest week whose candles are all in
-    for universe in registry.universes:
-        week = latest_retrain_week(registry, universe, last_day + timedelta(days=1))
+    day = demo_day(registry)
+    for universe in universes:
+        began = time.monotonic()
+        week = latest_retrain_week(registry, universe, day + timedelta(days=1))
+        # its candles (markets x lookback days) in one single-run backfill, unless already there
+        keys = candle_keys(registry, universe, week)
+        if not keys <= set(instance.get_materialized_partitions(OHLCV_KEY)):
+            dates = sorted(k.split("|")[0] for k in keys)
+            markets = sorted(set(universe.markets.values()))
+            first, last = f"{dates[0]}|{markets[0]}", f"{dates[-1]}|{markets[-1]}"
+            result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance,
+                                    resources=resources, raise_on_error=False,
+                                    tags={"dagster/asset_partition_range_start": first,
+                                          "dagster/asset_partition_range_end": last})
+            print(f"candles {first} .. {last}: {'ok' if result.success else 'FAILED'}", flush=True)
+            if not result.success:
+                return 1
         run_config = dict(quiet)
         if budget:
             cfg = {"config": {"budget": budget}}
@@ -75,8 +100,8 @@ def run_demo(budget: int | None = None) -> int:
                                  for a in ("trained_parameters", "walk_forward_report", "configuration")}
         result = dg.materialize(assets, selection=dg.AssetSelection.groups(universe.name), instance=instance,
                                 resources=resources, run_config=run_config, partition_key=week, raise_on_error=False)
-        print(f"universe {universe.name}, week {week}: {'ok' if result.success else 'FAILED'} (run {result.run_id})",
-              flush=True)
+        print(f"universe {universe.name}, week {week}: {'ok' if result.success else 'FAILED'} "
+              f"({time.monotonic() - began:.0f} s, run {result.run_id})", flush=True)
         if not result.success:
             return 1
     store = ConfigurationStore()
@@ -96,10 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", "--n-trials", dest="budget", type=int, default=None,
                         help="override the training budget (iterations / trials / candidates) of every universe")
+    parser.add_argument("--universe", dest="universes", action="append",
+                        help="run only this universe (repeatable; default: every universe in the registry)")
     args = parser.parse_args(argv)
     if args.budget is not None and args.budget < 1:
         parser.error("--budget must be >= 1")
-    return run_demo(args.budget)
+    if args.universes:
+        from quant_assets.registry import current_registry
+
+        known = [u.name for u in current_registry().universes]
+        unknown = sorted(set(args.universes) - set(known))
+        if unknown:
+            parser.error(f"--universe {unknown}: not in the registry; known: {known}")
+    return run_demo(args.budget, args.universes)
 
 
 if __name__ == "__main__":

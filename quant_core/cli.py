@@ -1,7 +1,11 @@
 """The `quant` command: the library without the platform.
 
     quant simulate SPEC --prices FILE --out OUT.csv   one forward pass, one row per data step
-    quant train SPEC --prices FILE [--out RESULT.json] train the spec's parameters on its window
+    quant train SPEC --prices FILE [--out RESULT.json] train a pool spec's parameters on its window
+    quant train SPEC --candles FILE [--timeframe TF] [--out RESULT.json]
+                     train a CEX strategy spec (`strategy: liquidity_sweep`) on one market's candles
+                     (CSV/Parquet/Binance ZIP, e.g. from `quant data fetch|import`); backtests the best
+                     parameters on the training and test windows: metrics and trades in RESULT.json
     quant data fetch --exchange X --symbol B/Q --timeframe TF --since D [--until D] --out FILE.parquet
                      [--exchange-config CONFIG.json]   candles from an exchange through ccxt
     quant data import FILE... --out FILE.parquet      candles from Binance kline ZIPs, CSV/Parquet, long prices
@@ -80,24 +84,115 @@ def cmd_simulate(args) -> int:
 
 def cmd_train(args) -> int:
     from quant_core.spec import load_run_spec
-    from quant_core.train.api import train_on_historic_data
 
     spec = load_run_spec(args.spec)
+    if spec.strategy is not None:
+        return _train_strategy(args, spec)
+    from quant_core.train.api import train_on_historic_data
+
+    if args.candles:
+        raise ValueError(f"--candles is for CEX strategy specs (`strategy: ...`); {args.spec} trains the pool rule "
+                         f"{spec.rule!r} on a price panel: pass --prices FILE (long prices, or TOKEN=candles.parquet "
+                         "per token) instead, or set `strategy:` in the spec")
+    if args.timeframe:
+        raise ValueError(f"--timeframe goes with --candles (CEX strategy specs); {args.spec} trains the pool rule "
+                         f"{spec.rule!r}: drop --timeframe")
+    if not args.prices:
+        raise ValueError(f"{args.spec} trains the pool rule {spec.rule!r}, which needs prices: pass --prices FILE "
+                         "(long prices date,token,price_usd, or TOKEN=candles.parquet per token)")
     spec = spec.with_training(budget=args.budget, seed=args.seed)
     result = train_on_historic_data(spec, price_data=_panel(spec, args.prices),
                                     iterations_per_print=args.print_every, log=print)
-    text = result.to_json()
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"wrote {out}")
+    _write_result(result.to_json(), args.out)
     m = result.metrics
     line = f"{result.method}: {result.objective} {m['initial_train']['objective']:.4f} -> {m['train']['objective']:.4f}"
     if "test" in m:
         line += f" (test {m['test']['objective']:.4f})"
     print(line)
     print(json.dumps({"parameters": result.to_dict()["parameters"]}, indent=2))
+    return 0
+
+
+def _write_result(text: str, out: str | None) -> None:
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+
+
+def _strategy_candles(path: str, timeframe: str | None, spec):
+    """One market's candles from a candle file, their timeframe, checked against the spec's windows."""
+    from datetime import timedelta
+
+    from quant_core.data.gaps import GapPolicy, format_gap
+    from quant_core.data.importers import CandleImportError, import_candles
+    from quant_core.data.schema import timeframe_delta
+    from quant_core.strategies.market import bars_per_day
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--candles {path}: no such file (write one with `quant data fetch` or "
+                                "`quant data import`)")
+    try:
+        imported = import_candles(path, timeframe=timeframe, gap_policy=GapPolicy(on_larger="keep"))
+    except CandleImportError as exc:
+        if timeframe is None or "was asked" not in str(exc):
+            raise
+        raise ValueError(f"--timeframe {timeframe}: {exc}. For the command line: drop --timeframe (it is inferred "
+                         f"from the spacing) or resample the file first (`quant data import {path} --resample "
+                         f"{timeframe} --out FILE.parquet`)") from None
+    candles, tf = imported.candles, imported.timeframe
+    try:
+        bars_per_day(tf)
+    except ValueError:
+        raise ValueError(f"--candles {path} holds {tf} candles; CEX strategies need a timeframe that divides a day "
+                         "(1m, 5m, 15m, 30m, 1h, 4h, 1d): use finer candles, or pass --timeframe if the spacing "
+                         "misled the inference") from None
+    first, last = candles["timestamp"].min(), candles["timestamp"].max() + timeframe_delta(tf)
+    end = spec.end_test or spec.end
+    if spec.start < first or end > last:
+        end_key = "endTestDateString" if spec.end_test else "endDateString"
+        raise ValueError(f"the spec's window {spec.start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (startDateString .. "
+                         f"{end_key}) is not inside the candles of {path}, which cover {first:%Y-%m-%d %H:%M} .. "
+                         f"{last:%Y-%m-%d %H:%M}: move the dates inside the data or fetch the missing candles")
+    warm = candles.filter((candles["timestamp"] < spec.start)
+                          & (candles["timestamp"] >= spec.start - timedelta(days=spec.max_memory_days))).height
+    print(f"read {candles.height} {tf} candles from {path} ({first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}); "
+          f"{warm} before startDateString for indicator warm-up")
+    if imported.rejected:
+        print(f"note: dropped {imported.rows_rejected} unusable row(s): " + "; ".join(imported.rejected_notes))
+    inside = [g for g in imported.gaps if g[0] < end and g[1] > spec.start]
+    if inside:
+        shown = "; ".join(format_gap(g) for g in inside[:5]) + (" ..." if len(inside) > 5 else "")
+        raise ValueError(f"--candles {path} misses {sum(n for _, _, n in inside)} {tf} candle(s) inside the spec's "
+                         f"window {spec.start:%Y-%m-%d} .. {end:%Y-%m-%d}; the first missing candle opens at "
+                         f"{inside[0][0]:%Y-%m-%d %H:%M} UTC (gaps: {shown}): fill them (`quant data import {path} "
+                         f"--max-fill {max(n for _, _, n in inside)} --out FILLED.parquet` writes flat zero-volume "
+                         "candles), re-fetch the missing candles, or move the window off the gaps")
+    if imported.gaps:
+        print(f"note: {len(imported.gaps)} gap(s) outside the spec's window (a gap in the warm-up shortens it: "
+              "indicators count bars)")
+    return candles, tf
+
+
+def _train_strategy(args, spec) -> int:
+    from quant_core.strategies.report import train_strategy_report
+
+    if args.prices:
+        raise ValueError(f"--prices is for pool specs; {args.spec} trains the CEX strategy {spec.strategy!r} on one "
+                         "market's candles: pass --candles FILE (a CSV or Parquet candle file, e.g. from "
+                         "`quant data fetch` or `quant data import`) instead of --prices")
+    if not args.candles:
+        raise ValueError(f"{args.spec} trains the CEX strategy {spec.strategy!r}, which reads one market's candles: "
+                         "pass --candles FILE (a CSV or Parquet candle file, e.g. from `quant data fetch` or "
+                         "`quant data import`)")
+    spec = spec.with_training(budget=args.budget, seed=args.seed)
+    if args.budget is not None and spec.optimisation_settings.method == "grid":
+        print("note: --budget does not change a grid (its size is the product of its axes)")
+    candles, timeframe = _strategy_candles(args.candles, args.timeframe, spec)
+    result = train_strategy_report(candles, timeframe, spec, log=print)
+    _write_result(result.to_json(), args.out)
+    print(result.summary())
     return 0
 
 
@@ -198,12 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--market-caps", help="long-format market caps (date,token,market_cap_usd) on the price rows, "
                    "for index_market_cap")
     s.set_defaults(func=cmd_simulate)
-    t = sub.add_parser("train", help="train the spec's parameters on its training window")
+    t = sub.add_parser("train", help="train the spec's parameters on its training window (pool specs read "
+                       "--prices; CEX strategy specs, `strategy: ...`, read --candles)")
     t.add_argument("spec")
-    t.add_argument("--prices", required=True, action="append",
-                   help="long-format prices (CSV date,token,price_usd or Parquet timestamp,token,price_usd), or "
-                   "TOKEN=candles.parquet (close prices); repeat for several files")
-    t.add_argument("--out", help="write the result (parameters, metrics, history, timings) as JSON here")
+    t.add_argument("--prices", action="append",
+                   help="pool specs: long-format prices (CSV date,token,price_usd or Parquet timestamp,token,"
+                   "price_usd), or TOKEN=candles.parquet (close prices); repeat for several files")
+    t.add_argument("--candles", help="CEX strategy specs: one market's candles (CSV or Parquet with timestamp, open, "
+                   "high, low, close, volume, or a Binance kline ZIP), e.g. from `quant data fetch` / `import`")
+    t.add_argument("--timeframe", help="with --candles: the candles' timeframe (default: inferred from their "
+                   "spacing); it must divide a day")
+    t.add_argument("--out", help="write the result as JSON here (pools: parameters, metrics, history, timings; "
+                   "strategies: parameters, train/test metrics and trades, top candidates, the run spec)")
     t.add_argument("--seed", type=int, help="overrides optimisation_settings.initial_random_key")
     t.add_argument("--budget", "--n-trials", dest="budget", type=int,
                    help="iterations (gradient_descent), trials (optuna) or candidates (random)")

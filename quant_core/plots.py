@@ -37,12 +37,12 @@ def pool_plot(timestamps, values, hodl_values, weights, tokens, title: str, spli
     return _png(fig)
 
 
-def walk_forward_plot(report) -> bytes:
+def walk_forward_plot(report, what: str = "pool", benchmark: str = "HODL") -> bytes:
     """Concatenated out-of-sample equity vs HODL, and per-fold in-sample / out-of-sample Sharpe."""
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6))
     dates = np.asarray(report.oos_dates, dtype="datetime64[D]")
-    ax1.plot(dates, report.oos_equity, label=f"pool OOS (Sharpe {report.oos_sharpe:.2f})")
-    ax1.plot(dates, report.oos_hodl_equity, label=f"HODL (Sharpe {report.oos_hodl_sharpe:.2f})")
+    ax1.plot(dates, report.oos_equity, label=f"{what} OOS (Sharpe {report.oos_sharpe:.2f})")
+    ax1.plot(dates, report.oos_hodl_equity, label=f"{benchmark} (Sharpe {report.oos_hodl_sharpe:.2f})")
     if report.oos_uniform_equity:
         label = f"uniform static pool (Sharpe {report.oos_uniform_sharpe:.2f})"
         ax1.plot(dates, report.oos_uniform_equity, label=label, alpha=0.8)
@@ -62,4 +62,33 @@ def walk_forward_plot(report) -> bytes:
     ax2.set_ylabel("daily log Sharpe")
     ax2.axhline(0, color="k", lw=0.5)
     ax2.legend()
+    return _png(fig)
+
+
+def strategy_plot(timestamps, equity, closes, trades: list[dict], title: str, split=None) -> bytes:
+    """A strategy's equity marked at every close vs buy-and-hold (top), the market with its trades (bottom):
+    long entries ^, short entries v, exits x; `split` marks the end of training."""
+    t = np.asarray(timestamps).astype("datetime64[ms]")
+    closes = np.asarray(closes, dtype=np.float64)
+    equity = np.asarray(equity, dtype=np.float64)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(t, equity, label="strategy")
+    ax1.plot(t, equity[0] * closes / closes[0], label="buy and hold", alpha=0.7)
+    ax1.set_ylabel("equity")
+    ax1.legend()
+    ax1.set_title(title)
+    ax2.plot(t, closes, color="0.4", lw=0.8)
+    for side, marker, color in (("long", "^", "tab:green"), ("short", "v", "tab:red")):
+        picked = [tr for tr in trades if tr["side"] == side]
+        if picked:
+            ax2.scatter([t[tr["entry_bar"]] for tr in picked], [tr["entry_price"] for tr in picked], marker=marker,
+                        color=color, s=25, label=f"{side} entry", zorder=3)
+            ax2.scatter([t[tr["exit_bar"]] for tr in picked], [tr["exit_price"] for tr in picked], marker="x",
+                        color=color, s=20, zorder=3)
+    ax2.set_ylabel("close")
+    if trades:
+        ax2.legend(loc="upper left", fontsize="small")
+    if split is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(np.datetime64(split, "ms"), color="k", ls="--", lw=1)
     return _png(fig)

@@ -18,21 +18,24 @@ def configuration_rows(configs) -> list[dict]:
     def sharpe(v):
         return "n/a" if v is None else f"{v:.3f}"
 
+    def value(v) -> str:
+        """Pools: {token: value}; CEX strategies: one number."""
+        if isinstance(v, dict):
+            return ",".join(f"{t}:{x:.4g}" for t, x in v.items())
+        return f"{v:.4g}"
+
     rows = []
     for c in configs:
-        params = "; ".join(
-            f"{name}=" + ",".join(f"{t}:{v:.4g}" for t, v in per_token.items())
-            for name, per_token in c.parameters.items()
-        )
+        params = "; ".join(f"{name}={value(v)}" for name, v in c.parameters.items())
         rows.append(
             {
                 "id": c.id,
                 "universe": c.universe_key,
-                "rule": c.strategy,
+                "strategy": c.strategy,
                 "stage": str(c.lifecycle_stage),
                 "IS sharpe": sharpe(c.metrics.get("in_sample", {}).get("daily_log_sharpe")),
                 "OOS sharpe": sharpe(c.metrics.get("walk_forward", {}).get("oos_sharpe")),
-                "n": c.sample_size,
+                "n": c.sample_size,  # pools: out-of-sample days; CEX strategies: out-of-sample trades
                 "window": f"{c.train_start:%Y-%m-%d}..{c.train_end:%Y-%m-%d} | ..{c.test_end:%Y-%m-%d}",
                 "parameters": params,
             }

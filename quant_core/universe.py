@@ -110,6 +110,9 @@ class Universe(BaseModel):
 
     @model_validator(mode="after")
     def _tokens_match(self) -> Universe:
+        if self.spec.strategy and len(self.markets) != 1:
+            raise ValueError(f"strategy {self.spec.strategy!r} trades one market; markets lists {len(self.markets)}: "
+                             "give one `TOKEN: market key` entry (and spec.tokens: [TOKEN])")
         if sorted(self.markets) != sorted(self.spec.tokens):
             raise ValueError(
                 f"markets cover tokens {sorted(self.markets)} but spec.tokens is {self.spec.tokens}: "

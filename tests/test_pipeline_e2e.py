@@ -26,7 +26,7 @@ CANDLES = ("2023-10-01", "2024-12-22")  # its lookback and more
 def _materialise_all(instance) -> None:
     defs = build_definitions()
     assets, resources = list(defs.assets), dict(defs.resources)
-    keys = sorted(m.key for m in current_registry().markets)
+    keys = sorted(current_registry().universe(UNIVERSE).markets.values())  # the shipped markets only
     res = dg.materialize(assets, selection=[OHLCV_KEY], instance=instance, resources=resources,
                          tags={"dagster/asset_partition_range_start": f"{CANDLES[0]}|{keys[0]}",
                                "dagster/asset_partition_range_end": f"{CANDLES[1]}|{keys[-1]}"})

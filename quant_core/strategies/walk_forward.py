@@ -4,7 +4,9 @@ Each fold retrains on its training window (quant_core.strategies.train) and back
 its test window, starting flat with indicator warm-up from the bars before the test start. The
 out-of-sample daily log returns of all folds are concatenated (Sharpe, significance as for pools),
 the benchmark is buy-and-hold of the market over the same days, and the sample size the lifecycle
-stage reads is the number of out-of-sample trades.
+stage reads is the number of out-of-sample trades. A fold whose training finds no admissible parameter
+set (none met strategy_settings.min_trades) stays out of the market over its test window: flat equity,
+no trades, recorded as such, which is what live trading would do.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import polars as pl
 
 from quant_core import metrics
 from quant_core.spec import RunSpec
-from quant_core.strategies.backtest import BacktestResult, Costs, backtest
+from quant_core.strategies.backtest import TRADE_METRICS, BacktestResult, Costs, backtest
 from quant_core.strategies.market import strategy_bars
 from quant_core.strategies.train import train_strategy
+from quant_core.train.problem import NoFiniteCandidate
 from quant_core.validate.walk_forward import (
     FoldResult,
     WalkForwardReport,
@@ -39,6 +42,14 @@ def run_backtest(candles: pl.DataFrame, timeframe: str, spec: RunSpec, params: l
 
 def summary_of(result: BacktestResult, j: int = 0) -> dict[str, float]:
     return {k: float(v[j]) for k, v in result.metrics.items()}
+
+
+def flat_summary(days: int, capital: float) -> dict[str, float]:
+    """The metrics of staying out of the market for `days` days."""
+    out = dict.fromkeys(TRADE_METRICS, float("nan"))
+    out.update(metrics.summary(np.full(days + 1, capital), 1), net_profit=0.0, n_trades=0.0, max_drawdown=0.0,
+               exposure=0.0)
+    return out
 
 
 def buy_and_hold(candles: pl.DataFrame, timeframe: str, spec: RunSpec, start: datetime, end: datetime) -> np.ndarray:
@@ -65,9 +76,24 @@ def walk_forward_strategy(
     start = start or spec.start
     end = end or spec.end_test or spec.end
     folds, all_r, all_hodl, dates, trades, n_configurations, last = [], [], [], [], [], [], None
+    capital = spec.strategy_settings.initial_capital
     for fold in make_folds(start, end, settings):
-        trained = train_strategy(candles, timeframe, spec, start=fold.train_start, end=fold.train_end, seed=seed,
-                                 n_trials=n_trials)
+        try:
+            trained = train_strategy(candles, timeframe, spec, start=fold.train_start, end=fold.train_end,
+                                     seed=seed, n_trials=n_trials)
+        except NoFiniteCandidate as exc:
+            if log:
+                log(f"fold {fold.index}: no admissible parameter set ({exc}); the fold stays out of the market")
+            test_days, train_days = (fold.test_end - fold.test_start).days, (fold.train_end - fold.train_start).days
+            flat = flat_summary(test_days, capital)
+            all_r.append(np.zeros(test_days))
+            hodl = buy_and_hold(candles, timeframe, spec, fold.test_start, fold.test_end)
+            all_hodl.append(np.diff(np.log(hodl)))
+            dates.extend(str(np.datetime64(fold.test_start.date()) + i) for i in range(test_days))
+            folds.append(FoldResult(fold=fold, params={}, in_sample=flat_summary(train_days, capital),
+                                    out_of_sample=flat, oos_hodl=metrics.summary(hodl, 1),
+                                    oos_log_returns=[0.0] * test_days))
+            continue
         is_res = run_backtest(candles, timeframe, spec, [trained.params], fold.train_start, fold.train_end)
         oos = run_backtest(candles, timeframe, spec, [trained.params], fold.test_start, fold.test_end, trades=True)
         hodl = buy_and_hold(candles, timeframe, spec, fold.test_start, fold.test_end)
@@ -92,7 +118,7 @@ def walk_forward_strategy(
     if last is not None and len(last.candidates) > 1:
         res = run_backtest(candles, timeframe, spec, last.candidates, start, end)
         candidates = np.diff(np.log(res.daily_equity), axis=1).T  # [days, K]
-    significance = evidence(r_all, int(round(np.mean(n_configurations))), candidates)
+    significance = evidence(r_all, int(round(np.mean(n_configurations or [1]))), candidates)
     mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in folds]))
     mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in folds]))
     return WalkForwardReport(

@@ -25,7 +25,7 @@ import numpy as np
 from quant_core.data.panel import PricePanel
 from quant_core.sim.pool import get_pool
 from quant_core.spec import RunSpec, SearchRange
-from quant_core.train.problem import Axis, SearchProblem
+from quant_core.train.problem import Axis, NoFiniteCandidate, SearchProblem
 
 TABLE_METRICS = ("daily_log_sharpe", "sharpe", "returns", "returns_over_hodl", "greatest_draw_down", "calmar")
 MAX_GRID = 10_000_000
@@ -165,7 +165,7 @@ def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, 
         table.append(row)
     objective = scores[:, 0, 0]
     if not np.isfinite(objective).any():
-        raise RuntimeError("every candidate produced a non-finite objective; check the prices and the search space"
+        raise NoFiniteCandidate("every candidate produced a non-finite objective; check the prices and the search space"
                            + (" (or lower strategy_settings.min_trades)" if spec.strategy else ""))
     order = np.argsort(-objective, kind="stable")
     best = int(order[0])

@@ -16,6 +16,11 @@ from typing import Literal, Protocol
 import numpy as np
 
 
+class NoFiniteCandidate(RuntimeError):
+    """Every candidate of a search scored a non-finite objective (bad data, or none met a guard such as
+    strategy_settings.min_trades)."""
+
+
 class BatchEvaluator(Protocol):
     def scores(self, params: dict[str, np.ndarray]) -> np.ndarray: ...
 

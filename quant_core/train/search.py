@@ -37,7 +37,7 @@ from quant_core.sim.pool import get_pool
 from quant_core.sim.simulate import resolve_params
 from quant_core.spec import OptunaSettings, ParameterRange, RunSpec
 from quant_core.train.gp_sampler import GaussianProcessSampler
-from quant_core.train.problem import SearchDimension, SearchProblem, expand_around
+from quant_core.train.problem import NoFiniteCandidate, SearchDimension, SearchProblem, expand_around
 from quant_core.train.split import TrainSplit
 
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
@@ -217,7 +217,8 @@ def run_study(
             break
     finite = [h for h in history if math.isfinite(h["value"])]
     if not finite:
-        raise RuntimeError("every trial produced a non-finite objective; check the prices and search ranges")
+        raise NoFiniteCandidate("every trial produced a non-finite objective; check the prices and search ranges"
+                                + (" (or lower strategy_settings.min_trades)" if spec.strategy else ""))
     if settings.multi_objective:
         front = {t.number for t in study.best_trials}
         top = max((h for h in finite if h["number"] in front), key=lambda h: h["sub_worst"], default=None)
