@@ -341,12 +341,25 @@ class RunSpec(_Strict):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"return_val {self.return_val!r} is not a strategy metric{hint}; use one of "
                              f"{sorted(STRATEGY_METRICS)}")
+        space = "optimisation_settings.search_settings.parameter_space"
+        config = "optimisation_settings.optuna_settings.parameter_config"
         try:
             strategy.resolve(self.parameters, "parameters")  # type: ignore[arg-type]
-            for name in self.optimisation_settings.search_settings.parameter_space:
-                strategy.param(name)
-            for name in self.optimisation_settings.optuna_settings.parameter_config:
-                strategy.param(name)
+            for name, entry in self.optimisation_settings.search_settings.parameter_space.items():
+                p = strategy.param(name)
+                if isinstance(entry, list):
+                    p.check(entry, space)
+                elif p.kind == "choice":
+                    raise ValueError(f"{space}.{name}: a choice parameter takes a list of its choices "
+                                     f"{list(p.choices)}")
+                else:
+                    p.check([entry.low, entry.high], space)
+            for name, rng in self.optimisation_settings.optuna_settings.parameter_config.items():
+                p = strategy.param(name)
+                if p.kind == "choice":
+                    raise ValueError(f"{config}.{name}: Optuna searches every choice of {list(p.choices)}; "
+                                     "remove the entry (or fix the value under `parameters`)")
+                p.check([rng.low, rng.high], config)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
         opt = self.optimisation_settings

@@ -15,6 +15,10 @@ def test_definitions_validate():
     dg.Definitions.validate_loadable(defs)
 
 
+SWEEP_MARKETS = {f"{ex}.{base}-USDT.{tf}" for ex in ("binance", "kraken") for base in ("BTC", "ETH", "SOL")
+                 for tf in ("5m", "15m", "1h", "4h")}
+
+
 def test_asset_graph_of_the_demo_universe():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     u = "momentum_btc_eth_usdc_1d"
@@ -23,11 +27,18 @@ def test_asset_graph_of_the_demo_universe():
     ohlcv = defs.resolve_assets_def(dg.AssetKey(["market_data", "ohlcv"]))
     dims = {d.name: d.partitions_def for d in ohlcv.partitions_def.partitions_defs}
     assert set(dims["market"].get_partition_keys()) == {
-        "shipped.BTC-USD.1d", "shipped.ETH-USD.1d", "shipped.USDC-USD.1d"}
+        "shipped.BTC-USD.1d", "shipped.ETH-USD.1d", "shipped.USDC-USD.1d"} | SWEEP_MARKETS
+    assert len(SWEEP_MARKETS) == 24
     assert ohlcv.backfill_policy == dg.BackfillPolicy.single_run()
     trained = defs.resolve_assets_def(dg.AssetKey([u, "trained_parameters"]))
     assert trained.op.pool == "training"
-    assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", f"retrain_{u}_schedule"}
+    sweeps = [f"sweep_{m.split('.')[0]}_{m.split('.')[1].split('-')[0].lower()}_usdt_{m.split('.')[2]}"
+              for m in sorted(SWEEP_MARKETS)]
+    for s in sweeps:  # one universe per market, each with its four assets and a weekly retrain
+        assert {f"{s}/{a}" for a in ("candles", "trained_parameters", "walk_forward_report", "configuration")} <= keys
+        assert defs.resolve_assets_def(dg.AssetKey([s, "trained_parameters"])).op.pool == "training"
+    assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", f"retrain_{u}_schedule",
+                                                 *(f"retrain_{s}_schedule" for s in sweeps)}
     assert [s.name for s in defs.sensors] == ["retrain_on_new_candles"]
     assert set(defs.resources) == {"ohlcv_io_manager", "exchange", "config_store", "simulator"}
 

@@ -65,7 +65,7 @@ class StrategyParam:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A CEX strategy: its name, parameter schema and the longest indicator window it reads (bars)."""
+    """A CEX strategy: its name and parameter schema."""
 
     name: str
     params: tuple[StrategyParam, ...]

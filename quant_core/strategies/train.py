@@ -154,7 +154,6 @@ def train_strategy(
     """Maximise spec.return_val over [start, end) (default: the spec's training window) with the spec's
     method; parameters come back as one number each."""
     from quant_core.train.grid import run_grid
-    from quant_core.train.search import run_study
 
     method = spec.optimisation_settings.method
     start, end = start or spec.start, end or spec.end
@@ -162,6 +161,8 @@ def train_strategy(
     problem = strategy_problem(candles, timeframe, spec, start, end)
     common = {"metric": spec.return_val, "method": method, "seed": seed, "start": start, "end": end}
     if method == "optuna":
+        from quant_core.train.search import run_study  # optuna only when asked for
+
         r = run_study(problem, spec, seed=seed, n_trials=n_trials, log=log)
         return TrainedPool(params=scalars(r.best_params), objective=r.best_value, n_evaluations=r.n_trials,
                            seconds=r.seconds, candidates=[scalars(c) for c in r.candidates],

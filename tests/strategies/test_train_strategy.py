@@ -21,6 +21,7 @@ from quant_core.spec import RunSpecError, load_run_spec
 from quant_core.strategies.liquidity_sweep import LIQUIDITY_SWEEP
 from quant_core.strategies.train import train_strategy
 from quant_core.strategies.walk_forward import run_backtest, walk_forward_strategy
+from quant_core.train.problem import NoFiniteCandidate
 from quant_core.validate.walk_forward import WalkForwardSettings
 
 TF = "1h"
@@ -90,13 +91,14 @@ def assert_in_schema(params: dict[str, float]) -> None:
 
 @pytest.mark.parametrize("val_fraction", [0.2, 0.0])
 def test_grid_best_row_is_the_max_and_reproduces(candles, val_fraction):
-    spec = make_spec("grid", val_fraction, search={"parameter_space": GRID})
+    spec = make_spec("grid", val_fraction, min_trades=5, search={"parameter_space": GRID})
     trained = train_strategy(candles, TF, spec)
     table = trained.history
     assert len(table) == 16 == trained.n_evaluations
     objective = np.array([row["train_daily_log_sharpe"] for row in table])
-    assert np.isfinite(objective).any()
+    assert np.isfinite(objective).sum() >= 8
     best = table[int(np.argmax(objective))]
+    assert best["train_n_trades"] >= 5 and trained.objective != 0
     assert trained.objective == pytest.approx(objective.max(), rel=1e-12)
     assert trained.details["top"][0] == best
     tops = [r["train_daily_log_sharpe"] for r in trained.details["top"]]
@@ -129,9 +131,9 @@ def test_min_trades_scores_thin_candidates_minus_inf(candles):
             assert row["train_daily_log_sharpe"] == plain["train_daily_log_sharpe"]
     assert guarded.history[[r["candidate"] for r in guarded.history].index(guarded.details["top"][0]["candidate"])][
         "train_n_trades"] >= threshold
-    with pytest.raises(RuntimeError, match="min_trades"):
+    with pytest.raises(NoFiniteCandidate, match="min_trades"):
         train_strategy(candles, TF, make_spec("grid", min_trades=100_000, search={"parameter_space": GRID}))
-    with pytest.raises(RuntimeError, match="min_trades"):
+    with pytest.raises(NoFiniteCandidate, match="min_trades"):
         train_strategy(candles, TF, make_spec("random", min_trades=100_000, search={"n_samples": 16}))
 
 
@@ -186,7 +188,7 @@ def test_optuna_batches_trials_with_whole_numbers_and_choices(candles):
     # same seed, same study
     again = train_strategy(candles, TF, spec, seed=0)
     assert again.params == trained.params
-    with pytest.raises(RuntimeError):  # every trial under min_trades
+    with pytest.raises(NoFiniteCandidate, match="min_trades"):  # every trial under min_trades
         train_strategy(candles, TF, make_spec("optuna", min_trades=100_000, optuna={"n_trials": 4}))
 
 
@@ -218,17 +220,21 @@ def test_spec_validation_names_the_field(change, message):
     ("grid", {"max_hold_bars": [6.5]}, "parameter_space.max_hold_bars: whole numbers only"),
     ("random", {"sma_period": {"low": 0, "high": 100}}, "parameter_space.sma_period: a choice parameter takes a list"),
 ])
-def test_search_space_outside_the_schema_names_the_parameter(candles, method, space, message):
-    spec = make_spec(method, search={"parameter_space": space, "n_samples": 4})
-    with pytest.raises(ValueError) as err:
-        train_strategy(candles, TF, spec)
+def test_search_space_outside_the_schema_names_the_parameter(method, space, message):
+    """Refused when the spec loads, before any data is read (a Dagster run fails at its launch config)."""
+    with pytest.raises(RunSpecError) as err:
+        make_spec(method, search={"parameter_space": space, "n_samples": 4})
     assert message in str(err.value)
 
 
-def test_optuna_range_outside_the_schema_names_the_parameter(candles):
-    spec = make_spec("optuna", optuna={"n_trials": 4, "parameter_config": {"rr_ratio": {"low": 0.5, "high": 3}}})
-    with pytest.raises(ValueError, match=r"parameter_config.rr_ratio: 0.5 is outside \[1, 4\]"):
-        train_strategy(candles, TF, spec)
+@pytest.mark.parametrize(("config", "message"), [
+    ({"rr_ratio": {"low": 0.5, "high": 3}}, r"parameter_config.rr_ratio: 0.5 is outside [1, 4]"),
+    ({"sma_period": {"low": 0, "high": 100}}, "Optuna searches every choice of [0, 50, 100, 200]"),
+])
+def test_optuna_range_outside_the_schema_names_the_parameter(config, message):
+    with pytest.raises(RunSpecError) as err:
+        make_spec("optuna", optuna={"n_trials": 4, "parameter_config": config})
+    assert message in str(err.value)
 
 
 def test_window_problems_name_the_fix(candles):
@@ -272,3 +278,10 @@ def test_walk_forward_on_synthetic_candles():
             assert all(lo <= t["entry_time"] <= t["exit_time"] < hi for t in fold_trades)
         assert report.significance
     assert n_oos > 0  # the spiky market trades out of sample
+    # no fold finds a parameter set with enough trades: every fold stays out of the market
+    strict = spec.model_copy(update={"strategy_settings": spec.strategy_settings.model_copy(
+        update={"min_trades": 100_000})})
+    report = walk_forward_strategy(spiky, TF, strict, settings, seed=2)
+    assert len(report.folds) == 3 and report.sample_size == 0 and report.trades == []
+    assert all(f.params == {} and f.out_of_sample["n_trades"] == 0 for f in report.folds)
+    assert len(report.oos_dates) == 45 == len(report.oos_equity) and set(report.oos_equity) == {1.0}
