@@ -28,6 +28,7 @@ from quant_core.validate.walk_forward import (
     WalkForwardReport,
     WalkForwardSettings,
     evidence,
+    fold_report,
     make_folds,
 )
 
@@ -119,21 +120,5 @@ def walk_forward_strategy(
         res = run_backtest(candles, timeframe, spec, last.candidates, start, end)
         candidates = np.diff(np.log(res.daily_equity), axis=1).T  # [days, K]
     significance = evidence(r_all, int(round(np.mean(n_configurations or [1]))), candidates)
-    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in folds]))
-    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in folds]))
-    return WalkForwardReport(
-        metric=spec.return_val,
-        folds=folds,
-        oos_sharpe=float(metrics.sharpe_of_returns(r_all)),
-        oos_hodl_sharpe=float(metrics.sharpe_of_returns(h_all)),
-        mean_is_sharpe=mean_is,
-        mean_oos_sharpe=mean_oos,
-        oos_is_ratio=float(mean_oos / mean_is) if mean_is != 0 else float("nan"),
-        sample_size=len(trades),
-        oos_equity=np.exp(np.cumsum(r_all)).tolist(),
-        oos_hodl_equity=np.exp(np.cumsum(h_all)).tolist(),
-        oos_dates=dates,
-        significance=significance,
-        trades=trades,
-        sample_unit="out-of-sample trades",
-    )
+    return fold_report(spec.return_val, folds, r_all, h_all, dates, significance, len(trades), trades=trades,
+                       sample_unit="out-of-sample trades")

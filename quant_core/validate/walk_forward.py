@@ -174,23 +174,30 @@ def walk_forward(
     significance = evidence(r_all, int(round(np.mean(n_configurations))), candidates)
     if log:
         log(f"significance: {significance}")
-    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in results]))
-    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in results]))
+    u_extra = {"oos_uniform_sharpe": float(metrics.sharpe_of_returns(u_all)),
+               "oos_uniform_equity": np.exp(np.cumsum(u_all)).tolist()}
+    return fold_report(spec.return_val, results, r_all, h_all, dates, significance, int(r_all.size), **u_extra)
+
+
+def fold_report(metric: str, folds: list[FoldResult], r_all: np.ndarray, h_all: np.ndarray, dates: list[str],
+                significance: dict, sample_size: int, **extra) -> WalkForwardReport:
+    """The report of concatenated out-of-sample daily log returns (strategy r_all, benchmark h_all)."""
+    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in folds]))
+    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in folds]))
     return WalkForwardReport(
-        metric=spec.return_val,
-        folds=results,
+        metric=metric,
+        folds=folds,
         oos_sharpe=float(metrics.sharpe_of_returns(r_all)),
         oos_hodl_sharpe=float(metrics.sharpe_of_returns(h_all)),
         mean_is_sharpe=mean_is,
         mean_oos_sharpe=mean_oos,
         oos_is_ratio=float(mean_oos / mean_is) if mean_is != 0 else float("nan"),
-        sample_size=int(r_all.size),
+        sample_size=sample_size,
         oos_equity=np.exp(np.cumsum(r_all)).tolist(),
         oos_hodl_equity=np.exp(np.cumsum(h_all)).tolist(),
         oos_dates=dates,
-        oos_uniform_sharpe=float(metrics.sharpe_of_returns(u_all)),
-        oos_uniform_equity=np.exp(np.cumsum(u_all)).tolist(),
         significance=significance,
+        **extra,
     )
 
 
