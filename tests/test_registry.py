@@ -16,6 +16,37 @@ def test_shipped_registry_loads():
     assert u.effective_circuit_breakers["consecutive_losses_limit"] == 5
 
 
+@pytest.mark.parametrize("path", [DEFAULT_REGISTRY_PATH, DEFAULT_REGISTRY_PATH.parents[1] / "deploy" /
+                                  "registry.ccxt.yaml"])
+def test_the_24_liquidity_sweep_markets(path):
+    """The seed plan's 24 markets, one universe each: synthetic candles offline, ccxt in the deployment registry."""
+    reg = load_registry(path)
+    sweeps = [u for u in reg.universes if u.spec.strategy == "liquidity_sweep"]
+    markets = {reg.market(m).market for u in sweeps for m in u.markets.values()}
+    assert len(sweeps) == 24 and len(markets) == 24
+    assert {(m.exchange, m.symbol, m.timeframe) for m in markets} == {
+        (ex, f"{b}/USDT", tf) for ex in ("binance", "kraken") for b in ("BTC", "ETH", "SOL")
+        for tf in ("5m", "15m", "1h", "4h")}
+    sources = {reg.market(m).source for u in sweeps for m in u.markets.values()}
+    assert sources == ({"ccxt"} if "ccxt" in path.name else {"synthetic"})
+    for u in sweeps:
+        wf = u.walk_forward
+        assert (wf.train_days, wf.gap_days, wf.test_days) == (90, 7, 30)  # 3 months -> 1 week -> 1 month
+        fee = u.spec.strategy_settings.taker_fee_bps
+        assert fee == (40 if u.name.startswith("sweep_kraken") else 10)
+
+
+def test_a_strategy_universe_trades_one_market(tmp_path):
+    text = GOOD_MARKETS + """universes:
+  - {name: u, markets: {BTC: shipped.BTC-USD.1d, USDC: shipped.USDC-USD.1d},
+     spec: {strategy: liquidity_sweep, tokens: [BTC, USDC]}}
+"""
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    with pytest.raises(RegistryError, match="trades one market"):
+        load_registry(f)
+
+
 @pytest.mark.parametrize(
     "universe,needle",
     [
