@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from quant_core import metrics as M
-from quant_core.strategies import liquidity_sweep as ls
+from quant_core.strategies import get_strategy
+from quant_core.strategies.schema import Strategy
 
 EXIT_REASONS = ("stop", "target", "time", "end")
 
@@ -244,39 +245,21 @@ class BacktestResult:
     extra: dict = field(default_factory=dict)
 
 
-def _pad(n: int) -> int:
-    return 1 << max(3, (n - 1).bit_length())
+def prepare(bars: Bars, params: dict[str, np.ndarray], strategy: Strategy | str = "liquidity_sweep"):
+    """The strategy's inputs to the state machine for a batch of combinations (see Strategy.prepare)."""
+    s = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    return s.prepare(bars, s.batch(params))
 
 
-def prepare(bars: Bars, params: dict[str, np.ndarray]):
-    """Indicator tables, signal sets and per-combination lanes for a batch of combinations (host side)."""
-    p = ls.LIQUIDITY_SWEEP.batch(params)
-    keys = np.stack([p[k] for k in ls.SIGNAL_PARAMS], axis=1)
-    uniq, set_index = np.unique(keys, axis=0, return_inverse=True)
-    s_pad = _pad(len(uniq))
-    uniq = np.concatenate([uniq, np.repeat(uniq[:1], s_pad - len(uniq), axis=0)])
-    sets = {k: uniq[:, i] for i, k in enumerate(ls.SIGNAL_PARAMS)}
-    ohlc = bars.ohlc()
-    tables = ls.indicator_tables(bars.high, bars.low, bars.close, bars.volume, sets)
-    w = bars.window
-    win = {k: v[w] for k, v in ohlc.items()}
-    signals = ls.signal_table({k: jnp.asarray(v) for k, v in win.items()},
-                              {k: jnp.asarray(v[:, w]) for k, v in tables.items()},
-                              {k: jnp.asarray(v) for k, v in ls.set_columns(sets).items()})
-    atr = ls.atr_table(bars.high, bars.low, bars.close)[:, w].T  # [T, n_atr]
-    lanes = {"set": set_index.reshape(-1).astype(np.int32), "atr_row": ls.atr_index(p["atr_period"]),
-             "rr_ratio": p["rr_ratio"], "stop_atr_mult": p["stop_atr_mult"], "max_hold_bars": p["max_hold_bars"]}
-    return win, signals, atr, lanes
-
-
-def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, metrics: tuple[str, ...] = STRATEGY_METRICS,
-             trades: bool = False) -> BacktestResult:
-    """Backtest B parameter combinations ({name: [B]}, user units; missing names take the defaults) in one
-    compiled call. `trades=True` also returns each combination's trades and per-bar equity (keep B small)."""
+def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, strategy: Strategy | str = "liquidity_sweep",
+             metrics: tuple[str, ...] = STRATEGY_METRICS, trades: bool = False) -> BacktestResult:
+    """Backtest B parameter combinations ({name: [B]}, user units; missing names take the strategy's defaults)
+    in one compiled call. `trades=True` also returns each combination's trades and per-bar equity (keep B
+    small)."""
     for name in metrics:
         if name not in STRATEGY_METRICS:
             raise BacktestError(f"unknown strategy metric {name!r}; valid: {sorted(STRATEGY_METRICS)}")
-    win, signals, atr, lanes = prepare(bars, params)
+    win, signals, atr, lanes = prepare(bars, params, strategy)
     jwin = {k: jnp.asarray(v) for k, v in win.items()}
     final, marks, ys = _run(jwin, signals, jnp.asarray(atr), {k: jnp.asarray(v) for k, v in lanes.items()},
                             costs, bars.bars_per_day, trades)

@@ -30,25 +30,20 @@ import numpy as np
 
 from quant_core.strategies.schema import Strategy, StrategyParam
 
-LIQUIDITY_SWEEP = Strategy(
-    "liquidity_sweep",
-    (
-        StrategyParam("lookback", 20, 10, 100, "int",
-                      description="bars before the current one whose high/low form the swing levels"),
-        StrategyParam("pierce_depth", 0.001, 0.0005, 0.005, log_scale=True,
-                      description="how far beyond the swing level (fraction of it) the wick must reach"),
-        StrategyParam("volume_spike_threshold", 2.0, 1.5, 4.0,
-                      description="volume of the sweep bar as a multiple of its volume SMA"),
-        StrategyParam("volume_period", 20, 5, 50, "int", description="bars in the volume SMA"),
-        StrategyParam("stop_atr_mult", 1.0, 0.5, 2.0, description="stop distance beyond the sweep extreme, in ATRs"),
-        StrategyParam("rr_ratio", 2.0, 1.0, 4.0, description="target distance as a multiple of the risk"),
-        StrategyParam("max_hold_bars", 24, 6, 96, "int", description="bars after which an open trade is closed"),
-        StrategyParam("atr_period", 14, 14, 21, "choice", (14, 21), description="bars in the ATR"),
-        StrategyParam("sma_period", 200, 0, 200, "choice", (0, 50, 100, 200),
-                      description="trend filter SMA of the close (0: off)"),
-    ),
-    description="liquidity sweep: a wick through a recent swing high/low closes back inside it on a volume "
-    "spike; trade the reversal with an ATR stop beyond the wick and a reward:risk target",
+_PARAMS = (
+    StrategyParam("lookback", 20, 10, 100, "int",
+                  description="bars before the current one whose high/low form the swing levels"),
+    StrategyParam("pierce_depth", 0.001, 0.0005, 0.005, log_scale=True,
+                  description="how far beyond the swing level (fraction of it) the wick must reach"),
+    StrategyParam("volume_spike_threshold", 2.0, 1.5, 4.0,
+                  description="volume of the sweep bar as a multiple of its volume SMA"),
+    StrategyParam("volume_period", 20, 5, 50, "int", description="bars in the volume SMA"),
+    StrategyParam("stop_atr_mult", 1.0, 0.5, 2.0, description="stop distance beyond the sweep extreme, in ATRs"),
+    StrategyParam("rr_ratio", 2.0, 1.0, 4.0, description="target distance as a multiple of the risk"),
+    StrategyParam("max_hold_bars", 24, 6, 96, "int", description="bars after which an open trade is closed"),
+    StrategyParam("atr_period", 14, 14, 21, "choice", (14, 21), description="bars in the ATR"),
+    StrategyParam("sma_period", 200, 0, 200, "choice", (0, 50, 100, 200),
+                  description="trend filter SMA of the close (0: off)"),
 )
 
 # parameters that decide the entry signals (the rest decide stops, targets and exits)
@@ -145,3 +140,36 @@ def signal_table(bars: dict[str, jax.Array], tables: dict[str, jax.Array], cols:
     sig = jax.vmap(one)(cols["lookback"], cols["volume_period"], cols["sma_row"], cols["sma_on"],
                         cols["pierce_depth"], cols["volume_spike_threshold"])
     return sig.T
+
+
+def _pad(n: int) -> int:
+    """Signal sets are padded to a power of two so batches reuse one compiled function."""
+    return 1 << max(3, (n - 1).bit_length())
+
+
+def prepare_batch(bars, p: dict[str, np.ndarray]):
+    """Indicator tables, signal sets and per-combination lanes of a checked batch (host side; see
+    Strategy.prepare)."""
+    keys = np.stack([p[k] for k in SIGNAL_PARAMS], axis=1)
+    uniq, set_index = np.unique(keys, axis=0, return_inverse=True)
+    uniq = np.concatenate([uniq, np.repeat(uniq[:1], _pad(len(uniq)) - len(uniq), axis=0)])
+    sets = {k: uniq[:, i] for i, k in enumerate(SIGNAL_PARAMS)}
+    tables = indicator_tables(bars.high, bars.low, bars.close, bars.volume, sets)
+    w = bars.window
+    win = {k: v[w] for k, v in bars.ohlc().items()}
+    signals = signal_table({k: jnp.asarray(v) for k, v in win.items()},
+                           {k: jnp.asarray(v[:, w]) for k, v in tables.items()},
+                           {k: jnp.asarray(v) for k, v in set_columns(sets).items()})
+    atr = atr_table(bars.high, bars.low, bars.close)[:, w].T  # [T, n_atr]
+    lanes = {"set": set_index.reshape(-1).astype(np.int32), "atr_row": atr_index(p["atr_period"]),
+             "rr_ratio": p["rr_ratio"], "stop_atr_mult": p["stop_atr_mult"], "max_hold_bars": p["max_hold_bars"]}
+    return win, signals, atr, lanes
+
+
+LIQUIDITY_SWEEP = Strategy(
+    "liquidity_sweep",
+    _PARAMS,
+    description="liquidity sweep: a wick through a recent swing high/low closes back inside it on a volume "
+    "spike; trade the reversal with an ATR stop beyond the wick and a reward:risk target",
+    prepare=prepare_batch,
+)

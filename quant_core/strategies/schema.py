@@ -9,8 +9,9 @@ spaces, validation of user-given values and reporting, as the pool rules' schema
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,11 +66,17 @@ class StrategyParam:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A CEX strategy: its name and parameter schema."""
+    """A CEX strategy: its name, parameter schema and its half of a backtest.
+
+    `prepare(bars, params)` (params: {name: [B]} checked by `batch`) returns what the bracket-order
+    state machine of quant_core.strategies.backtest reads: the window's bars {open, high, low, close,
+    volume}, entry signals [T, S] (+1 long, -1 short, 0 none) of S signal sets, ATRs [T, A], and the
+    per-combination lanes {set, atr_row, rr_ratio, stop_atr_mult, max_hold_bars}."""
 
     name: str
     params: tuple[StrategyParam, ...]
     description: str = ""
+    prepare: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     def param(self, name: str) -> StrategyParam:
         for p in self.params:

@@ -62,12 +62,13 @@ class StrategyEvaluator:
         self.costs = Costs.from_settings(spec.strategy_settings)
         self.min_trades = spec.strategy_settings.min_trades
         self.bars = [strategy_bars(candles, timeframe, a, b, spec.max_memory_days) for a, b in segments]
+        self.strategy = spec.strategy
 
     def scores(self, params: dict[str, np.ndarray]) -> np.ndarray:
         flat = {k: np.asarray(v, dtype=np.float64).reshape(np.shape(v)[0], -1)[:, 0] for k, v in params.items()}
         out = []
         for bars in self.bars:
-            m = backtest(bars, flat, self.costs, metrics=self._names).metrics
+            m = backtest(bars, flat, self.costs, strategy=self.strategy, metrics=self._names).metrics
             seg = np.stack([m[n] for n in self.metrics], axis=1)  # [B, M]
             seg[m["n_trades"] < self.min_trades, 0] = -np.inf
             out.append(seg)

@@ -38,7 +38,7 @@ def run_backtest(candles: pl.DataFrame, timeframe: str, spec: RunSpec, params: l
     """Backtest K parameter sets (user units) over [start, end) in one call."""
     bars = strategy_bars(candles, timeframe, start, end, spec.max_memory_days)
     batch = {k: np.asarray([p[k] for p in params], dtype=np.float64) for k in params[0]}
-    return backtest(bars, batch, Costs.from_settings(spec.strategy_settings), trades=trades)
+    return backtest(bars, batch, Costs.from_settings(spec.strategy_settings), strategy=spec.strategy, trades=trades)
 
 
 def summary_of(result: BacktestResult, j: int = 0) -> dict[str, float]:
