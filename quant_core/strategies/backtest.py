@@ -25,7 +25,7 @@ the indicators; nothing before the window is traded.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -242,7 +242,6 @@ class BacktestResult:
     trades: list[list[dict]] | None = None
     bar_equity: np.ndarray | None = None  # [B, T_window]
     bar_timestamps: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def prepare(bars: Bars, params: dict[str, np.ndarray], strategy: Strategy | str = "liquidity_sweep"):

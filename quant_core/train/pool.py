@@ -36,7 +36,9 @@ def pool_problem(panel: PricePanel, spec: RunSpec, start: datetime | None = None
 
 @dataclass
 class TrainedPool:
-    params: dict[str, list]  # user units, alphabetical token order (ensemble__: one list per member)
+    # user units: pools {name: [per token, alphabetical]} (ensemble__: one list per member);
+    # CEX strategies {name: number}
+    params: dict[str, list] | dict[str, float]
     objective: float  # the score the method selected on (gradient descent: the monitored validation metric)
     metric: str
     method: str

@@ -7,6 +7,7 @@ each step's trades and equity curve: the trained parameters over training + hold
 trades of every walk-forward fold, and the stored configuration's hold-out trades.
 """
 
+import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -47,8 +48,6 @@ SUMMARY = ("net_profit", "returns", "n_trades", "win_rate", "avg_win", "avg_loss
 
 def candles_hash(frame: pl.DataFrame) -> str:
     """Content hash of the candles a retrain read (stored with the configuration)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for col in ("timestamp", "open", "high", "low", "close", "volume"):
         digest.update(frame[col].cast(pl.Int64 if col == "timestamp" else pl.Float64).to_numpy().tobytes())
