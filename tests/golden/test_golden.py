@@ -1,0 +1,34 @@
+"""Behaviour stays the same: seeded retrains equal what was recorded before the contract refactor (1e-12)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from golden.runs import RUNS, golden_run, path
+
+
+def _compare(got, want, where: str = "") -> list[str]:
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(got) != set(want):
+            return [f"{where}: keys {sorted(got) if isinstance(got, dict) else got} != {sorted(want)}"]
+        return [m for k in want for m in _compare(got[k], want[k], f"{where}.{k}")]
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return [f"{where}: {got!r} != {want!r}"]
+        return [m for i, (g, w) in enumerate(zip(got, want, strict=True)) for m in _compare(g, w, f"{where}[{i}]")]
+    if isinstance(want, float) and isinstance(got, int | float):
+        ok = math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-12)
+        return [] if ok else [f"{where}: {got!r} != {want!r}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_golden_run(name):
+    got = json.loads(json.dumps(golden_run(name)))
+    want = json.loads(path(name).read_text())
+    diffs = _compare(got, want)
+    assert not diffs, f"{len(diffs)} differences, first: " + "; ".join(diffs[:5])
