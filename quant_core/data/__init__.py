@@ -6,7 +6,8 @@ is, and what a panel row means in time, live in one place.
 
 from quant_core.data.candle_store import ParquetCandleStore
 from quant_core.data.gaps import GapPolicy, apply_gap_policy, resample_candles
-from quant_core.data.importers import ImportResult, import_candles
+from quant_core.data.import_report import ImportResult
+from quant_core.data.importers import import_candles
 from quant_core.data.panel import PricePanel, build_numeraire_panel, build_panel, panel_from_long_prices
 from quant_core.data.price_file import (
     PriceFileError,

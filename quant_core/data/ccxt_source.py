@@ -9,6 +9,9 @@ instead of pretending the history is complete.
 
 Credentials never live in configuration files: they come from QUANT_<EXCHANGE>_API_KEY / _SECRET /
 _PASSWORD / _UID environment variables only (public candles need none).
+
+The incremental ingestion (`fetch_incremental`) lives in incremental_ingest, the fetch report in
+fetch_report and the credential rules in ccxt_settings; all are importable from here as before.
 """
 
 from __future__ import annotations
@@ -16,20 +19,26 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import ccxt
 import polars as pl
 
+from quant_core.data.ccxt_settings import (
+    _CREDENTIAL_ENV,
+    _CREDENTIAL_KEYS,
+    _EXCHANGE_DEFAULTS,
+    _deep_merge,
+    credential_env_var,
+)
+from quant_core.data.fetch_report import FetchReport
+from quant_core.data.incremental_ingest import IngestResult, fetch_incremental
 from quant_core.data.schema import CANDLE_SCHEMA, Market, empty_candles, timeframe_ms, to_epoch_ms, to_utc
 from quant_core.data.validation import (
     CandleValidationError,
-    ValidationReport,
     ms_to_datetime,
     validate_candles,
 )
@@ -37,17 +46,6 @@ from quant_core.data.validation import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# ccxt constructor keys that hold secrets, and the environment variable suffix each is read from.
-_CREDENTIAL_ENV: dict[str, str] = {"apiKey": "API_KEY", "secret": "SECRET", "password": "PASSWORD", "uid": "UID"}
-_CREDENTIAL_KEYS = frozenset(_CREDENTIAL_ENV) | {"privateKey", "walletAddress", "token", "login", "twofa"}
-
-# Only spot markets are modelled (Market refuses 'BASE/QUOTE:SETTLE'), so skip what spot ingestion never
-# needs: binance's futures/margin market lists (extra hosts and requests) and its signed currency list
-# (a private call as soon as keys are present). User `options` still override these.
-_EXCHANGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "binance": {"options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}},
-}
 
 # Exchanges that serve only the most recent N candles per timeframe whatever `since` says.
 _HISTORY_CAP: dict[str, int] = {"kraken": 720}
@@ -70,68 +68,6 @@ class ExchangeUnavailableError(CcxtSourceError):
 
 class IncompleteHistoryError(CcxtSourceError):
     """The exchange cannot serve the whole requested window (raised only with `require_complete=True`)."""
-
-
-@dataclass
-class FetchReport:
-    """What one `fetch` did: requests made, rows kept, open candles dropped, and the parts of the
-    requested window the exchange could not serve (`head_gap`, `tail_gap`: half-open [from, to))."""
-
-    market: Market
-    start: datetime | None
-    end: datetime
-    requests: int = 0
-    retries: int = 0
-    pages: int = 0
-    rows: int = 0
-    dropped_open: int = 0
-    head_gap: tuple[datetime, datetime] | None = None
-    tail_gap: tuple[datetime, datetime] | None = None
-    notes: list[str] = field(default_factory=list)
-    validation: ValidationReport | None = None
-
-    @property
-    def complete(self) -> bool:
-        """Whether every closed candle of the window the exchange should have was asked for and served."""
-        return self.head_gap is None and self.tail_gap is None
-
-    def as_metadata(self) -> dict[str, Any]:
-        """JSON-safe summary for asset metadata and logs."""
-
-        def gap(g: tuple[datetime, datetime] | None) -> list[str] | None:
-            return [g[0].isoformat(), g[1].isoformat()] if g else None
-
-        return {
-            "market": self.market.key,
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat(),
-            "requests": self.requests,
-            "retries": self.retries,
-            "pages": self.pages,
-            "rows": self.rows,
-            "dropped_open": self.dropped_open,
-            "complete": self.complete,
-            "head_gap": gap(self.head_gap),
-            "tail_gap": gap(self.tail_gap),
-            "notes": list(self.notes),
-            "validation": self.validation.as_metadata() if self.validation else None,
-        }
-
-
-def credential_env_var(exchange_id: str, key: str) -> str:
-    """The environment variable a ccxt credential is read from, e.g. QUANT_BINANCE_API_KEY."""
-    return f"QUANT_{re.sub(r'[^A-Z0-9]', '_', exchange_id.upper())}_{_CREDENTIAL_ENV[key]}"
-
-
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`, merging nested dicts (as ccxt merges its own defaults with config)."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class CcxtSource:
@@ -430,111 +366,13 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --------------------------------------------------------------------------- incremental ingestion
-
-
-class _Store(Protocol):
-    def exists(self, market: Market) -> bool: ...
-
-    def read(self, market: Market, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame: ...
-
-    def write(self, market: Market, candles: pl.DataFrame, *, repair: bool = False) -> ValidationReport: ...
-
-
-@dataclass
-class IngestResult:
-    """What one incremental ingest did: rows fetched from the source, rows written to the store
-    (a written row may replace a stored one), rows the store gained, and the extent of what was fetched."""
-
-    market: Market
-    rows_fetched: int
-    rows_written: int
-    rows_added: int
-    first: datetime | None
-    last: datetime | None
-    report: ValidationReport | None
-    fetch_reports: list[FetchReport] = field(default_factory=list)
-
-    def as_metadata(self) -> dict[str, Any]:
-        """JSON-safe summary for asset metadata and logs."""
-        return {
-            "market": self.market.key,
-            "rows_fetched": self.rows_fetched,
-            "rows_written": self.rows_written,
-            "rows_added": self.rows_added,
-            "first": self.first.isoformat() if self.first else None,
-            "last": self.last.isoformat() if self.last else None,
-            "report": self.report.as_metadata() if self.report else None,
-            "fetches": [r.as_metadata() for r in self.fetch_reports],
-        }
-
-
-def fetch_incremental(
-    store: _Store,
-    source: Any,
-    market: Market,
-    *,
-    start: datetime | str,
-    end: datetime | str | None = None,
-    overlap_candles: int = 2,
-) -> IngestResult:
-    """Bring the store's candles of `market` up to date over [start, end), fetching only what is new.
-
-    With nothing stored, fetches from `start`. Otherwise re-fetches from `overlap_candles` before the
-    last stored candle (the exchange may have revised its most recent candles; the store's merge lets
-    the fresh rows replace them) and, if `start` is before the first stored candle, back-fills that
-    head. Re-running for the same window fetches only the overlap and writes no duplicates.
-    `source` is any CandleSource; one with `fetch_with_report` also contributes its fetch reports.
-    """
-    if overlap_candles < 0:
-        raise ValueError(f"overlap_candles must be >= 0, got {overlap_candles}")
-    start_dt = to_utc(start)
-    end_dt = to_utc(end) if end is not None else None
-    step = timeframe_ms(market.timeframe)
-
-    segments: list[tuple[datetime, datetime | None]] = []
-    before = 0
-    if store.exists(market):
-        stored = store.read(market)
-        before = stored.height
-    if before:
-        first_ms = to_epoch_ms(stored["timestamp"].min())
-        last_ms = to_epoch_ms(stored["timestamp"].max())
-        start_ms = to_epoch_ms(start_dt)
-        end_ms = None if end_dt is None else to_epoch_ms(end_dt)
-        tail_start = max(start_ms, last_ms - overlap_candles * step)
-        if start_ms < first_ms:  # back-fill before what is stored; the tail fetch then starts at the stored data
-            head_end = first_ms if end_ms is None else min(first_ms, end_ms)
-            segments.append((start_dt, ms_to_datetime(head_end)))
-            tail_start = max(tail_start, first_ms)
-        if end_ms is None or tail_start < end_ms:
-            segments.append((ms_to_datetime(tail_start), end_dt))
-    else:
-        segments.append((start_dt, end_dt))
-
-    frames: list[pl.DataFrame] = []
-    reports: list[FetchReport] = []
-    for seg_start, seg_end in segments:
-        if hasattr(source, "fetch_with_report"):
-            frame, fetch_report = source.fetch_with_report(market, seg_start, seg_end)
-            reports.append(fetch_report)
-        else:
-            frame = source.fetch(market, seg_start, seg_end)
-        frames.append(frame)
-    batch = pl.concat(frames) if frames else empty_candles()
-
-    report = None
-    after = before
-    if batch.height:
-        report = store.write(market, batch)
-        after = store.read(market).height
-    return IngestResult(
-        market=market,
-        rows_fetched=batch.height,
-        rows_written=batch.height,
-        rows_added=after - before,
-        first=batch["timestamp"].min() if batch.height else None,  # type: ignore[arg-type]
-        last=batch["timestamp"].max() if batch.height else None,  # type: ignore[arg-type]
-        report=report,
-        fetch_reports=reports,
-    )
+__all__ = [
+    "CcxtSource",
+    "CcxtSourceError",
+    "ExchangeUnavailableError",
+    "FetchReport",
+    "IncompleteHistoryError",
+    "IngestResult",
+    "credential_env_var",
+    "fetch_incremental",
+]
