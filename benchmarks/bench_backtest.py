@@ -7,9 +7,9 @@ Prints:
     own signal set, the hardest case), warm, with the compile time of the first call;
   the whole 201,600-combination grid of the seed plan (10 lookbacks x 5 pierce depths x 6 volume
     thresholds x 4 stop multiples x 7 reward:risk ratios x 4 holding limits x 2 ATR periods x 3 trend
-    filters) through `train_strategy` (method grid): seconds and backtests per second, table included.
+    filters) through `train` (method grid): seconds and backtests per second, table included.
 The seed plan estimated 50 ms per backtest, 2.8 hours for this grid on one market. Goal here: under 2 minutes
-on a 2-core CPU (>= 1,700 backtests/s), under 10 s on a GPU. `--quick` runs a 4,800-point grid only.
+on a 2-core CPU (>= 1,700 backtests/s), under 10 s on a GPU. `--quick` runs a 576-point grid only.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import jax
 import numpy as np
 
 import quant_core  # noqa: F401  (float64)
+from quant_core.data.market_candles import MarketCandles
 from quant_core.data.synthetic import synthetic_candles
 from quant_core.spec import load_run_spec
 from quant_core.strategies.backtest import Costs, backtest
 from quant_core.strategies.market import strategy_bars
-from quant_core.strategies.train import train_strategy
+from quant_core.train.trainer import train
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 GRID = {
@@ -89,7 +90,7 @@ def main() -> None:
                                   "search_settings": {"parameter_space": grid, "batch_size": args.batch}}})
     size = int(np.prod([len(v) for v in grid.values()]))
     t0 = time.perf_counter()
-    result = train_strategy(candles, "5m", spec)
+    result = train(MarketCandles(candles, "5m"), spec)
     total = time.perf_counter() - t0
     print(f"grid of {size:,} combinations, batch {args.batch}: {total:.1f} s end to end "
           f"({size / total:,.0f} backtests/s; search loop {result.seconds:.1f} s = "

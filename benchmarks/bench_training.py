@@ -27,9 +27,10 @@ from quant_core.data.panel import panel_from_long_prices
 from quant_core.data.price_file import shipped_prices_path
 from quant_core.spec import load_run_spec
 from quant_core.train import gradient
-from quant_core.train.grid import grid_search
+from quant_core.train.grid import run_grid
 from quant_core.train.params import initial_sets, parameter_layout
 from quant_core.train.split import plan_split
+from quant_core.tunables import tunable_for
 
 
 def spec(**opt):
@@ -112,8 +113,9 @@ def main() -> None:
                                                                                    "n_samples": n})
             sb = sp.model_copy(update={"optimisation_settings": sp.optimisation_settings.model_copy(
                 update={"search_settings": settings})})
-            grid_search(pnl, sb, n_samples=batch)  # compile
-            res = grid_search(pnl, sb)
+            problem = tunable_for(sb).problem(pnl, sb.start, sb.end)
+            run_grid(problem, sb, n_samples=batch)  # compile
+            res = run_grid(problem, sb)
             rates[batch] = res.evaluations_per_second
         print(f"random search, {label}, {n} candidates: batched (64 per call) {rates[min(n, 64)]:.1f} eval/s, "
               f"one call per candidate {rates[1]:.1f} eval/s, ratio {rates[min(n, 64)] / rates[1]:.1f}x")

@@ -6,17 +6,15 @@ import dagster as dg
 
 from quant_assets.defs.automation import build_automation
 from quant_assets.defs.market_data.assets import build_market_data
-from quant_assets.defs.strategies.assets import build_strategy_assets
 from quant_assets.defs.training.assets import build_universe_assets
 from quant_assets.io import CandleIOManagerFactory
 from quant_assets.registry import current_registry
-from quant_assets.resources import ConfigurationStoreResource, ExchangeResource, SimulatorResource
+from quant_assets.resources import ConfigurationStoreResource, ExchangeResource, JaxResource
 
 
 def build_definitions() -> dg.Definitions:
     registry = current_registry()
-    universes = [(build_strategy_assets if u.spec.strategy else build_universe_assets)(registry, u)
-                 for u in registry.universes]
+    universes = [build_universe_assets(registry, u) for u in registry.universes]
     retrain_jobs = [job for d in universes for job in d.jobs]
     return dg.Definitions.merge(
         build_market_data(registry),
@@ -27,7 +25,7 @@ def build_definitions() -> dg.Definitions:
                 "ohlcv_io_manager": CandleIOManagerFactory(),
                 "exchange": ExchangeResource(),
                 "config_store": ConfigurationStoreResource(),
-                "simulator": SimulatorResource(),
+                "jax_settings": JaxResource(),
             }
         ),
     )

@@ -1,4 +1,4 @@
-"""Resources: the exchange (ccxt), the configuration store, the simulator's JAX settings.
+"""Resources: the exchange (ccxt), the configuration store, the JAX settings of training steps.
 
 Secrets never sit in config: ccxt API keys come from QUANT_<EXCHANGE>_API_KEY / _SECRET (read by
 `quant_core.data.ccxt_source`), the store's URL from QUANT_DATABASE_URL (SQLite under $QUANT_HOME when
@@ -48,8 +48,9 @@ class ConfigurationStoreResource(dg.ConfigurableResource):
         return ConfigurationStore(self.database_url)
 
 
-class SimulatorResource(dg.ConfigurableResource):
-    """JAX settings for the training steps: platform ("cpu", "gpu" or "" for JAX's default) and float64.
+class JaxResource(dg.ConfigurableResource):
+    """JAX settings of the training steps (pool simulator and strategy backtester alike): platform ("cpu",
+    "gpu" or "" for JAX's default) and float64.
 
     float64 is the simulator's contract (quant_core enables it on import); `setup` fails loudly if a run
     asks for float32 or a platform this process cannot use, rather than training on the wrong numbers."""
@@ -61,13 +62,13 @@ class SimulatorResource(dg.ConfigurableResource):
         import jax
 
         if not self.enable_x64:
-            raise dg.Failure("simulator.enable_x64 must stay true: the simulator is validated in float64")
+            raise dg.Failure("jax_settings.enable_x64 must stay true: the simulator is validated in float64")
         jax.config.update("jax_enable_x64", True)
         if self.platform:
             try:
                 jax.devices(self.platform)
             except RuntimeError as exc:
-                raise dg.Failure(f"simulator.platform {self.platform!r} is not available here ({exc}); use '' "
+                raise dg.Failure(f"jax_settings.platform {self.platform!r} is not available here ({exc}); use '' "
                                  "for JAX's default or install the matching jax build") from None
             jax.config.update("jax_platforms", self.platform if self.platform != "gpu" else "cuda,cpu")
         return jax.default_backend()

@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
     spec = load_run_spec(args.spec)
     if spec.strategy is not None:
         return _train_strategy(args, spec)
-    from quant_core.train.api import train_on_historic_data
+    from quant_core.report import train_report
 
     if args.candles:
         raise ValueError(f"--candles is for CEX strategy specs (`strategy: ...`); {args.spec} trains the pool rule "
@@ -101,15 +101,13 @@ def cmd_train(args) -> int:
         raise ValueError(f"{args.spec} trains the pool rule {spec.rule!r}, which needs prices: pass --prices FILE "
                          "(long prices date,token,price_usd, or TOKEN=candles.parquet per token)")
     spec = spec.with_training(budget=args.budget, seed=args.seed)
-    result = train_on_historic_data(spec, price_data=_panel(spec, args.prices),
-                                    iterations_per_print=args.print_every, log=print)
-    _write_result(result.to_json(), args.out)
-    m = result.metrics
-    line = f"{result.method}: {result.objective} {m['initial_train']['objective']:.4f} -> {m['train']['objective']:.4f}"
-    if "test" in m:
-        line += f" (test {m['test']['objective']:.4f})"
-    print(line)
-    print(json.dumps({"parameters": result.to_dict()["parameters"]}, indent=2))
+    return _report(train_report(_panel(spec, args.prices), spec, iterations_per_print=args.print_every, log=print),
+                   args.out)
+
+
+def _report(result, out: str | None) -> int:
+    _write_result(result.to_json(), out)
+    print(result.summary())
     return 0
 
 
@@ -176,7 +174,8 @@ def _strategy_candles(path: str, timeframe: str | None, spec):
 
 
 def _train_strategy(args, spec) -> int:
-    from quant_core.strategies.report import train_strategy_report
+    from quant_core.data.market_candles import MarketCandles
+    from quant_core.report import train_report
 
     if args.prices:
         raise ValueError(f"--prices is for pool specs; {args.spec} trains the CEX strategy {spec.strategy!r} on one "
@@ -190,10 +189,7 @@ def _train_strategy(args, spec) -> int:
     if args.budget is not None and spec.optimisation_settings.method == "grid":
         print("note: --budget does not change a grid (its size is the product of its axes)")
     candles, timeframe = _strategy_candles(args.candles, args.timeframe, spec)
-    result = train_strategy_report(candles, timeframe, spec, log=print)
-    _write_result(result.to_json(), args.out)
-    print(result.summary())
-    return 0
+    return _report(train_report(MarketCandles(candles, timeframe), spec, log=print), args.out)
 
 
 def _write_parquet(frame, out: str) -> Path:

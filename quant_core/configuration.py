@@ -9,7 +9,8 @@ import numpy as np
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
 from quant_core.provenance import code_version
 from quant_core.store import NewConfiguration
-from quant_core.train.pool import TrainedPool
+from quant_core.train.trainer import TrainedParameters
+from quant_core.tunables import tunable_for
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport
 
@@ -17,17 +18,6 @@ from quant_core.validate.walk_forward import WalkForwardReport
 def _finite(d: dict) -> dict:
     """NaN/inf cannot be stored as JSON: record them as None."""
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
-
-
-def params_by_token(params: dict[str, list[float]], tokens_sorted: list[str]) -> dict[str, dict[str, float]]:
-    """{parameter: {token: value}} in user units: unambiguous for live trading (ensemble__ members:
-    {token: [one value per member]})."""
-    out = {}
-    for name, vals in params.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        per_token = arr.T.tolist() if arr.ndim == 2 else arr.tolist()
-        out[name] = dict(zip(tokens_sorted, per_token, strict=True))
-    return out
 
 
 def trade_statistics(trades: list[dict]) -> dict[str, float]:
@@ -52,7 +42,7 @@ def build_configuration(
     registry: Registry,
     universe: Universe,
     data_hash: str,
-    trained: TrainedPool,
+    trained: TrainedParameters,
     in_sample: dict[str, float],
     holdout: dict[str, float] | None,
     report: WalkForwardReport,
@@ -60,6 +50,7 @@ def build_configuration(
     orchestrator_run_id: str | None = None,
 ) -> NewConfiguration:
     spec = universe.spec
+    tunable = tunable_for(spec)
     decision = assign_stage(
         StageEvidence(
             sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage,
@@ -71,27 +62,28 @@ def build_configuration(
     end_test = spec.end_test or spec.end
     walk_forward = {
         "oos_sharpe": report.oos_sharpe,
-        "oos_hodl_sharpe": report.oos_hodl_sharpe,
+        "oos_benchmark_sharpe": report.oos_benchmark_sharpe,
         "mean_is_sharpe": report.mean_is_sharpe,
         "mean_oos_sharpe": report.mean_oos_sharpe,
         "oos_is_ratio": report.oos_is_ratio,
-        "oos_uniform_sharpe": report.oos_uniform_sharpe,
+        **{f"oos_{name}_sharpe": b["sharpe"] for name, b in report.other_benchmarks.items()},
         "n_folds": float(len(report.folds)),
     }
-    if spec.strategy:  # trade statistics of the out-of-sample trades, all folds together
+    if tunable.trades:  # trade statistics of the out-of-sample trades, all folds together
         walk_forward.update(trade_statistics(report.trades))
     return NewConfiguration(
         universe_key=universe.name,
-        strategy=spec.strategy or spec.rule,
+        strategy=tunable.name,
         method=trained.method,
         exchanges=sorted({m.exchange for m in markets}),
         symbols=[m.symbol for m in markets],
         timeframe=markets[0].timeframe,
-        parameters=dict(trained.params) if spec.strategy else params_by_token(trained.params, spec.sorted_tokens),
+        parameters=tunable.stored_params(trained.params),
         metrics={
             "in_sample": _finite(in_sample),
             "holdout": _finite(holdout or {}),
             "walk_forward": _finite(walk_forward),
+            "benchmark": report.benchmark,
             "significance": _finite({k: v for k, v in report.significance.items() if not isinstance(v, list)}),
             "training_objective": trained.objective,
         },

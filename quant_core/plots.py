@@ -37,15 +37,19 @@ def pool_plot(timestamps, values, hodl_values, weights, tokens, title: str, spli
     return _png(fig)
 
 
-def walk_forward_plot(report, what: str = "pool", benchmark: str = "HODL") -> bytes:
-    """Concatenated out-of-sample equity vs HODL, and per-fold in-sample / out-of-sample Sharpe."""
+BENCHMARK_LABELS = {"hodl": "HODL", "uniform": "uniform static pool", "buy_and_hold": "buy and hold"}
+
+
+def walk_forward_plot(report, what: str = "pool", benchmark: str | None = None) -> bytes:
+    """Concatenated out-of-sample equity vs the benchmarks, and per-fold in-sample / out-of-sample Sharpe."""
+    benchmark = benchmark or BENCHMARK_LABELS.get(report.benchmark, report.benchmark)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6))
     dates = np.asarray(report.oos_dates, dtype="datetime64[D]")
     ax1.plot(dates, report.oos_equity, label=f"{what} OOS (Sharpe {report.oos_sharpe:.2f})")
-    ax1.plot(dates, report.oos_hodl_equity, label=f"{benchmark} (Sharpe {report.oos_hodl_sharpe:.2f})")
-    if report.oos_uniform_equity:
-        label = f"uniform static pool (Sharpe {report.oos_uniform_sharpe:.2f})"
-        ax1.plot(dates, report.oos_uniform_equity, label=label, alpha=0.8)
+    ax1.plot(dates, report.oos_benchmark_equity, label=f"{benchmark} (Sharpe {report.oos_benchmark_sharpe:.2f})")
+    for name, other in report.other_benchmarks.items():
+        label = f"{BENCHMARK_LABELS.get(name, name)} (Sharpe {other['sharpe']:.2f})"
+        ax1.plot(dates, other["equity"], label=label, alpha=0.8)
     sig = report.significance
     if sig:
         text = f"DSR {sig['deflated_sharpe']:.2f} (N={sig['n_configurations']})"

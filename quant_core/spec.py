@@ -11,12 +11,14 @@ from __future__ import annotations
 import difflib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MINUTES_PER_DAY = 1440
+# the training methods (quant_core.train.trainer); the CLI and the Dagster launchpad offer these
+Method = Literal["gradient_descent", "optuna", "grid", "random"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class RunSpecError(ValueError):
@@ -46,16 +48,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ParameterRange(_Strict):
-    """Search range of one strategy parameter (user units)."""
+class Range(_Strict):
+    """A search range of one parameter in user units (optuna_settings.parameter_config and
+    search_settings.parameter_space)."""
 
     low: float
     high: float
     log_scale: bool = False
-    scalar: bool = False
+    n: int = Field(5, ge=2, description="grid points (method grid; geometric when log_scale)")
+    scalar: bool | None = Field(None, description="one value for every token (true) or each token searched "
+                                "separately (false); default: true for grid/random, false for Optuna")
 
     @model_validator(mode="after")
-    def _ordered(self) -> ParameterRange:
+    def _ordered(self) -> Range:
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be < high ({self.high})")
         if self.log_scale and self.low <= 0:
@@ -88,28 +93,13 @@ class OptunaSettings(_Strict):
     make_scalar: bool = False
     overfitting_penalty: float = Field(0.0, ge=0)
     n_sub_periods: int = Field(4, ge=2, description="multi_objective: sub-periods of the training part")
-    parameter_config: dict[str, ParameterRange] = Field(default_factory=dict)
-
-
-class SearchRange(_Strict):
-    """A grid/random search range in user units: n grid points (geometric when log_scale)."""
-
-    low: float
-    high: float
-    log_scale: bool = False
-    n: int = Field(5, ge=2, description="grid points (method grid)")
-    scalar: bool = Field(True, description="one value for every token (false: each token searched separately)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SearchRange:
-        ParameterRange(low=self.low, high=self.high, log_scale=self.log_scale)
-        return self
+    parameter_config: dict[str, Range] = Field(default_factory=dict)
 
 
 class SearchSettings(_Strict):
     """Grid and random search (methods grid / random); see quant_core.train.grid."""
 
-    parameter_space: dict[str, list[float] | SearchRange] = Field(default_factory=dict)
+    parameter_space: dict[str, list[float] | Range] = Field(default_factory=dict)
     default_points: int = Field(5, ge=2, description="grid points for a parameter not in parameter_space")
     n_samples: int = Field(256, ge=1, description="random search: candidates drawn")
     batch_size: int = Field(256, ge=1, description="candidates scored together in one vmapped call")
@@ -136,7 +126,7 @@ class StrategySettings(_Strict):
 
 
 class OptimisationSettings(_Strict):
-    method: Literal["gradient_descent", "optuna", "grid", "random"] = "gradient_descent"
+    method: Method = "gradient_descent"
     optimiser: Literal["adam", "adamw", "sgd"] = "adamw"
     base_lr: float = Field(0.1, gt=0)
     weight_decay: float = Field(0.01, ge=0)

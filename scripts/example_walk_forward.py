@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from quant_core.data.panel import panel_from_long_prices
+from quant_core.jsonsafe import json_safe
 from quant_core.plots import walk_forward_plot
 from quant_core.spec import load_run_spec
-from quant_core.train.api import json_safe
 from quant_core.validate.walk_forward import WalkForwardSettings, walk_forward
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def main() -> None:
     (OUT / "report.json").write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False))
     (OUT / "walk_forward.png").write_bytes(walk_forward_plot(report))
     print(f"{len(report.folds)} folds in {seconds:.0f} s: OOS Sharpe {report.oos_sharpe:.3f} "
-          f"(HODL {report.oos_hodl_sharpe:.3f}, uniform {report.oos_uniform_sharpe:.3f}), "
+          f"(HODL {report.oos_benchmark_sharpe:.3f}, uniform {report.other_benchmarks['uniform']['sharpe']:.3f}), "
           f"sample {report.sample_size} days, OOS/IS {report.oos_is_ratio:.3f}")
     print(json.dumps({k: v for k, v in report.significance.items() if not isinstance(v, list)}, indent=1))
 

@@ -102,6 +102,7 @@ def test_train_writes_the_result_json(tmp_path, capsys):
     assert main(["train", str(spec), "--prices", str(shipped_prices_path()), "--budget", "8", "--seed", "1",
                  "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
+    assert payload["rule"] == "momentum" and "trades" not in payload
     assert payload["tokens"] == ["BTC", "ETH", "USDC"] and payload["method"] == "optuna" and payload["seed"] == 1
     assert {"memory_days", "k_per_day"} <= set(payload["parameters"])
     assert all(len(v) == 3 for v in payload["parameters"].values())
@@ -109,6 +110,9 @@ def test_train_writes_the_result_json(tmp_path, capsys):
     assert np.isfinite(payload["metrics"]["train"]["objective"])
     assert payload["metrics"]["train"]["objective"] == payload["metrics"]["train"]["daily_log_sharpe"]
     assert len(payload["history"]) == 8 and payload["timings"]["total_s"] > 0
+    printed = capsys.readouterr().out  # result.summary(), as for CEX strategies
+    assert "momentum, optuna: daily_log_sharpe start " in printed and " -> train " in printed
+    assert "trades:" not in printed and 'parameters: {"' in printed
 
 
 def test_train_rejects_bad_budget_and_untrainable_rules(tmp_path, capsys):
@@ -142,7 +146,8 @@ def test_train_reads_candle_parquet_per_token(tmp_path, capsys):
     payload = json.loads(out.read_text())
     assert payload["method"] == "grid" and len(payload["history"]) == 9
     assert set(payload["metrics"]) == {"initial_train", "train", "test"}
-    assert len(payload["details"]["top"]) == 9 and payload["details"]["evaluations_per_second"] > 0
+    assert len(payload["top"]) == 9 and payload["evaluations_per_second"] > 0
+    assert "top" not in payload["details"] and "evaluations_per_second" not in payload["details"]
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"timestamp": [1, 2], "price": [1.0, 2.0]}).write_parquet(bad)
     assert main(["train", str(spec), "--prices", f"AAA={bad}"]) == 2

@@ -7,8 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from quant_assets.definitions import build_definitions, defs
+from quant_core.universe import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
+REGISTRY = ROOT / "quant_assets" / "registry.yaml"
 
 
 def test_definitions_validate():
@@ -37,10 +39,12 @@ def test_asset_graph_of_the_demo_universe():
     for s in sweeps:  # one universe per market, each with its four assets and a weekly retrain
         assert {f"{s}/{a}" for a in ("candles", "trained_parameters", "walk_forward_report", "configuration")} <= keys
         assert defs.resolve_assets_def(dg.AssetKey([s, "trained_parameters"])).op.pool == "training"
-    assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", f"retrain_{u}_schedule",
-                                                 *(f"retrain_{s}_schedule" for s in sweeps)}
+    # one weekly retrain per registry universe (pools and every CEX strategy alike), plus the ingest
+    universes = [x.name for x in load_registry(REGISTRY).universes]
+    assert {u, *sweeps} <= set(universes)
+    assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", *(f"retrain_{x}_schedule" for x in universes)}
     assert [s.name for s in defs.sensors] == ["retrain_on_new_candles"]
-    assert set(defs.resources) == {"ohlcv_io_manager", "exchange", "config_store", "simulator"}
+    assert set(defs.resources) == {"ohlcv_io_manager", "exchange", "config_store", "jax_settings"}
 
 
 def test_registry_env_override(tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def _materialise_all(instance) -> None:
     assert md["configuration_id"].value >= 1
     assert mats[f"{UNIVERSE}/trained_parameters"].materialization.metadata["n_evaluations"].value == N_TRIALS
     checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
-    assert checks["complete_panel"].passed and checks["finite_objective"].passed
+    assert checks["complete_data"].passed and checks["finite_objective"].passed
     assert checks["finite_oos_metrics"].passed and "oos_thresholds" in checks
 
 
@@ -122,7 +122,7 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
         def broken(*args, **kwargs):
             raise RuntimeError("simulated training failure")
 
-        monkeypatch.setattr(training_assets, "train_pool", broken)
+        monkeypatch.setattr(training_assets, "train", broken)
         defs = build_definitions()
         res = dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups(UNIVERSE), instance=instance,
                              resources=dict(defs.resources), partition_key=WEEK, raise_on_error=False)

@@ -91,7 +91,7 @@ def test_strategy_universe_retrains_and_stores_its_trades(platform, backend, req
         assert set(mats) == {f"{U}/{a}" for a in ("candles", "trained_parameters", "walk_forward_report",
                                                    "configuration")}
         checks = {c.check_name: c.passed for c in res.get_asset_check_evaluations()}
-        assert checks["complete_window"] and checks["finite_objective"] and checks["finite_oos_metrics"]
+        assert checks["complete_data"] and checks["finite_objective"] and checks["finite_oos_metrics"]
         assert "oos_thresholds" in checks
         trained = mats[f"{U}/trained_parameters"]
         assert trained["n_evaluations"].value == 64 and trained["method"].value == "random"

@@ -6,8 +6,9 @@ from helpers import random_walk_panel
 
 from quant_core.spec import load_run_spec
 from quant_core.train.objective import PoolObjective
-from quant_core.train.search import optuna_search, search_space
+from quant_core.train.search import run_study
 from quant_core.train.split import plan_split
+from quant_core.tunables import tunable_for
 from quant_core.validate.walk_forward import WalkForwardSettings, make_folds, walk_forward
 
 D0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -43,15 +44,25 @@ def _spec(**kw):
                                  "k_per_day": {"low": 1, "high": 300, "log_scale": True}}}}, **kw})
 
 
+def _problem(panel, spec):
+    return tunable_for(spec).problem(panel, spec.start, spec.end)
+
+
+def optuna_axes(spec):
+    return _problem(random_walk_panel(120, seed=2), spec).axes("optuna")
+
+
 def test_search_finds_the_best_of_its_trials_and_is_reproducible():
     panel = random_walk_panel(120, seed=2)
     spec = _spec()
-    dims = {d.name: d for d in search_space(spec)}
-    assert dims["memory_days"].scalar and not dims["k_per_day"].scalar
+    axes = optuna_axes(spec)
+    # memory_days is searched as one value for every token, k_per_day token by token (Optuna's default)
+    assert [a.token for a in axes if a.name == "memory_days"] == [None]
+    assert [a.token for a in axes if a.name == "k_per_day"] == [0, 1, 2]
     # val_fraction 0.2 holds out the last 20%: trials are scored on the training part before it
     objective = PoolObjective(panel, spec, end=plan_split(panel, spec).train_end)
-    a = optuna_search(panel, spec, seed=1)
-    b = optuna_search(panel, spec, seed=1)
+    a = run_study(_problem(panel, spec), spec, seed=1)
+    b = run_study(_problem(panel, spec), spec, seed=1)
     assert a.best_params == b.best_params and a.n_trials == 8
     assert a.best_value == max(h["value"] for h in a.history)
     # the reported value is the objective at the reported parameters
@@ -65,8 +76,8 @@ def test_objective_refuses_rules_that_need_extra_series_and_skips_unused_paramet
     with pytest.raises(ValueError, match="market_cap"):
         PoolObjective(panel, _spec().model_copy(update={"rule": "index_market_cap"}))
     # memory_days_2 only matters with use_alt_lamb: searched only then
-    assert "memory_days_2" not in {d.name for d in search_space(_spec())}
-    assert "memory_days_2" in {d.name for d in search_space(_spec().model_copy(update={"use_alt_lamb": True}))}
+    assert "memory_days_2" not in {a.name for a in optuna_axes(_spec())}
+    assert "memory_days_2" in {a.name for a in optuna_axes(_spec().model_copy(update={"use_alt_lamb": True}))}
 
 
 @pytest.mark.slow
@@ -77,8 +88,11 @@ def test_walk_forward_report():
     assert len(rep.folds) == 3  # 90 days: 30 train + 20 test, rolled by 20
     assert rep.sample_size == sum(len(f.oos_log_returns) for f in rep.folds) == 3 * 19
     assert np.isfinite(rep.oos_sharpe) and np.isfinite(rep.mean_is_sharpe)
-    assert len(rep.oos_equity) == len(rep.oos_dates) == len(rep.oos_uniform_equity) == rep.sample_size
-    assert np.isfinite(rep.oos_uniform_sharpe) and rep.oos_uniform_sharpe != rep.oos_hodl_sharpe
+    assert rep.benchmark == "hodl" and rep.sample_unit == "out-of-sample days"
+    uniform = rep.other_benchmarks["uniform"]
+    assert len(rep.oos_equity) == len(rep.oos_dates) == len(uniform["equity"]) == rep.sample_size
+    assert len(rep.oos_benchmark_equity) == rep.sample_size and np.isfinite(rep.oos_benchmark_sharpe)
+    assert np.isfinite(uniform["sharpe"]) and uniform["sharpe"] != rep.oos_benchmark_sharpe
     sig = rep.significance
     assert sig["n_configurations"] == 8 and 0 <= sig["deflated_sharpe"] <= 1
     assert sig["deflated_sharpe_p_value"] == pytest.approx(1 - sig["deflated_sharpe"])

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.spec import MINUTES_PER_DAY
+from quant_core.units import MINUTES_PER_DAY
 
 Method = Literal["scan", "vectorized"]
 A_ZERO_THRESHOLD = 1e-10  # the reference zeroes the gradient accumulator below this magnitude

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quant_core.params import Param, find_param
 from quant_core.sim.hooks import RuleName, parse_rule_name
-from quant_core.sim.registry import ParamSpec, PoolRule, available_rules, get_rule
-from quant_core.sim.schema import find_param
+from quant_core.sim.registry import PoolRule, available_rules, get_rule
 
 # The bounded__ hook's parameters (user units: weights, one per token).
 BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
@@ -22,15 +22,15 @@ BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
 _ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope"}
 
 
-def _bound_specs() -> tuple[ParamSpec, ...]:
+def _bound_specs() -> tuple[Param, ...]:
     """Default bounds are the uniform guardrail's, so bounded__ alone changes nothing."""
     return (
-        ParamSpec(BOUND_PARAMS[0], "minimum_weight", 0.0, 0.5, False, "identity",
-                  "bounded__ hook: the lowest weight each token may have", trainable=False,
-                  initial=lambda spec: spec.effective_minimum_weight),
-        ParamSpec(BOUND_PARAMS[1], "minimum_weight", 0.5, 1.0, False, "identity",
-                  "bounded__ hook: the highest weight each token may have", trainable=False,
-                  initial=lambda spec: 1.0 - (len(spec.tokens) - 1) * spec.effective_minimum_weight),
+        Param(BOUND_PARAMS[0], 0.0, 0.5, initial_key="minimum_weight", unit="weight",
+              description="bounded__ hook: the lowest weight each token may have", trainable=False,
+              initial=lambda spec: spec.effective_minimum_weight),
+        Param(BOUND_PARAMS[1], 0.5, 1.0, initial_key="minimum_weight", unit="weight",
+              description="bounded__ hook: the highest weight each token may have", trainable=False,
+              initial=lambda spec: 1.0 - (len(spec.tokens) - 1) * spec.effective_minimum_weight),
     )
 
 
@@ -51,12 +51,12 @@ class Pool:
         return self.name.has(hook)
 
     @property
-    def params(self) -> tuple[ParamSpec, ...]:
+    def params(self) -> tuple[Param, ...]:
         extra = _bound_specs() if self.has("bounded") else ()
         return tuple(self.rule.params) + extra
 
-    def param(self, name: str) -> ParamSpec:
-        return find_param(self.params, name, self.name.base)
+    def param(self, name: str) -> Param:
+        return find_param(self.params, name, f"rule {self.name.base!r}")
 
     def initial_params(self, spec) -> dict[str, np.ndarray]:
         """Initial values (user units, one per token) of the rule's and the hooks' parameters."""

@@ -7,33 +7,21 @@ gradient training (the unconstrained transforms) and reporting in user units.
 
 from __future__ import annotations
 
-from quant_core.sim.amm.cow import COW_PARAMS, EngineParam
+from quant_core.sim.amm.cow import COW_PARAMS
 from quant_core.sim.amm.gyroscope import GYROSCOPE_PARAMS
 from quant_core.sim.rules import ALL_RULES
-from quant_core.sim.schema import ParamSpec, PoolRule, RuleContext  # noqa: F401  (re-exported)
-
-_LOG_SCALE_TRANSFORM = {True: "log", False: "identity"}
-
-
-def _engine_param(p: EngineParam, *, initial_key: str | None = None, trainable: bool = True) -> ParamSpec:
-    """A reserve engine's pool-wide parameter as a rule parameter (one value for the whole pool)."""
-    return ParamSpec(
-        p.name, initial_key or f"parameters.{p.name}", p.low, p.high, p.log_scale,
-        _LOG_SCALE_TRANSFORM[p.log_scale], p.description, trainable=trainable,
-        initial=(lambda spec, v=p.initial, key=initial_key: getattr(spec, key) if key else v), scalar=True,
-    )
-
+from quant_core.sim.schema import PoolRule, RuleContext  # noqa: F401  (re-exported)
 
 _STATIC_RULES = (
     PoolRule("balancer", "static_weights", description="constant-weight G3M pool (Balancer weighted pool)"),
     PoolRule("hodl", "hodl", description="hold the initial token amounts; no trading"),
     PoolRule(
-        "cow", "cow", tuple(_engine_param(p, initial_key="arb_quality", trainable=False) for p in COW_PARAMS),
+        "cow", "cow", COW_PARAMS,
         description="CoW AMM / FM-AMM: two tokens, arbitrage by batch auction, arb_quality sets how much of the "
         "arbitrage surplus the pool keeps", n_tokens=2,
     ),
     PoolRule(
-        "gyroscope", "gyroscope", tuple(_engine_param(p) for p in GYROSCOPE_PARAMS),
+        "gyroscope", "gyroscope", GYROSCOPE_PARAMS,
         description="Gyroscope E-CLP: two tokens, liquidity concentrated on a rotated, stretched ellipse over "
         "the price range [alpha, beta]", n_tokens=2,
     ),

@@ -37,7 +37,8 @@ from quant_core.sim.pool import BOUND_PARAMS, Pool, check_bounds, get_pool
 from quant_core.sim.registry import RuleContext
 from quant_core.sim.token_sum import token_sum
 from quant_core.sim.weights import WeightSchedule, chunk_weights
-from quant_core.spec import MINUTES_PER_DAY, RunSpec
+from quant_core.spec import RunSpec
+from quant_core.units import MINUTES_PER_DAY
 
 
 class SimulationInputError(ValueError):

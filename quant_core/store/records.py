@@ -41,7 +41,7 @@ def as_utc(value: Any, field_name: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def json_safe(value: Any, field_name: str) -> Any:
+def strict_json(value: Any, field_name: str) -> Any:
     """A copy of `value` made of plain JSON types, or ValueError naming the offending field path.
 
     Why: NaN/inf are not JSON (PostgreSQL rejects them, SQLite would store non-standard text) and numpy
@@ -68,13 +68,13 @@ def json_safe(value: Any, field_name: str) -> Any:
                 raise ValueError(
                     f"{field_name}: key {key!r} is a {type(key).__name__}; JSON object keys must be strings"
                 )
-            out[str(key)] = json_safe(item, f"{field_name}[{key!r}]")
+            out[str(key)] = strict_json(item, f"{field_name}[{key!r}]")
         return out
     if isinstance(value, list | tuple):
-        return [json_safe(item, f"{field_name}[{i}]") for i, item in enumerate(value)]
+        return [strict_json(item, f"{field_name}[{i}]") for i, item in enumerate(value)]
     if hasattr(value, "dtype") and hasattr(value, "tolist"):
         # numpy / JAX scalars and arrays: tolist() gives Python scalars (nested lists for arrays).
-        return json_safe(value.tolist(), field_name)
+        return strict_json(value.tolist(), field_name)
     raise ValueError(
         f"{field_name}: {type(value).__name__} value {value!r} cannot be stored as JSON; "
         "use str, int, float, bool, None, list or dict"

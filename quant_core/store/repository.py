@@ -39,8 +39,8 @@ from quant_core.store.records import (
     StoredConfiguration,
     TrainingJobRecord,
     as_utc,
-    json_safe,
     parse_stage,
+    strict_json,
 )
 
 _JSON_FIELDS = ("parameters", "metrics", "stage_evidence", "run_spec", "circuit_breakers")
@@ -69,7 +69,7 @@ def _integer(value: Any, field_name: str) -> int:
 
 
 def _string_list(value: Any, field_name: str) -> list[str]:
-    items = json_safe(value, field_name)
+    items = strict_json(value, field_name)
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
         raise ValueError(f"{field_name}: expected a list of strings, got {value!r}")
     return items
@@ -83,7 +83,7 @@ def configuration_values(cfg: NewConfiguration) -> dict[str, Any]:
     values["exchanges"] = _string_list(cfg.exchanges, "exchanges")
     values["symbols"] = _string_list(cfg.symbols, "symbols")
     for name in _JSON_FIELDS:
-        data = json_safe(getattr(cfg, name), name)
+        data = strict_json(getattr(cfg, name), name)
         if not isinstance(data, dict):
             raise ValueError(f"{name}: expected a dict, got {type(getattr(cfg, name)).__name__}")
         values[name] = data
@@ -127,7 +127,7 @@ def _insert_event(
             from_stage=from_stage,
             to_stage=to_stage,
             reason=reason,
-            evidence=json_safe(dict(evidence), "evidence"),
+            evidence=strict_json(dict(evidence), "evidence"),
             at=at,
         )
     )
@@ -300,7 +300,7 @@ class ConfigurationStore:
         row = {
             "universe_key": _text(universe_key, "universe_key"),
             "method": _text(method, "method"),
-            "settings": json_safe(dict(settings), "settings"),
+            "settings": strict_json(dict(settings), "settings"),
             "orchestrator_run_id": orchestrator_run_id,
             "status": "running",
             "started_at": _now(),

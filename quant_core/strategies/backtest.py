@@ -1,17 +1,32 @@
 """The trade backtester: signals vectorised over bars, the position a `lax.scan` over bars, both
 vmapped over parameter combinations, so a whole grid batch is one compiled call.
 
-Bracket-order rules (shared by every CEX strategy that emits entry signals and stop levels):
+A strategy hands the state machine a `Prepared` (quant_core.strategies.schema): the window's bars,
+entry signals [T, S], optional exit signals [T, S], ATRs [T, A], per-combination lanes, and where its
+stops are anchored. Bracket-order rules (shared by every CEX strategy):
 
 - a signal on bar t (taken only when no position is open after bar t's exits, and t is not the last
   bar of the window) enters at bar t+1's open: fill = open x (1 + side x slippage);
-  risk = |fill - stop|, target = fill + side x rr_ratio x risk; if the open gapped beyond the stop
-  (side x (fill - stop) <= 0), or the stop is undefined (ATR not yet defined), the entry is skipped;
-- from the entry bar on, each bar checks, long (short mirrored): stop hit when low <= stop, target hit
-  when high >= target; both inside one bar -> the stop. A stop fills at min(open, stop) (a gap through
-  it fills at the open), a target at max(open, target); otherwise, once the trade has been open
-  max_hold_bars bars (the entry bar counts as one), it exits at the close ("time"), and at the window's
-  last bar whatever is open exits at the close ("end");
+- the initial stop is stop_atr_mult x ATR_t (the signal bar's ATR) away from its anchor: the signal
+  bar's extreme ("extreme": long low_t - m ATR_t, short high_t + m ATR_t) or the fill ("fill": fill -
+  side x m ATR_t); risk = |fill - stop|; if the open gapped beyond the stop (side x (fill - stop) <= 0,
+  which a fill-anchored stop meets only with a zero distance), or the stop is undefined (ATR not yet
+  defined), the entry is skipped;
+- target = fill + side x rr_ratio x risk when the lanes carry rr_ratio (finite); a strategy without a
+  profit target leaves the lane out (a static branch: the target test is a constant false);
+- from the entry bar on, each bar's exits are tried in this order, long (short mirrored), and the first
+  that applies closes the trade:
+  1. stop: low <= stop, filled at min(open, stop) (a gap through it fills at the open);
+  2. target: high >= target, filled at max(open, target); both inside one bar -> the stop (the bar's
+     path is unknown; assume the worse);
+  3. exit signal: exits[t] = +1 closes a long (-1 a short) at the close ("signal");
+  4. time: the trade has been open max_hold_bars bars (the entry bar counts as one), at the close;
+  5. end: the window's last bar, at the close.
+  Stop and target are resting orders hit inside the bar, so they come before anything decided at the
+  close. An exit signal is computed from the bar's close and fills at it, like the time exit at the same
+  price, so it ranks before time only to name the reason the strategy chose. Without exit signals
+  (exits None) step 3 is not compiled at all: a strategy without them (the liquidity sweep) pays nothing;
+- an exit at a close and a new entry signal at the same close (a reversal) enter at the next open;
 - exit fill = price x (1 - side x slippage); the trade's return on its notional
   r = side (exit - entry) / entry - fee (1 + exit / entry) charges the taker fee on both sides;
 - one position at a time, sized at position_fraction of the equity: equity *= 1 + fraction x r;
@@ -34,9 +49,11 @@ import numpy as np
 
 from quant_core import metrics as M
 from quant_core.strategies import get_strategy
-from quant_core.strategies.schema import Strategy
+from quant_core.strategies.schema import Prepared, Strategy
 
-EXIT_REASONS = ("stop", "target", "time", "end")
+# indexed by the recorded reason code (new reasons are appended so that codes keep their meaning)
+EXIT_REASONS = ("stop", "target", "time", "end", "signal")
+_REQUIRED_LANES = ("set", "atr_row", "stop_atr_mult", "max_hold_bars")
 
 # metrics from the trades and the per-bar marks (the scan's accumulators); the daily equity path gets
 # every metric of quant_core.metrics as well (daily_log_sharpe, sortino, calmar, returns, ...)
@@ -105,7 +122,7 @@ class _State(NamedTuple):
     target: jax.Array
     held: jax.Array
     pend: jax.Array  # side of the entry due at the next open
-    pend_stop: jax.Array
+    pend_stop: jax.Array  # its stop level (anchor "extreme") or stop distance m x ATR (anchor "fill")
     equity: jax.Array  # cash equity (after closed trades)
     mark: jax.Array  # equity marked at the last close
     peak: jax.Array
@@ -121,27 +138,36 @@ class _State(NamedTuple):
     exposure: jax.Array
 
 
-def _bar(state: _State, x, p, costs: Costs, record: bool):
-    """One bar for every combination ([B] lanes); p holds the per-combination exit parameters."""
-    o, h, lo, c, sig_row, atr_row, last = x
+def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
+    """One bar for every combination ([B] lanes); p holds the per-combination exit parameters.
+
+    Static branches (no exit signals: exit_row None; no target: no "rr_ratio" lane; the stop anchor)
+    keep what a strategy does not use out of the compiled scan."""
+    o, h, lo, c, sig_row, exit_row, atr_row, last = x
     fee, slip, frac = costs.fee, costs.slippage, costs.position_fraction
+    has_target = "rr_ratio" in p
     s = state
     # 1. the entry decided at the previous close fills at this open
     fill = o * (1.0 + s.pend * slip)
-    ok = (s.pend != 0) & (s.pend * (fill - s.pend_stop) > 0)
+    pend_stop = fill - s.pend * s.pend_stop if stop_from_fill else s.pend_stop
+    ok = (s.pend != 0) & (s.pend * (fill - pend_stop) > 0)
     pos = jnp.where(ok, s.pend, s.pos)
     entry = jnp.where(ok, fill, s.entry)
-    stop = jnp.where(ok, s.pend_stop, s.stop)
-    target = jnp.where(ok, fill + s.pend * p["rr_ratio"] * jnp.abs(fill - s.pend_stop), s.target)
+    stop = jnp.where(ok, pend_stop, s.stop)
+    target = (jnp.where(ok, fill + s.pend * p["rr_ratio"] * jnp.abs(fill - pend_stop), s.target) if has_target
+              else s.target)
     held = jnp.where(ok, 0.0, s.held)
-    # 2. exits: stop first, then target, then time / end of window
+    # 2. exits: stop first, then target, then the exit signal, time, end of window
     inpos = pos != 0
     held = held + inpos
     long = pos > 0
     hit_stop = inpos & jnp.where(long, lo <= stop, h >= stop)
-    hit_target = inpos & jnp.where(long, h >= target, lo <= target)
+    hit_target = inpos & jnp.where(long, h >= target, lo <= target) if has_target else jnp.zeros_like(inpos)
     timed = inpos & (held >= p["max_hold_bars"])
     exit_ = hit_stop | hit_target | timed | (inpos & last)
+    if exit_row is not None:
+        signalled = inpos & (exit_row[p["set"]].astype(jnp.float64) == pos)
+        exit_ = exit_ | signalled
     price = jnp.where(hit_stop, jnp.where(long, jnp.minimum(o, stop), jnp.maximum(o, stop)),
                       jnp.where(hit_target, jnp.where(long, jnp.maximum(o, target), jnp.minimum(o, target)), c))
     xfill = price * (1.0 - pos * slip)
@@ -158,10 +184,13 @@ def _bar(state: _State, x, p, costs: Costs, record: bool):
     sig = sig_row[p["set"]].astype(jnp.float64)
     take = (pos == 0) & (sig != 0) & ~last
     atr = atr_row[p["atr_row"]]
-    pend_stop = jnp.where(sig > 0, lo - p["stop_atr_mult"] * atr, h + p["stop_atr_mult"] * atr)
+    if stop_from_fill:
+        new_stop = p["stop_atr_mult"] * atr  # the distance; the level needs the fill
+    else:
+        new_stop = jnp.where(sig > 0, lo - p["stop_atr_mult"] * atr, h + p["stop_atr_mult"] * atr)
     new = _State(
         pos=pos, entry=entry, stop=stop, target=target, held=held,
-        pend=jnp.where(take, sig, 0.0), pend_stop=jnp.where(take, pend_stop, 0.0),
+        pend=jnp.where(take, sig, 0.0), pend_stop=jnp.where(take, new_stop, 0.0),
         equity=equity, mark=mark, peak=peak, max_dd=jnp.maximum(s.max_dd, 1.0 - mark / peak),
         n=s.n + exit_, wins=s.wins + win, sum_r=s.sum_r + jnp.where(exit_, r, 0.0),
         sum_r2=s.sum_r2 + jnp.where(exit_, r * r, 0.0), sum_win_r=s.sum_win_r + jnp.where(win, r, 0.0),
@@ -170,7 +199,10 @@ def _bar(state: _State, x, p, costs: Costs, record: bool):
     )
     if not record:
         return new, None
-    reason = jnp.where(hit_stop, 0, jnp.where(hit_target, 1, jnp.where(timed, 2, 3)))
+    later = jnp.where(timed, 2, 3)
+    if exit_row is not None:
+        later = jnp.where(signalled, 4, later)
+    reason = jnp.where(hit_stop, 0, jnp.where(hit_target, 1, later))
     return new, {"exit": exit_, "side": side_during, "entry": entry, "exit_price": xfill, "r": r, "pnl": pnl,
                  "reason": jnp.where(exit_, reason, -1), "held": held, "mark": mark}
 
@@ -183,17 +215,19 @@ def _initial_state(b: int, capital: float) -> _State:
                   gross_loss=z, exposure=z)
 
 
-@functools.partial(jax.jit, static_argnames=("costs", "bars_per_day", "record"))
-def _run(ohlc, signals, atr, params, costs: Costs, bars_per_day: int, record: bool = False):
-    """Nested scans: days outer (their closing marks are the daily path), bars inner."""
+@functools.partial(jax.jit, static_argnames=("costs", "bars_per_day", "record", "stop_from_fill"))
+def _run(ohlc, signals, exits, atr, params, costs: Costs, bars_per_day: int, record: bool = False,
+         stop_from_fill: bool = False):
+    """Nested scans: days outer (their closing marks are the daily path), bars inner. exits None (an
+    empty pytree) compiles the scan without exit signals."""
     b = params["set"].shape[0]
     t = ohlc["open"].shape[0]
     last = jnp.arange(t) == t - 1
-    xs = (ohlc["open"], ohlc["high"], ohlc["low"], ohlc["close"], signals, atr, last)
+    xs = (ohlc["open"], ohlc["high"], ohlc["low"], ohlc["close"], signals, exits, atr, last)
     days = jax.tree.map(lambda a: a.reshape((t // bars_per_day, bars_per_day) + a.shape[1:]), xs)
 
     def day(state, xd):
-        state, ys = jax.lax.scan(lambda s, x: _bar(s, x, params, costs, record), state, xd)
+        state, ys = jax.lax.scan(lambda s, x: _bar(s, x, params, costs, record, stop_from_fill), state, xd)
         return state, (state.mark, ys)
 
     final, (marks, ys) = jax.lax.scan(day, _initial_state(b, costs.initial_capital), days)
@@ -244,10 +278,35 @@ class BacktestResult:
     bar_timestamps: np.ndarray | None = None
 
 
-def prepare(bars: Bars, params: dict[str, np.ndarray], strategy: Strategy | str = "liquidity_sweep"):
-    """The strategy's inputs to the state machine for a batch of combinations (see Strategy.prepare)."""
+def prepare(bars: Bars, params: dict[str, np.ndarray], strategy: Strategy | str = "liquidity_sweep") -> Prepared:
+    """The strategy's inputs to the state machine for a batch of combinations (see Strategy.prepare),
+    checked against the contract so that a strategy's mistake is named here, not deep in a trace."""
     s = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    return s.prepare(bars, s.batch(params))
+    if s.prepare is None:
+        raise BacktestError(f"strategy {s.name!r} has no prepare function: it cannot be backtested")
+    out = s.prepare(bars, s.batch(params))
+    if not isinstance(out, Prepared):
+        raise BacktestError(f"strategy {s.name!r}: prepare returned a {type(out).__name__}, not a Prepared")
+    _check_prepared(out, s.name)
+    return out
+
+
+def _check_prepared(p: Prepared, name: str) -> None:
+    t = p.bars["open"].shape[0]
+    shape = tuple(p.entries.shape)
+    if len(shape) != 2 or shape[0] != t:
+        raise BacktestError(f"strategy {name!r}: entries have shape {shape}, expected ({t}, n_signal_sets)")
+    if p.exits is not None and tuple(p.exits.shape) != shape:
+        raise BacktestError(f"strategy {name!r}: exits have shape {tuple(p.exits.shape)}, expected {shape} "
+                            "(the entries' signal sets)")
+    if p.atr.ndim != 2 or p.atr.shape[0] != t:
+        raise BacktestError(f"strategy {name!r}: atr has shape {p.atr.shape}, expected ({t}, n_atr_periods)")
+    missing = [k for k in _REQUIRED_LANES if k not in p.lanes]
+    if missing:
+        raise BacktestError(f"strategy {name!r}: lanes miss {missing} (needed: {list(_REQUIRED_LANES)}, "
+                            "optional: rr_ratio)")
+    if p.stop_anchor not in ("extreme", "fill"):
+        raise BacktestError(f"strategy {name!r}: stop_anchor {p.stop_anchor!r} is not 'extreme' or 'fill'")
 
 
 def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, strategy: Strategy | str = "liquidity_sweep",
@@ -258,10 +317,13 @@ def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, strateg
     for name in metrics:
         if name not in STRATEGY_METRICS:
             raise BacktestError(f"unknown strategy metric {name!r}; valid: {sorted(STRATEGY_METRICS)}")
-    win, signals, atr, lanes = prepare(bars, params, strategy)
+    prep = prepare(bars, params, strategy)
+    win = prep.bars
     jwin = {k: jnp.asarray(v) for k, v in win.items()}
-    final, marks, ys = _run(jwin, signals, jnp.asarray(atr), {k: jnp.asarray(v) for k, v in lanes.items()},
-                            costs, bars.bars_per_day, trades)
+    exits = None if prep.exits is None else jnp.asarray(prep.exits)
+    final, marks, ys = _run(jwin, prep.entries, exits, jnp.asarray(prep.atr),
+                            {k: jnp.asarray(v) for k, v in prep.lanes.items()}, costs, bars.bars_per_day, trades,
+                            prep.stop_anchor == "fill")
     d, bpd = bars.n_days, bars.bars_per_day
     closes = win["close"].reshape(d, bpd)[:, -1]
     hodl = costs.initial_capital * np.concatenate([[1.0], closes / win["open"][0]])

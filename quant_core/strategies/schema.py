@@ -1,94 +1,96 @@
-"""The contract between CEX strategies and the backtester: parameter schemas and strategies as data.
+"""The contract between CEX strategies and the backtester: parameter schemas, strategies as data, and
+what a strategy hands the state machine (`Prepared`).
 
-A CEX strategy trades one market's candles. Its parameters (`StrategyParam`) carry a default, a
-search range and a kind: `float` (continuous), `int` (whole numbers in [low, high]) or `choice`
-(one of a few values; 0 may stand for "off"). One schema drives defaults, grid/random/Optuna search
-spaces, validation of user-given values and reporting, as the pool rules' schemas do.
+A CEX strategy trades one market's candles. Its parameters are `quant_core.params.Param`s with a
+default, a search range and a kind: `float` (continuous), `int` (whole numbers in [low, high]) or
+`choice` (one of a few values; 0 may stand for "off"), the same type the pool rules use. Rules that
+tie parameters together (a channel's exit period below its entry period) are `Constraint`s, checked
+with the schema so that a bad combination is refused before any signal is computed.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-Kind = Literal["float", "int", "choice"]
+from quant_core.params import Param, find_param
+
+StopAnchor = Literal["extreme", "fill"]
 
 
-@dataclass(frozen=True)
-class StrategyParam:
-    """One strategy parameter in user units."""
+class Prepared(NamedTuple):
+    """A strategy's half of a backtest: what the bracket-order state machine of
+    quant_core.strategies.backtest reads for a batch of B combinations over the window's T bars.
 
-    name: str
-    default: float
-    low: float
-    high: float
-    kind: Kind = "float"
-    choices: tuple[float, ...] = ()  # kind "choice": the admissible values
-    log_scale: bool = False
-    description: str = ""
+    - bars: the window's {open, high, low, close, volume}, each [T];
+    - entries: [T, S] int8 entry signals of S signal sets (+1 long, -1 short, 0 none), decided at the close;
+    - atr: [T, A] ATRs, one column per ATR period;
+    - lanes: per-combination [B] columns: set (int, column of entries/exits), atr_row (int, column of atr),
+      stop_atr_mult, max_hold_bars and, for a profit target, rr_ratio (leave it out: no target);
+    - exits: [T, S] int8 exit signals of the same signal sets, or None (no exit signals: the state machine
+      compiles without them). +1 closes an open long at that bar's close, -1 an open short;
+    - stop_anchor: where the initial stop sits, stop_atr_mult x ATR of the signal bar away from "extreme"
+      (the signal bar's low for a long, high for a short) or "fill" (the entry fill).
+    """
 
-    def __post_init__(self) -> None:
-        if self.kind == "choice":
-            if not self.choices or self.default not in self.choices:
-                raise ValueError(f"{self.name}: a choice parameter lists its choices, the default among them")
-        elif not self.low <= self.default <= self.high:
-            raise ValueError(f"{self.name}: default {self.default} outside [{self.low}, {self.high}]")
+    bars: dict[str, np.ndarray]
+    entries: Any  # [T, S] int8 (NumPy or JAX)
+    atr: np.ndarray
+    lanes: dict[str, np.ndarray]
+    exits: Any | None = None  # [T, S] int8 (NumPy or JAX) or None
+    stop_anchor: StopAnchor = "extreme"
 
-    def grid(self, n: int) -> np.ndarray:
-        """n points over the range (every choice for a choice parameter; whole numbers for int)."""
-        if self.kind == "choice":
-            return np.asarray(self.choices, dtype=np.float64)
-        pts = np.geomspace(self.low, self.high, n) if self.log_scale else np.linspace(self.low, self.high, n)
-        return np.unique(np.round(pts)) if self.kind == "int" else pts
 
-    def check(self, values: np.ndarray, where: str = "parameters") -> np.ndarray:
-        """The values as float64, or ValueError naming the parameter, the bad value and the admissible ones."""
-        v = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{where}.{self.name}: values must be finite numbers")
-        if self.kind == "choice":
-            bad = v[~np.isin(v, self.choices)]
-            if bad.size:
-                raise ValueError(f"{where}.{self.name}: {bad[0]:g} is not one of {list(self.choices)}")
-            return v
-        if self.kind == "int":
-            if np.any(v != np.round(v)):
-                raise ValueError(f"{where}.{self.name}: whole numbers only (got {v[v != np.round(v)][0]:g})")
-        bad = v[(v < self.low) | (v > self.high)]
-        if bad.size:
-            raise ValueError(f"{where}.{self.name}: {bad[0]:g} is outside [{self.low:g}, {self.high:g}]")
-        return v
+class Constraint(NamedTuple):
+    """A rule between parameters: `holds(*columns)` -> bool [B] over the named parameters' columns."""
+
+    names: tuple[str, ...]
+    holds: Callable[..., np.ndarray]
+    text: str  # the rule for people, naming the parameters ("exit_period must be below entry_period")
 
 
 @dataclass(frozen=True)
 class Strategy:
     """A CEX strategy: its name, parameter schema and its half of a backtest.
 
-    `prepare(bars, params)` (params: {name: [B]} checked by `batch`) returns what the bracket-order
-    state machine of quant_core.strategies.backtest reads: the window's bars {open, high, low, close,
-    volume}, entry signals [T, S] (+1 long, -1 short, 0 none) of S signal sets, ATRs [T, A], and the
-    per-combination lanes {set, atr_row, rr_ratio, stop_atr_mult, max_hold_bars}."""
+    `prepare(bars, params)` (params: {name: [B]} checked by `batch`) returns a `Prepared`. A module of
+    quant_core.strategies that defines a module-level `STRATEGY = Strategy(...)` is registered
+    automatically (see quant_core.strategies)."""
 
     name: str
-    params: tuple[StrategyParam, ...]
+    params: tuple[Param, ...]
     description: str = ""
-    prepare: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    prepare: Callable[..., Prepared] | None = field(default=None, compare=False, repr=False)
+    constraints: tuple[Constraint, ...] = field(default=(), compare=False, repr=False)
 
-    def param(self, name: str) -> StrategyParam:
-        for p in self.params:
-            if p.name == name:
-                return p
-        close = difflib.get_close_matches(name, [p.name for p in self.params], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(f"strategy {self.name!r} has no parameter {name!r}{hint}; its parameters are "
-                       f"{[p.name for p in self.params]}")
+    def param(self, name: str) -> Param:
+        return find_param(self.params, name, f"strategy {self.name!r}")
 
     def defaults(self) -> dict[str, float]:
         return {p.name: float(p.default) for p in self.params}
+
+    def valid(self, combos: dict[str, np.ndarray]) -> np.ndarray:
+        """bool [B]: which combinations (every parameter given, e.g. from `batch`) meet every constraint;
+        a search can drop the others instead of being refused."""
+        cols = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in combos.items()}
+        ok = np.ones(max((c.size for c in cols.values()), default=1), dtype=bool)
+        for c in self.constraints:
+            ok &= np.asarray(c.holds(*(cols[n] for n in c.names)), dtype=bool).reshape(-1)
+        return ok
+
+    def check_constraints(self, combos: dict[str, np.ndarray], where: str = "parameters") -> None:
+        """ValueError naming the broken rule, its parameters and the first offending combination."""
+        cols = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in combos.items()}
+        for c in self.constraints:
+            bad = np.flatnonzero(~np.asarray(c.holds(*(cols[n] for n in c.names)), dtype=bool).reshape(-1))
+            if bad.size:
+                j = int(bad[0])
+                values = ", ".join(f"{n}={cols[n][j if cols[n].size > 1 else 0]:g}" for n in c.names)
+                at = f" (combination {j} of {cols[c.names[0]].size})" if cols[c.names[0]].size > 1 else ""
+                raise ValueError(f"{where}: {c.text}; got {values}{at}")
 
     def resolve(self, given: dict[str, float] | None = None, where: str = "parameters") -> dict[str, float]:
         """Defaults overridden by `given` (user units), each value checked against the schema."""
@@ -100,10 +102,12 @@ class Strategy:
                     raise ValueError(f"{where}.{name}: a strategy parameter is one number, got {value}")
                 value = value[0]
             out[p.name] = float(p.check(np.asarray([value]), where)[0])
+        self.check_constraints(out, where)
         return out
 
     def batch(self, combos: dict[str, np.ndarray], where: str = "parameters") -> dict[str, np.ndarray]:
-        """{name: [B]} for every parameter: given columns checked, missing ones filled with the default."""
+        """{name: [B]} for every parameter: given columns checked, missing ones filled with the default,
+        then the constraints between parameters checked."""
         sizes = {np.asarray(v).reshape(-1).size for v in combos.values()}
         if len(sizes) > 1:
             raise ValueError(f"{where}: every parameter needs the same number of combinations, got sizes {sizes}")
@@ -115,4 +119,5 @@ class Strategy:
             col = combos.get(p.name)
             out[p.name] = (np.full(b, float(p.default)) if col is None
                            else p.check(np.asarray(col, dtype=np.float64).reshape(-1), where))
+        self.check_constraints(out, where)
         return out

@@ -18,16 +18,12 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 
-from quant_core.data.panel import PricePanel
-from quant_core.sim.pool import get_pool
-from quant_core.spec import RunSpec, SearchRange
-from quant_core.train.problem import Axis, NoFiniteCandidate, SearchProblem
+from quant_core.spec import RunSpec
+from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
 
-TABLE_METRICS = ("daily_log_sharpe", "sharpe", "returns", "returns_over_hodl", "greatest_draw_down", "calmar")
 MAX_GRID = 10_000_000
 
 
@@ -44,39 +40,7 @@ class GridResult:
     candidates: list[dict] = field(default_factory=list)  # parameters of the top-k, best first
 
 
-def search_axes(spec: RunSpec, points: str) -> list[Axis]:
-    """Axes of the search space; `points` is "grid" (values per axis) or "random" (ranges to draw from)."""
-    pool = get_pool(spec.rule)
-    settings = spec.optimisation_settings.search_settings
-    given = {pool.param(k).name: v for k, v in settings.parameter_space.items()}  # raises naming valid names
-    axes = []
-    for p in pool.params:
-        if not p.active(spec):
-            continue
-        entry = given.get(p.name)
-        if entry is None:
-            if not p.trainable and p.name not in given:
-                continue  # hook bounds and frozen engine settings are searched only when listed
-            entry = SearchRange(low=p.low, high=p.high, log_scale=p.log_scale, n=settings.default_points,
-                                scalar=True)
-        if isinstance(entry, list):
-            axes.append(Axis(p.name, None, np.asarray(entry, dtype=np.float64)))
-            continue
-        tokens = [None] if (entry.scalar or p.scalar) else list(range(len(spec.tokens)))
-        for t in tokens:
-            if points == "grid":
-                vals = (np.geomspace(entry.low, entry.high, entry.n) if entry.log_scale
-                        else np.linspace(entry.low, entry.high, entry.n))
-                axes.append(Axis(p.name, t, vals))
-            else:
-                axes.append(Axis(p.name, t, None, entry.low, entry.high, entry.log_scale))
-    if not axes:
-        raise ValueError(f"rule {spec.rule!r} has no parameter to search; list some under "
-                         "optimisation_settings.search_settings.parameter_space")
-    return axes
-
-
-def grid_points(axes: list[Axis]) -> np.ndarray:
+def grid_points(axes: list[SearchAxis]) -> np.ndarray:
     size = math.prod(len(a.values) for a in axes)
     if size > MAX_GRID:
         raise ValueError(f"the grid has {size:,} points (over {MAX_GRID:,}): use fewer values per parameter, "
@@ -84,7 +48,7 @@ def grid_points(axes: list[Axis]) -> np.ndarray:
     return np.array(list(itertools.product(*(a.values for a in axes))), dtype=np.float64).reshape(size, len(axes))
 
 
-def random_points(axes: list[Axis], n: int, seed: int) -> np.ndarray:
+def random_points(axes: list[SearchAxis], n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     cols = []
     for a in axes:
@@ -94,12 +58,12 @@ def random_points(axes: list[Axis], n: int, seed: int) -> np.ndarray:
             cols.append(np.exp(rng.uniform(np.log(a.low), np.log(a.high), n)))
         else:
             cols.append(rng.uniform(a.low, a.high, n))
-        if a.integer:
+        if a.kind == "int":
             cols[-1] = np.round(cols[-1])
     return np.stack(cols, axis=1)
 
 
-def candidate_params(axes: list[Axis], points: np.ndarray, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def candidate_params(axes: list[SearchAxis], points: np.ndarray, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """{name: [C, n]} user units: the base (initial) parameters with the searched entries replaced."""
     c = points.shape[0]
     out = {k: np.broadcast_to(v, (c, *v.shape)).copy() for k, v in base.items()}
@@ -111,25 +75,9 @@ def candidate_params(axes: list[Axis], points: np.ndarray, base: dict[str, np.nd
     return out
 
 
-def _row(axes: list[Axis], point: np.ndarray, tokens: list[str]) -> dict:
+def _row(axes: list[SearchAxis], point: np.ndarray, tokens: list[str]) -> dict:
     return {(a.name if a.token is None else f"{a.name}[{tokens[a.token]}]"): float(v)
             for a, v in zip(axes, point, strict=True)}
-
-
-def grid_search(
-    panel: PricePanel,
-    spec: RunSpec,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    seed: int | None = None,
-    n_samples: int | None = None,
-    log=None,
-) -> GridResult:
-    """Evaluate the pool's grid (method grid) or n_samples random candidates (method random)."""
-    from quant_core.train.pool import pool_problem
-
-    return run_grid(pool_problem(panel, spec, start, end), spec, seed=seed, n_samples=n_samples, log=log)
 
 
 def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, n_samples: int | None = None,

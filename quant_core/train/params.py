@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import qmc
 
+from quant_core.params import Param
 from quant_core.sim.pool import get_pool
-from quant_core.sim.schema import ParamSpec
 from quant_core.sim.simulate import resolve_params
 from quant_core.spec import RunSpec
 
@@ -32,14 +32,14 @@ GRADIENT_FREE = "optuna, grid or random"
 
 @dataclass(frozen=True)
 class ParamLayout:
-    trainable: tuple[ParamSpec, ...]
+    trainable: tuple[Param, ...]
     fixed: dict[str, np.ndarray]  # user units, not trained
     initial: dict[str, np.ndarray]  # user units, every parameter
     n_tokens: int
     chunk_period: int
     ensemble: bool
 
-    def _shape(self, p: ParamSpec) -> tuple[int, ...]:
+    def _shape(self, p: Param) -> tuple[int, ...]:
         lead = self.initial[p.name].shape[:-1]
         return (*lead, 1 if p.scalar else self.n_tokens)
 

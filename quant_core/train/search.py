@@ -27,17 +27,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 import optuna
 
-from quant_core.data.panel import PricePanel
-from quant_core.sim.pool import get_pool
-from quant_core.sim.simulate import resolve_params
-from quant_core.spec import OptunaSettings, ParameterRange, RunSpec
+from quant_core.spec import OptunaSettings, RunSpec
 from quant_core.train.gp_sampler import GaussianProcessSampler
-from quant_core.train.problem import NoFiniteCandidate, SearchDimension, SearchProblem, expand_around
+from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
 from quant_core.train.split import TrainSplit
 
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
@@ -53,25 +49,6 @@ class SearchResult:
     seconds: float = 0.0
     study_name: str | None = None
     candidates: list[dict] = field(default_factory=list)  # the best trials' parameters, best first
-
-
-def search_space(spec: RunSpec) -> list[SearchDimension]:
-    rule = get_pool(spec.rule)
-    settings = spec.optimisation_settings.optuna_settings
-    overrides: dict[str, ParameterRange] = {}
-    for key, rng in settings.parameter_config.items():
-        overrides[rule.param(key).name] = rng  # raises naming the valid parameters
-    initial = resolve_params(spec)
-    dims = []
-    for p in rule.params:
-        if not p.trainable or not p.active(spec):
-            continue
-        rng = overrides.get(p.name, ParameterRange(low=p.low, high=p.high, log_scale=p.log_scale, scalar=p.scalar))
-        low, high = rng.low, rng.high
-        if settings.expand_around:
-            low, high = expand_around(low, high, rng.log_scale, float(np.mean(initial[p.name])))
-        dims.append(SearchDimension(p.name, low, high, rng.log_scale, rng.scalar))
-    return dims
 
 
 def _sampler(settings: OptunaSettings, seed: int) -> optuna.samplers.BaseSampler:
@@ -115,28 +92,12 @@ def _trial_values(row: np.ndarray, settings: OptunaSettings, has_val: bool) -> d
     return out
 
 
-def optuna_search(
-    panel: PricePanel,
-    spec: RunSpec,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    seed: int | None = None,
-    n_trials: int | None = None,
-    log: Callable[[str], None] | None = None,
-) -> SearchResult:
-    """Maximise spec.return_val over the pool's search space (module docstring)."""
-    from quant_core.train.pool import pool_problem
-
-    return run_study(pool_problem(panel, spec, start, end), spec, seed=seed, n_trials=n_trials, log=log)
-
-
-def _suggest(trial: optuna.Trial, d: SearchDimension, name: str) -> float:
-    if d.kind == "choice":
-        return float(trial.suggest_categorical(name, list(d.choices)))
-    if d.kind == "int":
-        return float(trial.suggest_int(name, int(d.low), int(d.high), log=d.log_scale))
-    return trial.suggest_float(name, d.low, d.high, log=d.log_scale)
+def _suggest(trial: optuna.Trial, a: SearchAxis) -> float:
+    if a.values is not None:
+        return float(trial.suggest_categorical(a.label, [float(v) for v in a.values]))
+    if a.kind == "int":
+        return float(trial.suggest_int(a.label, int(a.low), int(a.high), log=a.log_scale))
+    return trial.suggest_float(a.label, a.low, a.high, log=a.log_scale)
 
 
 def run_study(
@@ -159,7 +120,7 @@ def run_study(
         raise ValueError("optuna_settings.multi_objective does not work with the cmaes sampler: use tpe, gp or random")
     evaluator = problem.evaluator((spec.return_val,), settings.n_sub_periods if settings.multi_objective else 0)
     n_tokens = len(problem.tokens)
-    dims = problem.dimensions()
+    axes = problem.axes("optuna")
     batch = max(1, min(settings.n_jobs, n_trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = settings.storage.url if settings.storage.url else None
@@ -179,18 +140,19 @@ def run_study(
         trials, proposals = [], []
         for _ in range(min(batch, n_trials - len(history))):
             trial = study.ask()
-            proposal = {}
-            for d in dims:
-                if d.scalar:
-                    proposal[d.name] = [_suggest(trial, d, d.name)] * n_tokens
+            proposal: dict[str, list[float]] = {}
+            for a in axes:
+                v = _suggest(trial, a)
+                if a.token is None:
+                    proposal[a.name] = [v] * n_tokens
                 else:
-                    proposal[d.name] = [_suggest(trial, d, f"{d.name}_{i}") for i in range(n_tokens)]
+                    proposal.setdefault(a.name, [0.0] * n_tokens)[a.token] = v
             trials.append(trial)
             proposals.append(proposal)
         padded = proposals + [proposals[0]] * (batch - len(proposals))
         batch_params = {k: np.broadcast_to(v, (batch, *v.shape)).copy() for k, v in base.items()}
-        for d in dims:
-            batch_params[d.name] = np.array([p[d.name] for p in padded])
+        for name in proposals[0]:
+            batch_params[name] = np.array([p[name] for p in padded])
         scores = evaluator.scores(batch_params)[:, 0, :]
         for trial, proposal, row in zip(trials, proposals, scores[: len(proposals)], strict=True):
             numbers = _trial_values(row, settings, has_val)

@@ -1,13 +1,14 @@
-"""Walk-forward validation: retrain on each fold's training window, evaluate on its test window.
+"""Walk-forward validation of any tunable: retrain on each fold's training window, evaluate on its test window.
 
 Folds from (train, gap, test, step) in days over [start, end):
     rolling:  train [start + i step, + train), test [train_end + gap, + test)
     anchored: train [start, start + train + i step), test as above
-Each test window is simulated from its own start with estimator warm-up taken from the data
-*before* that start (never from inside the test window), and a fresh pool at the initial weights.
-The out-of-sample daily log returns of all folds are concatenated into one equity curve; its
-Sharpe (daily_log_sharpe formula) and length (the sample size) are the evidence the lifecycle
-stage is decided from.
+Each test window is evaluated from its own start with warm-up taken from the data *before* that start
+(never from inside the test window): a fresh pool at the initial weights, a strategy starting flat. The
+out-of-sample daily log returns of all folds are concatenated into one equity curve; its Sharpe
+(daily_log_sharpe formula) and its sample size (days for a pool, trades for a strategy: the tunable's
+`sample_unit`) are the evidence the lifecycle stage is decided from. A fold whose training finds no
+admissible parameter set stays out of the market where the tunable can (`Tunable.stay_out`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from quant_core import metrics
-from quant_core.data.panel import PricePanel
-from quant_core.sim.simulate import plan_window, simulate
 from quant_core.spec import RunSpec
-from quant_core.train.objective import batched_values
-from quant_core.train.pool import TrainedPool, train_pool
+from quant_core.train.problem import NoFiniteCandidate
+from quant_core.train.trainer import TrainedParameters, train
+from quant_core.tunables import tunable_for
 from quant_core.validate import significance as sig
 
 
@@ -75,10 +76,10 @@ def make_folds(start: datetime, end: datetime, s: WalkForwardSettings) -> list[F
 @dataclass
 class FoldResult:
     fold: Fold
-    params: dict[str, list[float]]
+    params: dict[str, Any]
     in_sample: dict[str, float]
     out_of_sample: dict[str, float]
-    oos_hodl: dict[str, float]
+    oos_benchmark: dict[str, float]  # the tunable's benchmark (HODL / buy-and-hold) over the test window
     oos_log_returns: list[float]
 
     def to_dict(self) -> dict:
@@ -92,19 +93,20 @@ class WalkForwardReport:
     metric: str
     folds: list[FoldResult]
     oos_sharpe: float
-    oos_hodl_sharpe: float
+    benchmark: str  # what oos_benchmark_* hold: "hodl" (pools), "buy_and_hold" (CEX strategies)
+    oos_benchmark_sharpe: float
     mean_is_sharpe: float
     mean_oos_sharpe: float
     oos_is_ratio: float
-    sample_size: int  # out-of-sample daily returns (CEX strategies: trades)
+    sample_size: int  # counted in sample_unit
+    sample_unit: str  # "out-of-sample days" (pools) or "out-of-sample trades" (CEX strategies)
     oos_equity: list[float] = field(default_factory=list)
-    oos_hodl_equity: list[float] = field(default_factory=list)
+    oos_benchmark_equity: list[float] = field(default_factory=list)
     oos_dates: list[str] = field(default_factory=list)
-    oos_uniform_sharpe: float = float("nan")  # the static pool at equal weights, same folds
-    oos_uniform_equity: list[float] = field(default_factory=list)
+    # further benchmarks over the same folds (pools: "uniform", the static pool at equal weights)
+    other_benchmarks: dict[str, dict] = field(default_factory=dict)  # name -> {"sharpe", "equity"}
     significance: dict = field(default_factory=dict)  # see quant_core.validate.significance / evidence()
-    trades: list[dict] = field(default_factory=list)  # CEX strategies: the out-of-sample trades, fold by fold
-    sample_unit: str = "out-of-sample days"  # what sample_size counts (CEX strategies: out-of-sample trades)
+    trades: list[dict] = field(default_factory=list)  # tunables that trade: the out-of-sample trades, fold by fold
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "folds"}
@@ -112,12 +114,8 @@ class WalkForwardReport:
         return d
 
 
-def _log_returns(values: np.ndarray, steps_per_day: int) -> np.ndarray:
-    return np.asarray(metrics.daily_log_returns(values, steps_per_day))
-
-
 def walk_forward(
-    panel: PricePanel,
+    data: Any,
     spec: RunSpec,
     settings: WalkForwardSettings,
     *,
@@ -125,88 +123,87 @@ def walk_forward(
     end: datetime | None = None,
     seed: int | None = None,
     n_trials: int | None = None,
-    trainer: Callable[..., TrainedPool] = train_pool,
+    trainer: Callable[..., TrainedParameters] = train,
     log: Callable[[str], None] | None = None,
 ) -> WalkForwardReport:
-    """Retrain per fold over [start, end) (default: startDateString .. endTestDateString or end)."""
+    """Retrain per fold over [start, end) (default: startDateString .. endTestDateString or end) of `data`
+    (a PricePanel for a pool, MarketCandles for a CEX strategy)."""
+    tunable = tunable_for(spec)
     start = start or spec.start
     end = end or spec.end_test or spec.end
-    hodl_spec = spec.model_copy(update={"rule": "hodl", "parameters": None})
-    n = len(spec.tokens)
-    uniform_spec = spec.model_copy(update={"rule": "balancer", "parameters": None, "initial_weights": [1 / n] * n})
+    folds = make_folds(start, end, settings)
+    tunable.validate_data(data, folds[0].train_start, folds[-1].test_end)
     results: list[FoldResult] = []
-    all_r, all_hodl, all_uniform, dates = [], [], [], []
-    n_configurations, last = [], None
-    for fold in make_folds(start, end, settings):
-        trained = trainer(panel, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
-        is_sim = simulate(panel, spec, trained.params, start=fold.train_start, end=fold.train_end)
-        oos_sim = simulate(panel, spec, trained.params, start=fold.test_start, end=fold.test_end)
-        hodl_sim = simulate(panel, hodl_spec, start=fold.test_start, end=fold.test_end)
-        uniform_sim = simulate(panel, uniform_spec, start=fold.test_start, end=fold.test_end)
-        r = _log_returns(oos_sim.values, oos_sim.steps_per_day)
-        all_r.append(r)
-        all_hodl.append(_log_returns(hodl_sim.values, hodl_sim.steps_per_day))
-        all_uniform.append(_log_returns(uniform_sim.values, uniform_sim.steps_per_day))
-        n_configurations.append(trained.n_configurations)
-        last = trained
-        days = oos_sim.timestamps[:: oos_sim.steps_per_day][1:]
-        dates.extend(str(np.datetime64(t, "D")) for t in days)
-        results.append(
-            FoldResult(
-                fold=fold,
-                params=trained.params,
-                in_sample=is_sim.summary(),
-                out_of_sample=oos_sim.summary(),
-                oos_hodl=hodl_sim.summary(),
-                oos_log_returns=r.tolist(),
-            )
-        )
+    returns: list[np.ndarray] = []
+    bench: dict[str, list[np.ndarray]] = {}
+    dates: list[str] = []
+    trades: list[dict] = []
+    n_configurations: list[int] = []
+    last = None
+    for fold in folds:
+        try:
+            trained = trainer(data, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
+        except NoFiniteCandidate as exc:
+            oos = tunable.stay_out(data, fold.test_start, fold.test_end)  # raises where it cannot stay out
+            if log:
+                log(f"fold {fold.index}: no admissible parameter set ({exc}); the fold stays out of the market")
+            params, in_sample = {}, tunable.stay_out(data, fold.train_start, fold.train_end).metrics[0]
+        else:
+            params = trained.params
+            in_sample = tunable.evaluate(data, [params], fold.train_start, fold.train_end, benchmarks=False).metrics[0]
+            oos = tunable.evaluate(data, [params], fold.test_start, fold.test_end, trades=tunable.trades)
+            n_configurations.append(trained.n_configurations)
+            last = trained
+        r = oos.log_returns[0]
+        returns.append(r)
+        for name, b in oos.benchmark_log_returns.items():
+            bench.setdefault(name, []).append(b)
+        dates.extend(oos.dates)
+        if oos.trades:
+            trades.extend({"fold": fold.index, **t} for t in oos.trades[0])
+        results.append(FoldResult(fold=fold, params=params, in_sample=in_sample, out_of_sample=oos.metrics[0],
+                                  oos_benchmark=oos.benchmark_metrics[tunable.benchmark],
+                                  oos_log_returns=r.tolist()))
         if log:
-            log(
-                f"fold {fold.index}: train {fold.train_start:%Y-%m-%d}..{fold.train_end:%Y-%m-%d} "
-                f"IS {results[-1].in_sample['daily_log_sharpe']:.3f}, test {fold.test_start:%Y-%m-%d}.."
-                f"{fold.test_end:%Y-%m-%d} OOS {results[-1].out_of_sample['daily_log_sharpe']:.3f}"
-            )
-    r_all = np.concatenate(all_r)
-    h_all = np.concatenate(all_hodl)
-    u_all = np.concatenate(all_uniform)
-    candidates = candidate_returns(panel, spec, last.candidates, start, end) if len(last.candidates) > 1 else None
-    significance = evidence(r_all, int(round(np.mean(n_configurations))), candidates)
+            f = results[-1]
+            counts = (f" ({f.in_sample['n_trades']:.0f} trades)", f" ({f.out_of_sample['n_trades']:.0f} trades)") \
+                if tunable.trades else ("", "")
+            log(f"fold {fold.index}: train {fold.train_start:%Y-%m-%d}..{fold.train_end:%Y-%m-%d} IS "
+                f"{f.in_sample['daily_log_sharpe']:.3f}{counts[0]}, test {fold.test_start:%Y-%m-%d}.."
+                f"{fold.test_end:%Y-%m-%d} OOS {f.out_of_sample['daily_log_sharpe']:.3f}{counts[1]}")
+    r_all = np.concatenate(returns)
+    candidates = None
+    if last is not None and len(last.candidates) > 1:
+        ev = tunable.evaluate(data, last.candidates, start, end, summary=False, benchmarks=False)
+        candidates = ev.log_returns.T  # [days, K]
+    significance = evidence(r_all, int(round(np.mean(n_configurations or [1]))), candidates)
     if log:
         log(f"significance: {significance}")
-    u_extra = {"oos_uniform_sharpe": float(metrics.sharpe_of_returns(u_all)),
-               "oos_uniform_equity": np.exp(np.cumsum(u_all)).tolist()}
-    return fold_report(spec.return_val, results, r_all, h_all, dates, significance, int(r_all.size), **u_extra)
-
-
-def fold_report(metric: str, folds: list[FoldResult], r_all: np.ndarray, h_all: np.ndarray, dates: list[str],
-                significance: dict, sample_size: int, **extra) -> WalkForwardReport:
-    """The report of concatenated out-of-sample daily log returns (strategy r_all, benchmark h_all)."""
-    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in folds]))
-    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in folds]))
+    b_all = {name: np.concatenate(parts) for name, parts in bench.items()}
+    primary = b_all.pop(tunable.benchmark)
+    sample = len(trades) if tunable.trades else int(r_all.size)
+    others = {name: {"sharpe": float(metrics.sharpe_of_returns(b)), "equity": np.exp(np.cumsum(b)).tolist()}
+              for name, b in b_all.items()}
+    mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in results]))
+    mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in results]))
     return WalkForwardReport(
-        metric=metric,
-        folds=folds,
+        metric=spec.return_val,
+        folds=results,
         oos_sharpe=float(metrics.sharpe_of_returns(r_all)),
-        oos_hodl_sharpe=float(metrics.sharpe_of_returns(h_all)),
+        benchmark=tunable.benchmark,
+        oos_benchmark_sharpe=float(metrics.sharpe_of_returns(primary)),
         mean_is_sharpe=mean_is,
         mean_oos_sharpe=mean_oos,
         oos_is_ratio=float(mean_oos / mean_is) if mean_is != 0 else float("nan"),
-        sample_size=sample_size,
+        sample_size=sample,
+        sample_unit=tunable.sample_unit,
         oos_equity=np.exp(np.cumsum(r_all)).tolist(),
-        oos_hodl_equity=np.exp(np.cumsum(h_all)).tolist(),
+        oos_benchmark_equity=np.exp(np.cumsum(primary)).tolist(),
         oos_dates=dates,
+        other_benchmarks=others,
         significance=significance,
-        **extra,
+        trades=trades,
     )
-
-
-def candidate_returns(panel: PricePanel, spec: RunSpec, candidates: list[dict], start: datetime,
-                      end: datetime) -> np.ndarray:
-    """Daily log returns [days, K] of K candidate configurations over [start, end), one batched pass."""
-    values = batched_values(panel, spec, candidates, start, end)
-    spd = plan_window(panel, spec, start, end).steps_per_day
-    return np.stack([_log_returns(v, spd) for v in values], axis=1)
 
 
 def evidence(oos_returns: np.ndarray, n_configurations: int, candidates: np.ndarray | None,

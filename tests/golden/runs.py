@@ -35,40 +35,32 @@ def _finite(obj):
 
 def golden_run(name: str) -> dict:
     from quant_core.configuration import build_configuration
+    from quant_core.data.market_candles import MarketCandles
     from quant_core.data.panel import panel_from_long_prices
     from quant_core.data.price_file import shipped_prices_path
     from quant_core.data.synthetic import SyntheticSource
+    from quant_core.train.trainer import train
+    from quant_core.tunables import tunable_for
     from quant_core.universe import load_registry
+    from quant_core.validate.walk_forward import walk_forward
 
     registry = load_registry(REGISTRY)
     universe = registry.universe(name)
     spec = universe.spec.with_training(budget=RUNS[name], seed=0)
     universe = universe.model_copy(update={"spec": spec})
     if spec.strategy is None:
-        from quant_core.sim.simulate import simulate
-        from quant_core.train.pool import train_pool
-        from quant_core.validate.walk_forward import walk_forward
-
-        panel = panel_from_long_prices(shipped_prices_path(), spec.tokens)
-        trained = train_pool(panel, spec)
-        report = walk_forward(panel, spec, universe.walk_forward)
-        in_sample = simulate(panel, spec, trained.params).summary()
-        holdout = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test).summary()
-        data_hash = panel.data_hash
+        data = panel_from_long_prices(shipped_prices_path(), spec.tokens)
     else:
-        from quant_assets.defs.strategies.assets import candles_hash
-        from quant_core.strategies.train import train_strategy
-        from quant_core.strategies.walk_forward import run_backtest, summary_of, walk_forward_strategy
-
         entry = registry.market(universe.markets[spec.tokens[0]])
         source = SyntheticSource(seed=entry.seed, symbols=(entry.symbol,), exchange=entry.exchange)
-        candles = source.fetch(entry.market, datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 12, 31, tzinfo=UTC))
-        tf = entry.timeframe
-        trained = train_strategy(candles, tf, spec)
-        report = walk_forward_strategy(candles, tf, spec, universe.walk_forward)
-        in_sample = summary_of(run_backtest(candles, tf, spec, [trained.params], spec.start, spec.end))
-        holdout = summary_of(run_backtest(candles, tf, spec, [trained.params], spec.end, spec.end_test))
-        data_hash = candles_hash(candles)
+        frame = source.fetch(entry.market, datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 12, 31, tzinfo=UTC))
+        data = MarketCandles(frame, entry.timeframe)
+    tunable = tunable_for(spec)
+    trained = train(data, spec)
+    report = walk_forward(data, spec, universe.walk_forward)
+    in_sample = tunable.evaluate(data, [trained.params], spec.start, spec.end, benchmarks=False).metrics[0]
+    holdout = tunable.evaluate(data, [trained.params], spec.end, spec.end_test, benchmarks=False).metrics[0]
+    data_hash = tunable.data_hash(data)
     config = build_configuration(registry, universe, data_hash, trained, in_sample, holdout, report, None)
     return _finite({
         "parameters": config.parameters, "metrics": config.metrics, "stage": str(config.lifecycle_stage),

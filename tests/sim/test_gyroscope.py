@@ -263,4 +263,4 @@ def test_param_schema():
     names = [p.name for p in GYROSCOPE_PARAMS]
     assert names == ["alpha", "beta", "lam", "phi"]
     for p in GYROSCOPE_PARAMS:
-        assert p.low <= p.initial <= p.high
+        assert p.low <= p.initial_value() <= p.high

@@ -187,8 +187,8 @@ def test_signals_match_reference(runs, i):
     """The signal table behind the trades agrees with the reference's reading of the signal rules."""
     run = runs[i]
     bars, params = run["bars"], run["params"]
-    _, signals, _, lanes = prepare(bars, params)
-    signals = np.asarray(signals)
+    prep = prepare(bars, params)
+    signals, lanes = np.asarray(prep.entries), prep.lanes
     for j in range(B):
         want, _ = reference_signals(bars.high, bars.low, bars.close, bars.volume, WARMUP, combo(params, j))
         got = signals[:, lanes["set"][j]]
@@ -243,8 +243,8 @@ def test_no_look_ahead(seed, t):
     a = backtest(bars, params, COSTS, trades=True)
     b = backtest(other, params, COSTS, trades=True)
 
-    _, sig_a, atr_a, lanes_a = prepare(bars, params)
-    _, sig_b, atr_b, lanes_b = prepare(other, params)
+    _, sig_a, atr_a, lanes_a, *_ = prepare(bars, params)
+    _, sig_b, atr_b, lanes_b, *_ = prepare(other, params)
     np.testing.assert_array_equal(lanes_a["set"], lanes_b["set"])
     np.testing.assert_array_equal(np.asarray(sig_a)[: t + 1], np.asarray(sig_b)[: t + 1])
     np.testing.assert_array_equal(atr_a[: t + 1], atr_b[: t + 1])

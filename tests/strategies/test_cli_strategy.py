@@ -12,10 +12,11 @@ import pytest
 from test_train_strategy import assert_in_schema, spiky_candles
 
 from quant_core.cli import main
+from quant_core.data.market_candles import MarketCandles
 from quant_core.data.synthetic import synthetic_candles
 from quant_core.spec import load_run_spec
 from quant_core.strategies.backtest import STRATEGY_METRICS
-from quant_core.strategies.walk_forward import run_backtest
+from quant_core.tunables import StrategyTunable
 
 SPEC = """\
 strategy: liquidity_sweep
@@ -80,13 +81,23 @@ def test_random_writes_parameters_metrics_and_trades(files, tmp_path, capsys):
     assert run_spec.strategy == "liquidity_sweep"
     assert run_spec.optimisation_settings.search_settings.n_samples == 16
     assert run_spec.optimisation_settings.initial_random_key == 5
-    assert set(payload["metrics"]) == set(payload["trades"]) == {"train", "test"}
-    candles = pl.read_parquet(files["spiky"])
-    for part, (start, end) in (("train", TRAIN), ("test", TEST)):
+    assert set(payload["metrics"]) == set(payload["trades"]) == {"initial_train", "train", "test"}
+    candles = MarketCandles(pl.read_parquet(files["spiky"]), "1h")
+    tunable = StrategyTunable(run_spec)
+    initial = tunable.user_params(tunable.initial())
+    for part, (start, end), p in (("initial_train", TRAIN, initial), ("train", TRAIN, params),
+                                  ("test", TEST, params)):
         m, trades = payload["metrics"][part], payload["trades"][part]
         assert set(STRATEGY_METRICS) | {"objective"} == set(m)
         assert m["objective"] == m["daily_log_sharpe"]
-        assert m["n_trades"] == len(trades) > 0
+        assert m["n_trades"] == len(trades)
+        # each window is its own backtest, starting flat with warm-up from before it
+        res = tunable.backtest(candles, [p], start, end, trades=True)
+        assert m["daily_log_sharpe"] == pytest.approx(float(res.metrics["daily_log_sharpe"][0]), rel=1e-12)
+        assert len(res.trades[0]) == len(trades)
+        if part == "initial_train":
+            continue
+        assert len(trades) > 0
         for name in ("net_profit", "win_rate", "expectancy", "avg_win", "daily_log_sharpe", "max_drawdown",
                      "exposure", "sharpe_per_trade"):
             assert m[name] is not None and math.isfinite(m[name]), (part, name)
@@ -95,15 +106,12 @@ def test_random_writes_parameters_metrics_and_trades(files, tmp_path, capsys):
             entry, exit_ = datetime.fromisoformat(t["entry_time"]), datetime.fromisoformat(t["exit_time"])
             assert entry.utcoffset() == timedelta(0) and start <= entry <= exit_ < end
             assert t["side"] in ("long", "short") and t["exit_reason"] in ("stop", "target", "time", "end")
-        # each window is its own backtest, starting flat with warm-up from before it
-        res = run_backtest(candles, "1h", run_spec, [params], start, end, trades=True)
-        assert m["daily_log_sharpe"] == pytest.approx(float(res.metrics["daily_log_sharpe"][0]), rel=1e-12)
-        assert len(res.trades[0]) == len(trades)
     printed = capsys.readouterr().out
     assert "read 2880 1h candles" in printed and f"wrote {out}" in printed
-    assert "liquidity_sweep (1h), random: daily_log_sharpe train " in printed and " -> test " in printed
+    assert "liquidity_sweep (1h), random: daily_log_sharpe start " in printed
+    assert " -> train " in printed and " -> test " in printed
     assert f"trades: train {len(payload['trades']['train'])}, test {len(payload['trades']['test'])}" in printed
-    assert "win rate: train " in printed and "parameters: lookback=" in printed
+    assert "win rate: train " in printed and 'parameters: {"lookback": ' in printed
 
 
 def test_optuna_and_grid_on_synthetic_candles(files, tmp_path, capsys):
@@ -129,7 +137,7 @@ def test_optuna_and_grid_on_synthetic_candles(files, tmp_path, capsys):
                  "--timeframe", "1h", "--budget", "99", "--out", str(out)]) == 0
     payload = _no_nan(out.read_text())
     assert payload["method"] == "grid" and payload["n_evaluations"] == 4 and len(payload["top"]) == 4
-    assert set(payload["metrics"]) == set(payload["trades"]) == {"train"}
+    assert set(payload["metrics"]) == set(payload["trades"]) == {"initial_train", "train"}
     assert payload["parameters"]["lookback"] in (10, 15) and payload["parameters"]["sma_period"] == 0
     assert payload["metrics"]["train"]["n_trades"] == len(payload["trades"]["train"])
     printed = capsys.readouterr().out

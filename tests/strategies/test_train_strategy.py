@@ -15,14 +15,15 @@ import pytest
 from test_backtest_reference import ohlcv
 
 import quant_core  # noqa: F401  (JAX float64)
+from quant_core.data.market_candles import MarketCandles
 from quant_core.data.schema import CANDLE_SCHEMA
 from quant_core.data.synthetic import synthetic_candles
 from quant_core.spec import RunSpecError, load_run_spec
 from quant_core.strategies.liquidity_sweep import LIQUIDITY_SWEEP
-from quant_core.strategies.train import train_strategy
-from quant_core.strategies.walk_forward import run_backtest, walk_forward_strategy
 from quant_core.train.problem import NoFiniteCandidate
-from quant_core.validate.walk_forward import WalkForwardSettings
+from quant_core.train.trainer import train
+from quant_core.tunables import StrategyTunable
+from quant_core.validate.walk_forward import WalkForwardSettings, walk_forward
 
 TF = "1h"
 FIRST = datetime(2024, 1, 1, tzinfo=UTC)
@@ -56,8 +57,13 @@ def spiky_candles(days: int = 140, seed: int = 0, first: datetime = FIRST, bars_
 
 
 @pytest.fixture(scope="module")
-def candles() -> pl.DataFrame:
-    return spiky_candles()
+def candles() -> MarketCandles:
+    return MarketCandles(spiky_candles(), TF)
+
+
+def run_backtest(candles: MarketCandles, spec, params: list[dict], start: datetime, end: datetime,
+                 trades: bool = False):
+    return StrategyTunable(spec).backtest(candles, params, start, end, trades=trades)
 
 
 def make_spec(method: str = "random", val_fraction: float = 0.2, min_trades: int = 0, search: dict | None = None,
@@ -92,7 +98,7 @@ def assert_in_schema(params: dict[str, float]) -> None:
 @pytest.mark.parametrize("val_fraction", [0.2, 0.0])
 def test_grid_best_row_is_the_max_and_reproduces(candles, val_fraction):
     spec = make_spec("grid", val_fraction, min_trades=5, search={"parameter_space": GRID})
-    trained = train_strategy(candles, TF, spec)
+    trained = train(candles, spec)
     table = trained.history
     assert len(table) == 16 == trained.n_evaluations
     objective = np.array([row["train_daily_log_sharpe"] for row in table])
@@ -107,22 +113,22 @@ def test_grid_best_row_is_the_max_and_reproduces(candles, val_fraction):
     assert ("validation_daily_log_sharpe" in best) == (val_fraction > 0)
     # the reported objective is the backtest of the returned parameters on the training part
     start, end = training_part(val_fraction)
-    res = run_backtest(candles, TF, spec, [trained.params], start, end, trades=True)
+    res = run_backtest(candles, spec, [trained.params], start, end, trades=True)
     assert float(res.metrics["daily_log_sharpe"][0]) == pytest.approx(trained.objective, rel=1e-9)
     assert float(res.metrics["n_trades"][0]) == best["train_n_trades"] == len(res.trades[0])
     assert float(res.metrics["net_profit"][0]) == pytest.approx(best["train_net_profit"], rel=1e-9)
     if val_fraction:
-        val = run_backtest(candles, TF, spec, [trained.params], end, END)
+        val = run_backtest(candles, spec, [trained.params], end, END)
         assert float(val.metrics["daily_log_sharpe"][0]) == pytest.approx(best["validation_daily_log_sharpe"],
                                                                            rel=1e-9, nan_ok=True)
 
 
 def test_min_trades_scores_thin_candidates_minus_inf(candles):
-    table = train_strategy(candles, TF, make_spec("grid", search={"parameter_space": GRID})).history
+    table = train(candles, make_spec("grid", search={"parameter_space": GRID})).history
     counts = np.array([row["train_n_trades"] for row in table])
     threshold = float(np.median(counts))  # some candidates fall below it, some do not
     assert counts.min() < threshold <= counts.max()
-    guarded = train_strategy(candles, TF, make_spec("grid", min_trades=int(threshold),
+    guarded = train(candles, make_spec("grid", min_trades=int(threshold),
                                                     search={"parameter_space": GRID}))
     for row, plain in zip(guarded.history, table, strict=True):
         if row["train_n_trades"] < threshold:
@@ -132,9 +138,9 @@ def test_min_trades_scores_thin_candidates_minus_inf(candles):
     assert guarded.history[[r["candidate"] for r in guarded.history].index(guarded.details["top"][0]["candidate"])][
         "train_n_trades"] >= threshold
     with pytest.raises(NoFiniteCandidate, match="min_trades"):
-        train_strategy(candles, TF, make_spec("grid", min_trades=100_000, search={"parameter_space": GRID}))
+        train(candles, make_spec("grid", min_trades=100_000, search={"parameter_space": GRID}))
     with pytest.raises(NoFiniteCandidate, match="min_trades"):
-        train_strategy(candles, TF, make_spec("random", min_trades=100_000, search={"n_samples": 16}))
+        train(candles, make_spec("random", min_trades=100_000, search={"n_samples": 16}))
 
 
 # ---------------------------------------------------------------------------------------------- random
@@ -142,9 +148,9 @@ def test_min_trades_scores_thin_candidates_minus_inf(candles):
 
 def test_random_is_seeded_and_in_schema(candles):
     spec = make_spec("random", search={"n_samples": 24})  # 24 candidates: one full batch of 16, one padded
-    a = train_strategy(candles, TF, spec, seed=3)
-    b = train_strategy(candles, TF, spec, seed=3)
-    c = train_strategy(candles, TF, spec, seed=4)
+    a = train(candles, spec, seed=3)
+    b = train(candles, spec, seed=3)
+    c = train(candles, spec, seed=4)
     assert a.n_evaluations == len(a.history) == 24
     assert a.history == b.history and a.params == b.params and a.objective == b.objective
     names = [p.name for p in LIQUIDITY_SWEEP.params]
@@ -157,13 +163,13 @@ def test_random_is_seeded_and_in_schema(candles):
     assert a.objective == max(objective)
     assert a.candidates[0] == a.params and len(a.candidates) == 10  # top_k
     # n_trials overrides search_settings.n_samples
-    assert train_strategy(candles, TF, spec, seed=3, n_trials=8).n_evaluations == 8
+    assert train(candles, spec, seed=3, n_trials=8).n_evaluations == 8
 
 
 def test_random_respects_a_given_range(candles):
     spec = make_spec("random", search={"n_samples": 16, "parameter_space": {
         "lookback": {"low": 12, "high": 15}, "rr_ratio": [1.25, 3.5], "sma_period": [0]}})
-    trained = train_strategy(candles, TF, spec, seed=1)
+    trained = train(candles, spec, seed=1)
     looks = {row["lookback"] for row in trained.history}
     assert looks <= {12.0, 13.0, 14.0, 15.0}
     assert {row["rr_ratio"] for row in trained.history} <= {1.25, 3.5}
@@ -175,7 +181,7 @@ def test_random_respects_a_given_range(candles):
 
 def test_optuna_batches_trials_with_whole_numbers_and_choices(candles):
     spec = make_spec("optuna", optuna={"n_trials": 8})
-    trained = train_strategy(candles, TF, spec, seed=0)
+    trained = train(candles, spec, seed=0)
     assert trained.method == "optuna" and trained.n_evaluations == len(trained.history) == 8
     for h in trained.history:
         assert_in_schema({k: v[0] for k, v in h["params"].items()})
@@ -183,13 +189,13 @@ def test_optuna_batches_trials_with_whole_numbers_and_choices(candles):
     finite = [h["value"] for h in trained.history if np.isfinite(h["value"])]
     assert trained.objective == max(finite)
     start, end = training_part(0.2)
-    res = run_backtest(candles, TF, spec, [trained.params], start, end)
+    res = run_backtest(candles, spec, [trained.params], start, end)
     assert float(res.metrics["daily_log_sharpe"][0]) == pytest.approx(trained.objective, rel=1e-9)
     # same seed, same study
-    again = train_strategy(candles, TF, spec, seed=0)
+    again = train(candles, spec, seed=0)
     assert again.params == trained.params
     with pytest.raises(NoFiniteCandidate, match="min_trades"):  # every trial under min_trades
-        train_strategy(candles, TF, make_spec("optuna", min_trades=100_000, optuna={"n_trials": 4}))
+        train(candles, make_spec("optuna", min_trades=100_000, optuna={"n_trials": 4}))
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -239,11 +245,11 @@ def test_optuna_range_outside_the_schema_names_the_parameter(config, message):
 
 def test_window_problems_name_the_fix(candles):
     with pytest.raises(ValueError, match="each part needs 2 or more"):
-        train_strategy(candles, TF, make_spec(), start=START, end=START + 3 * DAY)
+        train(candles, make_spec(), start=START, end=START + 3 * DAY)
     with pytest.raises(ValueError, match="not a UTC midnight"):
-        train_strategy(candles, TF, make_spec(), start=START + timedelta(hours=5), end=END)
+        train(candles, make_spec(), start=START + timedelta(hours=5), end=END)
     with pytest.raises(ValueError, match="move the window inside the data"):
-        train_strategy(candles, TF, make_spec(), start=START, end=datetime(2024, 6, 1, tzinfo=UTC))
+        train(candles, make_spec(), start=START, end=datetime(2024, 6, 1, tzinfo=UTC))
 
 
 # ---------------------------------------------------------------------------------------------- walk-forward
@@ -257,13 +263,13 @@ def test_walk_forward_on_synthetic_candles():
     spec = make_spec("random", val_fraction=0.0, search={"n_samples": 16, "parameter_space": {
         "volume_spike_threshold": {"low": 1.5, "high": 2.0}, "lookback": {"low": 10, "high": 20}}})
     for data in (market, spiky):
-        report = walk_forward_strategy(data, TF, spec, settings, seed=2)
+        report = walk_forward(MarketCandles(data, TF), spec, settings, seed=2)
         assert [f.fold.index for f in report.folds] == [0, 1, 2]
         n_oos = sum(int(f.out_of_sample["n_trades"]) for f in report.folds)
         assert report.sample_size == n_oos == len(report.trades)
-        assert report.sample_unit == "out-of-sample trades"
+        assert report.sample_unit == "out-of-sample trades" and report.benchmark == "buy_and_hold"
         assert len(report.oos_dates) == 3 * settings.test_days == len(report.oos_equity) == len(
-            report.oos_hodl_equity)
+            report.oos_benchmark_equity)
         assert report.oos_dates[0] == f"{report.folds[0].fold.test_start:%Y-%m-%d}"
         assert report.oos_dates[-1] == f"{report.folds[-1].fold.test_end - DAY:%Y-%m-%d}"
         assert len(set(report.oos_dates)) == len(report.oos_dates)
@@ -281,7 +287,7 @@ def test_walk_forward_on_synthetic_candles():
     # no fold finds a parameter set with enough trades: every fold stays out of the market
     strict = spec.model_copy(update={"strategy_settings": spec.strategy_settings.model_copy(
         update={"min_trades": 100_000})})
-    report = walk_forward_strategy(spiky, TF, strict, settings, seed=2)
+    report = walk_forward(MarketCandles(spiky, TF), strict, settings, seed=2)
     assert len(report.folds) == 3 and report.sample_size == 0 and report.trades == []
     assert all(f.params == {} and f.out_of_sample["n_trades"] == 0 for f in report.folds)
     assert len(report.oos_dates) == 45 == len(report.oos_equity) and set(report.oos_equity) == {1.0}

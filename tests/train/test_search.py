@@ -8,12 +8,25 @@ import pytest
 from helpers import random_walk_panel
 
 from quant_core.spec import RunSpecError, load_run_spec
-from quant_core.train.grid import grid_search, search_axes
+from quant_core.train.grid import run_grid
 from quant_core.train.objective import PoolEvaluator, PoolObjective
-from quant_core.train.search import optuna_search
+from quant_core.train.search import run_study
 from quant_core.train.split import plan_split
+from quant_core.tunables import tunable_for
 
 PANEL = random_walk_panel(200, seed=5)
+
+
+def _problem(spec):
+    return tunable_for(spec).problem(PANEL, spec.start, spec.end)
+
+
+def grid_search(spec, **kw):
+    return run_grid(_problem(spec), spec, **kw)
+
+
+def optuna_search(spec, **kw):
+    return run_study(_problem(spec), spec, **kw)
 
 
 def _spec(opt=None, **kw):
@@ -26,7 +39,7 @@ def _spec(opt=None, **kw):
 def test_grid_batches_equal_one_by_one_evaluation():
     space = {"memory_days": [3, 10, 30], "k_per_day": {"low": 1, "high": 100, "log_scale": True, "n": 3}}
     spec = _spec({"method": "grid", "search_settings": {"parameter_space": space, "batch_size": 4, "top_k": 3}})
-    r = grid_search(PANEL, spec)
+    r = grid_search(spec)
     assert r.n_evaluations == 9 and r.batch_size == 4 and r.evaluations_per_second > 0
     assert sorted({round(row["k_per_day"], 9) for row in r.table}) == [1.0, 10.0, 100.0]
     train_end = plan_split(PANEL, spec).train_end
@@ -46,8 +59,8 @@ def test_random_search_is_seeded_within_ranges_and_per_token_when_asked():
              "k_per_day": {"low": 5, "high": 50, "scalar": False}}
     spec = _spec({"method": "random", "search_settings": {"parameter_space": space, "n_samples": 40,
                                                           "batch_size": 16}})
-    a, b = grid_search(PANEL, spec, seed=3), grid_search(PANEL, spec, seed=3)
-    assert a.table == b.table and grid_search(PANEL, spec, seed=4).table != a.table
+    a, b = grid_search(spec, seed=3), grid_search(spec, seed=3)
+    assert a.table == b.table and grid_search(spec, seed=4).table != a.table
     md = np.array([row["memory_days"] for row in a.table])
     assert md.min() >= 2 and md.max() <= 40 and np.median(md) < 21  # log-uniform leans low
     assert {"k_per_day[AAA]", "k_per_day[BBB]", "k_per_day[CCC]"} <= set(a.table[0])
@@ -56,12 +69,12 @@ def test_random_search_is_seeded_within_ranges_and_per_token_when_asked():
 
 def test_search_space_errors_name_the_fix():
     with pytest.raises(KeyError, match="its parameters are"):
-        search_axes(_spec({"search_settings": {"parameter_space": {"nope": [1, 2]}}}), "grid")
+        _problem(_spec({"search_settings": {"parameter_space": {"nope": [1, 2]}}})).axes("grid")
     with pytest.raises(RunSpecError, match="low"):
         _spec({"search_settings": {"parameter_space": {"memory_days": {"low": 5, "high": 1}}}})
     big = {k: {"low": 1, "high": 2, "n": 100, "scalar": False} for k in ("memory_days", "k_per_day")}
     with pytest.raises(ValueError, match="method: random"):
-        grid_search(PANEL, _spec({"method": "grid", "search_settings": {"parameter_space": big}}))
+        grid_search(_spec({"method": "grid", "search_settings": {"parameter_space": big}}))
 
 
 def _optuna(**settings):
@@ -72,7 +85,7 @@ def _optuna(**settings):
 
 
 def test_overfitting_penalty_scores_validation_minus_the_gap():
-    r = optuna_search(PANEL, _optuna(overfitting_penalty=0.5), seed=2)
+    r = optuna_search(_optuna(overfitting_penalty=0.5), seed=2)
     for h in r.history:
         assert h["value"] == pytest.approx(h["validation"] - 0.5 * max(0.0, h["train"] - h["validation"]))
     assert r.best_value == max(h["value"] for h in r.history)
@@ -83,7 +96,7 @@ def test_overfitting_penalty_scores_validation_minus_the_gap():
 
 def test_multi_objective_reports_sub_period_mean_std_and_worst():
     spec = _optuna(multi_objective=True, n_sub_periods=3)
-    r = optuna_search(PANEL, spec, seed=2)
+    r = optuna_search(spec, seed=2)
     split = plan_split(PANEL, spec)
     edges = np.linspace(0, split.train_steps, 4).astype(int)
     ev = PoolEvaluator(PANEL, spec, segments=tuple(zip(edges[:-1], edges[1:], strict=True)))
@@ -93,27 +106,27 @@ def test_multi_objective_reports_sub_period_mean_std_and_worst():
     assert h["sub_mean"] == pytest.approx(subs.mean()) and h["sub_std"] == pytest.approx(subs.std())
     assert h["sub_worst"] == pytest.approx(subs.min())
     with pytest.raises(ValueError, match="cmaes"):
-        optuna_search(PANEL, _optuna(multi_objective=True, sampler="cmaes"))
+        optuna_search(_optuna(multi_objective=True, sampler="cmaes"))
 
 
 @pytest.mark.parametrize("sampler", ["cmaes", "gp"])
 def test_other_samplers_run(sampler):
-    r = optuna_search(PANEL, _optuna(sampler=sampler, n_trials=6, n_startup_trials=2), seed=1)
+    r = optuna_search(_optuna(sampler=sampler, n_trials=6, n_startup_trials=2), seed=1)
     assert r.n_trials == 6 and np.isfinite(r.best_value)
 
 
 def test_study_survives_in_storage_and_continues(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     spec = _optuna(storage={"type": "sqlite", "url": url}, study_name="momentum-aaa")
-    optuna_search(PANEL, spec, seed=1, n_trials=4)
-    optuna_search(PANEL, spec, seed=1, n_trials=4)
+    optuna_search(spec, seed=1, n_trials=4)
+    optuna_search(spec, seed=1, n_trials=4)
     study = optuna.load_study(study_name="momentum-aaa", storage=url)
     assert len(study.trials) == 8 and all("train" in t.user_attrs for t in study.trials)
 
 
 def test_early_stopping_ends_the_study():
     spec = _optuna(n_trials=200, n_jobs=2, early_stopping={"enabled": True, "patience": 4, "min_improvement": 10.0})
-    r = optuna_search(PANEL, spec, seed=1)
+    r = optuna_search(spec, seed=1)
     assert r.stopped_early and r.n_trials < 20
 
 

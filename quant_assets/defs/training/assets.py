@@ -1,12 +1,13 @@
-"""Per universe and retrain week: price panel -> trained parameters -> walk-forward report -> configuration.
+"""Per universe and retrain week: its data -> trained parameters -> walk-forward report -> configuration.
 
-Every asset is partitioned by (universe, week). Week W's retrain moves the universe's run spec so its
-last window ends where W ends (`quant_core.retrain.spec_ending_at`) and reads exactly the candle
-partitions of its markets over its lookback (`quant_assets.partitions.candles_for_retrain`). Asset
-bodies are thin: they call quant_core and record what a user wants to see in the UI. Training steps
-share the `training` concurrency pool so a backfill cannot oversubscribe the machine.
+One factory for every universe, a pool or a CEX strategy alike: it asks the universe's tunable
+(`quant_core.tunables.tunable_for`) for everything that differs (what its data is and is called, how it
+plots itself, how it stores its parameters). Every asset is partitioned by (universe, week). Week W's
+retrain moves the universe's run spec so its last window ends where W ends (`quant_core.retrain.
+spec_ending_at`) and reads exactly the candle partitions of its markets over its lookback
+(`quant_assets.partitions.candles_for_retrain`). Training steps share the `training` concurrency pool so a
+backfill cannot oversubscribe the machine.
 """
-
 
 import dagster as dg
 import numpy as np
@@ -21,176 +22,164 @@ from quant_assets.defs.training.common import (
     significance_table,
     store_configuration,
     threshold_check,
+    trades_md,
     training_job,
 )
 from quant_assets.metadata import markdown_table, plot_metadata
 from quant_assets.partitions import candles_for_retrain, retrain_partitions
-from quant_assets.resources import ConfigurationStoreResource, SimulatorResource
+from quant_assets.resources import ConfigurationStoreResource, JaxResource
 from quant_core.configuration import build_configuration
-from quant_core.data.panel import PricePanel, build_numeraire_panel
-from quant_core.plots import pool_plot, walk_forward_plot
+from quant_core.jsonsafe import json_safe
+from quant_core.plots import BENCHMARK_LABELS, walk_forward_plot
 from quant_core.retrain import spec_ending_at
-from quant_core.sim.simulate import plan_window, simulate
 from quant_core.spec import RunSpec
-from quant_core.train.api import json_safe
-from quant_core.train.pool import TrainedPool, train_pool
+from quant_core.train.trainer import TrainedParameters, train
+from quant_core.tunables import tunable_for
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
 
 
-def _params_rows(params: dict[str, list], tokens: list[str]) -> list[dict]:
-    rows = []
-    for k, v in params.items():
-        arr = np.asarray(v, dtype=np.float64)
-        cells = arr.T.tolist() if arr.ndim == 2 else arr.tolist()  # ensemble__: per token, one value per member
-        rows.append({"parameter": k, **dict(zip(tokens, cells, strict=True))})
-    return rows
+def parameter_rows(stored: dict) -> list[dict]:
+    """Pools store {parameter: {token: value}}, strategies {parameter: value}: one table row per parameter."""
+    return [{"parameter": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in stored.items()]
 
 
 def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definitions:
     name = universe.name
     base_spec = universe.spec
-    group = name
-    tokens_sorted = base_spec.sorted_tokens
+    tunable = tunable_for(base_spec)
+    data_key = [name, tunable.data_name]
+    markets = {t: registry.market(universe.markets[t]).market for t in base_spec.tokens}
     partitions = retrain_partitions(registry, universe)
     tags = {"quant/kind": "retrain", "quant/universe": name}
+    benchmark = BENCHMARK_LABELS.get(tunable.benchmark, tunable.benchmark)
 
     def window_spec(context, config: TrainConfig | None = None) -> RunSpec:
         spec = config.apply(base_spec) if config is not None else base_spec
         return spec_ending_at(spec, context.partition_time_window.end)
 
+    def plot(context, spec: RunSpec, data, params: dict, title: str, file: str) -> dict:
+        """The parameters over training + hold-out (one run, the split marked)."""
+        end = spec.end_test or spec.end
+        png = tunable_for(spec).plot(data, params, spec.start, end, title, split=spec.end if spec.end_test else None)
+        return plot_metadata(png, title, name, context.partition_key.replace("|", "_"), file)
+
     @dg.asset(
-        key=[name, "price_panel"],
-        group_name=group,
+        key=data_key,
+        group_name=name,
         partitions_def=partitions,
         ins={"candles": dg.AssetIn(key=OHLCV_KEY, partition_mapping=candles_for_retrain(universe))},
         kinds={"numpy"},
-        description=f"Aligned [time x token] close prices of {', '.join(base_spec.tokens)} over the lookback.",
-        check_specs=[dg.AssetCheckSpec("complete_panel", asset=[name, "price_panel"], blocking=True,
-                                       description="the panel covers the retrain window and its warm-up")],
+        description=f"{tunable.data_name.replace('_', ' ')} of {', '.join(universe.markets.values())} over the "
+        "retrain's lookback (warm-up + training + hold-out).",
+        check_specs=[dg.AssetCheckSpec("complete_data", asset=data_key, blocking=True,
+                                       description="the data cover the retrain window and its warm-up")],
     )
-    def price_panel(context: dg.AssetExecutionContext, candles) -> dg.Output:
+    def market_data(context: dg.AssetExecutionContext, candles) -> dg.Output:
         spec = window_spec(context)
-        frames = frames_by_market(candles)
-        markets = {t: registry.market(universe.markets[t]).market for t in spec.tokens}
-        timeframe = next(iter(markets.values())).timeframe
-        # priced in USD: pairs quoted in another asset are converted through the universe's other
-        # markets, USD stablecoin quotes pinned at 1 (each stated in the panel's `pricing` metadata)
-        panel = build_numeraire_panel({markets[t]: frames[markets[t].key] for t in spec.tokens}, spec.tokens,
-                                      timeframe)
+        data = tunable.load_data(markets, frames_by_market(candles))
         try:
-            window = plan_window(panel, spec, spec.start, spec.end_test or spec.end)
-            complete, why = True, f"{window.end_row - window.first_row} rows cover warm-up + window"
+            tunable.validate_data(data, spec.start, spec.end_test or spec.end)
+            complete, why = True, "the data cover warm-up + window"
         except ValueError as exc:
             complete, why = False, str(exc)
-        yield dg.Output(panel, metadata={
-            "dagster/row_count": int(panel.prices.shape[0]),
-            "tokens": list(panel.tokens),
-            "first": str(panel.timestamps[0]),
-            "last": str(panel.timestamps[-1]),
+        described = tunable.describe_data(data)
+        yield dg.Output(data, metadata={
+            "dagster/row_count": described.pop("rows"),
+            **{k: (markdown_table([v]) if isinstance(v, dict) and k == "last_prices" else v)
+               for k, v in described.items()},
             "window": f"{spec.startDateString[:10]} .. {(spec.endTestDateString or spec.endDateString)[:10]}",
             "candle_partitions": len(candles),
-            "step_minutes": panel.step_minutes,
-            "data_hash": panel.data_hash,
-            "pricing": panel.metadata["pricing"],
-            "last_prices": markdown_table([{t: float(p) for t, p in zip(panel.tokens, panel.prices[-1], strict=True)}]),
+            "data_hash": tunable.data_hash(data),
         })
-        yield dg.AssetCheckResult(check_name="complete_panel", passed=complete, metadata={"detail": why})
+        yield dg.AssetCheckResult(check_name="complete_data", passed=complete, metadata={"detail": why})
 
     @dg.asset(
         key=[name, "trained_parameters"],
-        group_name=group,
+        group_name=name,
         partitions_def=partitions,
-        ins={"panel": dg.AssetIn(key=[name, "price_panel"])},
+        ins={"data": dg.AssetIn(key=data_key)},
         kinds={"jax", "optuna"},
         pool=TRAINING_POOL,
         tags=tags,
-        description=f"{base_spec.rule} parameters trained by {base_spec.optimisation_settings.method} (launchpad: "
+        description=f"{tunable.name} parameters trained by {base_spec.optimisation_settings.method} (launchpad: "
         f"method, budget, seed, metric), maximising {base_spec.return_val} over the week's training window.",
         check_specs=[dg.AssetCheckSpec("finite_objective", asset=[name, "trained_parameters"], blocking=True)],
     )
-    def trained_parameters(
-        context: dg.AssetExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
-        simulator: SimulatorResource, panel: PricePanel,
-    ):
+    def trained_parameters(context: dg.AssetExecutionContext, config: TrainConfig,
+                           config_store: ConfigurationStoreResource, jax_settings: JaxResource, data):
         spec = window_spec(context, config)
-        backend = simulator.setup()
-        with training_job(config_store, context, name, spec, config, panel.data_hash):
-            trained = train_pool(panel, spec, seed=config.seed, log=context.log.info,
-                                 iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
-        end = spec.end_test or spec.end
-        sim = simulate(panel, spec, trained.params, end=end)
-        hodl = simulate(panel, spec.model_copy(update={"rule": "hodl", "parameters": None}), end=end)
-        png = pool_plot(sim.timestamps, sim.values, hodl.values, sim.weights, sim.tokens,
-                        f"{name}: trained pool vs HODL (dashed: end of training)", split=spec.end.replace(tzinfo=None))
-        summary = sim.summary()
-        yield dg.Output(
-            trained,
-            metadata={
-                "parameters": markdown_table(_params_rows(trained.params, tokens_sorted)),
-                "objective": dg.MetadataValue.float(float(trained.objective)),
-                "metric": trained.metric,
-                "method": trained.method,
-                "n_evaluations": trained.n_evaluations,
-                "seed": trained.seed,
-                "backend": backend,
-                "search_seconds": dg.MetadataValue.float(round(trained.seconds, 3)),
-                "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
-                "metrics": markdown_table([{"metric": k, "value": v} for k, v in summary.items()]),
-                "data_hash": panel.data_hash,
-                **plot_metadata(png, "pool value vs HODL and weights", name, context.partition_key.replace("|", "_"),
-                                "trained_parameters.png"),
-            },
-        )
+        backend = jax_settings.setup()
+        t = tunable_for(spec)
+        with training_job(config_store, context, name, spec, config, t.data_hash(data)):
+            trained = train(data, spec, seed=config.seed, log=context.log.info,
+                            iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
+        ev = t.evaluate(data, [trained.params], spec.start, spec.end_test or spec.end, benchmarks=False,
+                        trades=t.trades)
+        yield dg.Output(trained, metadata={
+            "parameters": markdown_table(parameter_rows(t.stored_params(trained.params))),
+            "objective": dg.MetadataValue.float(float(trained.objective)),
+            "metric": trained.metric,
+            "method": trained.method,
+            "n_evaluations": trained.n_evaluations,
+            "evaluations_per_second": dg.MetadataValue.float(float(trained.n_evaluations / max(trained.seconds, 1e-9))),
+            "seed": trained.seed,
+            "backend": backend,
+            "search_seconds": dg.MetadataValue.float(round(trained.seconds, 3)),
+            "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
+            "metrics": markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()]),
+            **({"trades": trades_md(ev.trades[0])} if ev.trades is not None else {}),
+            "data_hash": t.data_hash(data),
+            **plot(context, spec, data, trained.params, f"{name}: trained parameters (dashed: end of training)",
+                   "trained_parameters.png"),
+        })
         yield dg.AssetCheckResult(check_name="finite_objective", passed=bool(np.isfinite(trained.objective)),
                                   metadata={"objective": float(trained.objective)})
 
     @dg.asset(
         key=[name, "walk_forward_report"],
-        group_name=group,
+        group_name=name,
         partitions_def=partitions,
-        ins={"panel": dg.AssetIn(key=[name, "price_panel"])},
+        ins={"data": dg.AssetIn(key=data_key)},
         kinds={"jax"},
         pool=TRAINING_POOL,
         tags=tags,
-        description="Walk-forward validation: retrain per fold, in-sample vs out-of-sample, significance.",
+        description=f"Walk-forward validation: retrain per fold, in- vs out-of-sample against {benchmark}, "
+        f"significance; sample size = {tunable.sample_unit}.",
         check_specs=[
             dg.AssetCheckSpec("finite_oos_metrics", asset=[name, "walk_forward_report"], blocking=True),
             dg.AssetCheckSpec("oos_thresholds", asset=[name, "walk_forward_report"],
                               description="out-of-sample evidence meets the universe's MATURE thresholds"),
         ],
     )
-    def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig, panel: PricePanel):
+    def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig, data):
         spec = window_spec(context, config)
-        report = walk_forward(panel, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
-        rows = [
-            {
-                "fold": f.fold.index,
-                "train": f"{f.fold.train_start:%Y-%m-%d}..{f.fold.train_end:%Y-%m-%d}",
-                "test": f"{f.fold.test_start:%Y-%m-%d}..{f.fold.test_end:%Y-%m-%d}",
-                "IS sharpe": f.in_sample["daily_log_sharpe"],
-                "OOS sharpe": f.out_of_sample["daily_log_sharpe"],
-                "OOS return": f.out_of_sample["returns"],
-                "HODL OOS return": f.oos_hodl["returns"],
-            }
-            for f in report.folds
-        ]
-        yield dg.Output(
-            report,
-            metadata={
-                "folds": markdown_table(rows),
-                "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
-                "oos_hodl_sharpe": dg.MetadataValue.float(report.oos_hodl_sharpe),
-                "oos_uniform_sharpe": dg.MetadataValue.float(report.oos_uniform_sharpe),
-                "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
-                "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
-                "sample_size": report.sample_size,
-                "significance": significance_table(report),
-                "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds)})),
-                **plot_metadata(walk_forward_plot(report), "walk-forward", name,
-                                context.partition_key.replace("|", "_"), "walk_forward_report.png"),
-            },
-        )
+        report = walk_forward(data, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
+        counted = ("n_trades",) if tunable.trades else ()
+        rows = [{"fold": f.fold.index,
+                 "train": f"{f.fold.train_start:%Y-%m-%d}..{f.fold.train_end:%Y-%m-%d}",
+                 "test": f"{f.fold.test_start:%Y-%m-%d}..{f.fold.test_end:%Y-%m-%d}",
+                 **{f"IS {k}": f.in_sample[k] for k in counted}, "IS sharpe": f.in_sample["daily_log_sharpe"],
+                 **{f"OOS {k}": f.out_of_sample[k] for k in counted},
+                 "OOS sharpe": f.out_of_sample["daily_log_sharpe"], "OOS return": f.out_of_sample["returns"],
+                 f"{benchmark} OOS return": f.oos_benchmark["returns"]}
+                for f in report.folds]
+        yield dg.Output(report, metadata={
+            "folds": markdown_table(rows),
+            "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
+            f"oos_{report.benchmark}_sharpe": dg.MetadataValue.float(report.oos_benchmark_sharpe),
+            **{f"oos_{k}_sharpe": dg.MetadataValue.float(b["sharpe"]) for k, b in report.other_benchmarks.items()},
+            "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
+            "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
+            "sample_size": report.sample_size,
+            "sample_unit": report.sample_unit,
+            **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
+            "significance": significance_table(report),
+            "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds),
+                                                                          "trades": len(report.trades)})),
+            **plot_metadata(walk_forward_plot(report, what=tunable.name), "walk-forward", name,
+                            context.partition_key.replace("|", "_"), "walk_forward_report.png"),
+        })
         finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
         yield dg.AssetCheckResult(check_name="finite_oos_metrics",
                                   passed=bool(finite and np.isfinite(report.oos_sharpe)))
@@ -198,42 +187,39 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
 
     @dg.asset(
         key=[name, "configuration"],
-        group_name=group,
+        group_name=name,
         partitions_def=partitions,
-        ins={
-            "panel": dg.AssetIn(key=[name, "price_panel"]),
-            "trained": dg.AssetIn(key=[name, "trained_parameters"]),
-            "report": dg.AssetIn(key=[name, "walk_forward_report"]),
-        },
+        ins={"data": dg.AssetIn(key=data_key), "trained": dg.AssetIn(key=[name, "trained_parameters"]),
+             "report": dg.AssetIn(key=[name, "walk_forward_report"])},
         kinds={"sql"},
         tags=tags,
         description="The lifecycle-staged configuration written to the store (one row per universe + window).",
     )
-    def configuration(
-        context: dg.AssetExecutionContext,
-        config: TrainConfig,
-        config_store: ConfigurationStoreResource,
-        panel: PricePanel,
-        trained: TrainedPool,
-        report: WalkForwardReport,
-    ) -> dg.MaterializeResult:
+    def configuration(context: dg.AssetExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
+                      data, trained: TrainedParameters, report: WalkForwardReport) -> dg.MaterializeResult:
         spec = window_spec(context, config)
+        t = tunable_for(spec)
         week_universe = universe.model_copy(update={"spec": spec})
-        in_sample = simulate(panel, spec, trained.params).summary()
-        holdout = None
-        if spec.end_test:
-            holdout = simulate(panel, spec, trained.params, start=spec.end, end=spec.end_test).summary()
+        in_sample = t.evaluate(data, [trained.params], spec.start, spec.end, benchmarks=False)
+        holdout = (t.evaluate(data, [trained.params], spec.end, spec.end_test, benchmarks=False, trades=t.trades)
+                   if spec.end_test else None)
         stored, url = store_configuration(
             context, config_store, universe, spec,
-            lambda previous: build_configuration(registry, week_universe, panel.data_hash, trained, in_sample,
-                                                 holdout, report, previous, orchestrator_run_id=context.run.run_id))
-        return dg.MaterializeResult(
-            metadata={
-                **configuration_metadata(stored, url),
-                "in_sample_sharpe": dg.MetadataValue.float(in_sample["daily_log_sharpe"]),
-                "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
-            }
-        )
+            lambda previous: build_configuration(registry, week_universe, t.data_hash(data), trained,
+                                                 in_sample.metrics[0], holdout.metrics[0] if holdout else None,
+                                                 report, previous, orchestrator_run_id=context.run.run_id))
+        summary = ("in_sample", in_sample), ("holdout", holdout)
+        return dg.MaterializeResult(metadata={
+            **configuration_metadata(stored, url),
+            "in_sample_sharpe": dg.MetadataValue.float(in_sample.metrics[0]["daily_log_sharpe"]),
+            "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
+            **{part: markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()])
+               for part, ev in summary if ev is not None},
+            **({"holdout_trades": trades_md(holdout.trades[0])} if holdout and holdout.trades is not None else {}),
+            **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
+            **plot(context, spec, data, trained.params,
+                   f"{name}: configuration {stored.id} ({stored.lifecycle_stage})", "configuration.png"),
+        })
 
-    assets = [price_panel, trained_parameters, walk_forward_report, configuration]
+    assets = [market_data, trained_parameters, walk_forward_report, configuration]
     return dg.Definitions.merge(dg.Definitions(assets=assets), retrain_job(universe, partitions, tags))

@@ -17,21 +17,32 @@ from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
 from quant_core.lifecycle import LifecycleStage
 from quant_core.metrics import METRICS
-from quant_core.spec import RunSpec, RunSpecError
+from quant_core.spec import METHODS, RunSpec, RunSpecError
 from quant_core.store import NewConfiguration
+from quant_core.units import short_utc
 from quant_core.universe import Universe
 from quant_core.validate.walk_forward import WalkForwardReport
 
 TRAINING_POOL = "training"
 
 
-class Method(StrEnum):
-    """optimisation_settings.method values (an enum: the launchpad offers them as choices)."""
+# optimisation_settings.method values as an enum, so the launchpad offers them as choices
+Method = StrEnum("Method", {m: m for m in METHODS})
+MAX_TRADE_ROWS = 50
 
-    gradient_descent = "gradient_descent"
-    optuna = "optuna"
-    grid = "grid"
-    random = "random"
+
+def trade_table_rows(trades: list[dict], limit: int = MAX_TRADE_ROWS) -> list[dict]:
+    """The last `limit` trades as table rows (times UTC, return in percent)."""
+    return [{**({"fold": t["fold"]} if "fold" in t else {}), "entry": short_utc(t["entry_time"]),
+             "exit": short_utc(t["exit_time"]), "side": t["side"], "entry_price": t["entry_price"],
+             "exit_price": t["exit_price"], "return_%": 100 * t["return"], "pnl": t["pnl"],
+             "exit_reason": t["exit_reason"]}
+            for t in trades[-limit:]]
+
+
+def trades_md(trades: list[dict]) -> dg.MetadataValue:
+    shown = f" (last {MAX_TRADE_ROWS} of {len(trades)})" if len(trades) > MAX_TRADE_ROWS else ""
+    return dg.MetadataValue.md(f"{len(trades)} trades{shown}\n\n{markdown_table(trade_table_rows(trades)).value}")
 
 
 class TrainConfig(dg.Config):

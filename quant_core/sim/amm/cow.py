@@ -40,29 +40,17 @@ so `arb_quality` is the share of the path that behaves as if the batch auction i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
+from quant_core.params import Param
 
-@dataclass(frozen=True)
-class EngineParam:
-    """One parameter of a reserve engine, for the rule registry (user units)."""
-
-    name: str
-    initial: float
-    low: float
-    high: float
-    log_scale: bool
-    description: str
-
-
-COW_PARAMS: tuple[EngineParam, ...] = (
-    EngineParam(
-        "arb_quality", 1.0, 0.0, 1.0, False,
-        "share of the competitive-auction path (pool keeps the arbitrage surplus) blended with the "
+COW_PARAMS: tuple[Param, ...] = (
+    Param(
+        "arb_quality", 0.0, 1.0, scalar=True, initial_key="arb_quality", trainable=False,
+        description="share of the competitive-auction path (pool keeps the arbitrage surplus) blended with the "
         "single-arbitrageur path (arbitrageur keeps it); 1 = perfect competition",
     ),
 )

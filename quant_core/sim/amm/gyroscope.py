@@ -45,17 +45,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from quant_core.sim.amm.cow import EngineParam
+from quant_core.params import LOG, Param
 
-GYROSCOPE_PARAMS: tuple[EngineParam, ...] = (
-    EngineParam("alpha", 0.9, 1e-12, 1e12, True,
-                "lower end of the price range (token 0 priced in token 1, the numeraire side)"),
-    EngineParam("beta", 1.1, 1e-12, 1e12, True,
-                "upper end of the price range (token 0 priced in token 1); must exceed alpha"),
-    EngineParam("lam", 1.0, 1.0, 1e8, True,
-                "stretch of the ellipse (>= 1); larger concentrates liquidity around tan(phi)"),
-    EngineParam("phi", 0.7853981633974483, 1e-6, 1.5707963267948966 - 1e-6, False,
-                "rotation angle in radians, 0 < phi < pi/2; tan(phi) is the price at the ellipse's centre"),
+GYROSCOPE_PARAMS: tuple[Param, ...] = (
+    Param("alpha", 1e-12, 1e12, 0.9, log_scale=True, transform=LOG, scalar=True,
+          description="lower end of the price range (token 0 priced in token 1, the numeraire side)"),
+    Param("beta", 1e-12, 1e12, 1.1, log_scale=True, transform=LOG, scalar=True,
+          description="upper end of the price range (token 0 priced in token 1); must exceed alpha"),
+    Param("lam", 1.0, 1e8, 1.0, log_scale=True, transform=LOG, scalar=True,
+          description="stretch of the ellipse (>= 1); larger concentrates liquidity around tan(phi)"),
+    Param("phi", 1e-6, 1.5707963267948966 - 1e-6, 0.7853981633974483, scalar=True, unit="radians",
+          description="rotation angle in radians, 0 < phi < pi/2; tan(phi) is the price at the ellipse's centre"),
 )
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from quant_core.params import LOG2, Param
 from quant_core.sim.estimators import ewma_gradient
 from quant_core.sim.rules.common import (
     ALT_MEMORY_DAYS,
@@ -37,7 +38,7 @@ from quant_core.sim.rules.common import (
     signed_power,
     zero_sum_offset,
 )
-from quant_core.sim.schema import ParamSpec, PoolRule, RuleContext
+from quant_core.sim.schema import LOGIT_LAMB, PoolRule, RuleContext
 
 CHANNEL_INVERSE_SCALING = 0.5415  # max of x - x^3/6 on the channel, so the channel term peaks near A
 
@@ -116,7 +117,7 @@ MEAN_REVERSION_CHANNEL = PoolRule(
 )
 
 
-def _triple_memory(name: str, what: str) -> ParamSpec:
+def _triple_memory(name: str, what: str) -> Param:
     return dataclasses.replace(
         MEMORY_DAYS, name=name, aliases=(),
         description=f"memory in days of the gradient estimator behind the {what}",
@@ -130,16 +131,16 @@ TRIPLE_THREAT_MEAN_REVERSION_CHANNEL = PoolRule(
                             "(mean-reversion) term"),
         _triple_memory("memory_days_trend", "trend term"),
         _triple_memory("memory_days_envelope", "envelope that cross-fades channel and trend"),
-        ParamSpec(
-            "memory_days_2", "initial_memory_length", 1.0, 200.0, True, "logit_lamb",
-            "memory in days of the EWMA that normalises all three gradients; k scales with it "
+        Param(
+            "memory_days_2", 1.0, 200.0, initial_key="initial_memory_length", log_scale=True, transform=LOGIT_LAMB,
+            unit="days", description="memory in days of the EWMA that normalises all three gradients; k scales with it "
             "(starts at initial_memory_length, as the reference)",
         ),
         K_PER_DAY,
-        dataclasses.replace(AMPLITUDE, transform="log2"),
-        dataclasses.replace(WIDTH, transform="log2"),
+        dataclasses.replace(AMPLITUDE, transform=LOG2),
+        dataclasses.replace(WIDTH, transform=LOG2),
         EXPONENTS,
-        dataclasses.replace(PRE_EXP_SCALING, transform="log2"),
+        dataclasses.replace(PRE_EXP_SCALING, transform=LOG2),
     ),
     triple_threat_deltas,
     description="mean-reversion channel whose channel, trend and envelope each read a gradient of its own memory",

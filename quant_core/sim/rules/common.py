@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from quant_core.params import LOG2, SQUAREPLUS, Param, squareplus
 from quant_core.sim.estimators import ewma_gradient
-from quant_core.sim.schema import ParamSpec, RuleContext, squareplus
+from quant_core.sim.schema import LOGIT_LAMB, RuleContext
 
 if TYPE_CHECKING:
     from quant_core.spec import RunSpec
@@ -26,9 +27,9 @@ Aux = dict[str, jax.Array]
 # ---------------------------------------------------------------------------------------------
 # parameter schemas
 
-MEMORY_DAYS = ParamSpec(
-    "memory_days", "initial_memory_length", 1.0, 200.0, True, "logit_lamb",
-    "EWMA memory length in days of the rule's estimator (capped at max_memory_days)",
+MEMORY_DAYS = Param(
+    "memory_days", 1.0, 200.0, initial_key="initial_memory_length", log_scale=True, transform=LOGIT_LAMB,
+    description="EWMA memory length of the rule's estimator (capped at max_memory_days)", unit="days",
     aliases=("memory_length",),
 )
 # min_variance / difference_momentum call their first memory memory_days_1 in the reference
@@ -39,9 +40,9 @@ def _second_memory_initial(spec: RunSpec) -> float:
     return float(spec.initial_memory_length + spec.initial_memory_length_delta)
 
 
-MEMORY_DAYS_2 = ParamSpec(
-    "memory_days_2", "initial_memory_length", 1.0, 200.0, True, "logit_lamb",
-    "second EWMA memory in days (starts at initial_memory_length + initial_memory_length_delta)",
+MEMORY_DAYS_2 = Param(
+    "memory_days_2", 1.0, 200.0, initial_key="initial_memory_length", log_scale=True, transform=LOGIT_LAMB,
+    description="second EWMA memory (starts at initial_memory_length + initial_memory_length_delta)", unit="days",
     initial=_second_memory_initial,
 )
 ALT_MEMORY_DAYS = dataclasses.replace(
@@ -51,12 +52,12 @@ ALT_MEMORY_DAYS = dataclasses.replace(
     only_if="use_alt_lamb",
 )
 
-K_PER_DAY = ParamSpec(
-    "k_per_day", "initial_k_per_day", 0.1, 1000.0, True, "log2",
-    "update aggressiveness per day of memory: k = k_per_day x memory_days",
+K_PER_DAY = Param(
+    "k_per_day", 0.1, 1000.0, initial_key="initial_k_per_day", log_scale=True, transform=LOG2,
+    description="update aggressiveness per day of memory: k = k_per_day x memory_days", unit="per day",
 )
 # the channel rules train k through squareplus in the reference (sp_k)
-K_PER_DAY_SP = dataclasses.replace(K_PER_DAY, transform="squareplus")
+K_PER_DAY_SP = dataclasses.replace(K_PER_DAY, transform=SQUAREPLUS)
 
 
 def _amplitude_initial(spec: RunSpec) -> float:
@@ -72,26 +73,27 @@ def _exponents_initial(spec: RunSpec) -> float:
     return float(squareplus(jnp.asarray(spec.initial_raw_exponents, dtype=jnp.float64)))
 
 
-AMPLITUDE = ParamSpec(
-    "amplitude", "initial_log_amplitude", 0.01, 1000.0, True, "squareplus",
-    "effective mean-reversion amplitude A, memory days already multiplied in (the app's unit; starts at "
+AMPLITUDE = Param(
+    "amplitude", 0.01, 1000.0, initial_key="initial_log_amplitude", log_scale=True, transform=SQUAREPLUS,
+    description="effective mean-reversion amplitude A, memory days already multiplied in (the app's unit; starts at "
     "2^initial_log_amplitude x initial_memory_length)",
     initial=_amplitude_initial,
 )
-WIDTH = ParamSpec(
-    "width", "initial_raw_width", 0.001, 10.0, True, "squareplus",
-    "channel half-width in gradient units: inside it the rule reverts, outside it follows the trend "
+WIDTH = Param(
+    "width", 0.001, 10.0, initial_key="initial_raw_width", log_scale=True, transform=SQUAREPLUS,
+    description="channel half-width in gradient units: inside it the rule reverts, outside it follows the trend "
     "(starts at 2^initial_raw_width)",
     initial=_width_initial,
 )
-EXPONENTS = ParamSpec(
-    "exponents", "initial_raw_exponents", 0.25, 5.0, True, "squareplus",
-    "power applied to the scaled gradient in the trend signal (starts at squareplus(initial_raw_exponents))",
+EXPONENTS = Param(
+    "exponents", 0.25, 5.0, initial_key="initial_raw_exponents", log_scale=True, transform=SQUAREPLUS,
+    description="power applied to the scaled gradient in the trend signal (starts at "
+    "squareplus(initial_raw_exponents))",
     initial=_exponents_initial, aliases=("exponent",),
 )
-PRE_EXP_SCALING = ParamSpec(
-    "pre_exp_scaling", "initial_pre_exp_scaling", 0.01, 10.0, True, "squareplus",
-    "gradient scale before the power: signal = |g / (2 pre_exp_scaling)|^exponents "
+PRE_EXP_SCALING = Param(
+    "pre_exp_scaling", 0.01, 10.0, initial_key="initial_pre_exp_scaling", log_scale=True, transform=SQUAREPLUS,
+    description="gradient scale before the power: signal = |g / (2 pre_exp_scaling)|^exponents "
     "(0.5 when use_pre_exp_scaling is off)",
 )
 

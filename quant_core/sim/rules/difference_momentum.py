@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from quant_core.params import IDENTITY
 from quant_core.sim.estimators import ewma
 from quant_core.sim.rules.common import K_PER_DAY, MEMORY_DAYS_1, MEMORY_DAYS_2, Aux, Params, zero_sum_offset
 from quant_core.sim.schema import PoolRule, RuleContext
@@ -44,7 +45,7 @@ DIFFERENCE_MOMENTUM = PoolRule(
             "(starts at initial_memory_length + initial_memory_length_delta)",
         ),
         dataclasses.replace(
-            K_PER_DAY, low=-1000.0, high=1000.0, log_scale=False, transform="identity",
+            K_PER_DAY, low=-1000.0, high=1000.0, log_scale=False, transform=IDENTITY,
             description="aggressiveness per day of the longer memory, k = k_per_day x max(memory_days, memory_days_2); "
             "negative values fade the trend",
         ),

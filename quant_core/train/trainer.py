@@ -1,0 +1,98 @@
+"""One trainer for every tunable: the method the run spec names, on a window of the tunable's data.
+
+`gradient_descent` trains differentiable pool rules (quant_core.train.gradient); `optuna`, `grid` and
+`random` search any tunable's `SearchProblem` (quant_core.train.search, quant_core.train.grid). The
+result is one type, `TrainedParameters`, with the parameters as the tunable reports them (pools: one
+value per token; strategies: one number each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from quant_core.spec import METHODS, RunSpec
+from quant_core.tunables import tunable_for
+
+
+@dataclass
+class TrainedParameters:
+    # user units: pools {name: [per token, alphabetical]} (ensemble__: one list per member);
+    # CEX strategies {name: number}
+    params: dict[str, Any]
+    objective: float  # the score the method selected on (gradient descent: the monitored validation metric)
+    metric: str
+    method: str
+    seed: int
+    start: datetime
+    end: datetime
+    n_evaluations: int  # iterations (gradient descent), trials (optuna) or candidates (grid / random)
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    # configurations the method weighed, best first (user units): evidence for the overfitting statistics
+    candidates: list[dict] = field(default_factory=list)
+    n_configurations: int = 1  # independent configurations tried (GD: parameter sets; search: trials)
+    details: dict = field(default_factory=dict)  # method specifics: split, best set, top-k, checkpoints, timings
+
+
+def train(
+    data: Any,
+    spec: RunSpec,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    seed: int | None = None,
+    n_trials: int | None = None,
+    iterations_per_print: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainedParameters:
+    """Maximise spec.return_val over [start, end) (default: the spec's training window) of `data` (a
+    PricePanel for a pool, MarketCandles for a CEX strategy).
+
+    `n_trials` overrides the method's budget: iterations (gradient descent), trials (optuna) or random
+    candidates (random; a grid's size is its own)."""
+    tunable = tunable_for(spec)
+    method = spec.optimisation_settings.method
+    start, end = start or spec.start, end or spec.end
+    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
+    tunable.validate_data(data, start, end)
+    common: dict[str, Any] = {"metric": spec.return_val, "method": method, "seed": seed, "start": start, "end": end}
+    if method == "gradient_descent":
+        if not tunable.differentiable:
+            raise ValueError(f"{tunable.kind} {tunable.name!r} is not differentiable in its parameters, so gradient "
+                             "descent cannot train it: set optimisation_settings.method to optuna, grid or random")
+        from quant_core.train.gradient import train_gradient  # optax and its compile only when asked for
+
+        g = train_gradient(data, spec, start=start, end=end, seed=seed, n_iterations=n_trials,
+                           iterations_per_print=iterations_per_print, log=log)
+        ckpt = [p for c in g.checkpoints for p in c["params"]]
+        common.update(params=g.params, objective=g.monitored, n_evaluations=g.n_iterations,
+                      candidates=g.candidates + ckpt, n_configurations=len(g.candidates),
+                      seconds=g.timings["total_s"], history=g.history,
+                      details={"best_set": g.best_set, "best_iteration": g.best_iteration,
+                               "stopped_early": g.stopped_early, "split": g.split, "timings": g.timings,
+                               "checkpoints": g.checkpoints,
+                               "selected_on": "validation" if g.split["validation_steps"] else "train"})
+    elif method == "optuna":
+        from quant_core.train.search import run_study  # optuna only when asked for
+
+        r = run_study(tunable.problem(data, start, end), spec, seed=seed, n_trials=n_trials, log=log)
+        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_trials, seconds=r.seconds,
+                      candidates=r.candidates, n_configurations=r.n_trials,
+                      history=r.history, details={"stopped_early": r.stopped_early, "study_name": r.study_name,
+                                                  "sampler": spec.optimisation_settings.optuna_settings.sampler})
+    elif method in ("grid", "random"):
+        from quant_core.train.grid import run_grid
+
+        r = run_grid(tunable.problem(data, start, end), spec, seed=seed, n_samples=n_trials, log=log)
+        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations,
+                      seconds=r.seconds, history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
+                      details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
+                               "batch_size": r.batch_size})
+    else:  # the spec model admits only METHODS
+        raise ValueError(f"optimisation_settings.method {method!r}: use one of {list(METHODS)}")
+    common["params"] = tunable.user_params(common["params"])
+    common["candidates"] = [tunable.user_params(c) for c in common["candidates"]]
+    return TrainedParameters(**common)
