@@ -20,6 +20,13 @@ def _finite(d: dict) -> dict:
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
 
 
+def stage_evidence(report: WalkForwardReport, previous_stage: LifecycleStage | None = None) -> StageEvidence:
+    """What a walk-forward report says for the stage decision."""
+    return StageEvidence(sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage,
+                         p_value=report.significance.get("deflated_sharpe_p_value"),
+                         pbo=report.significance.get("pbo"))
+
+
 def trade_statistics(trades: list[dict]) -> dict[str, float]:
     """Out-of-sample trade statistics (returns are fractions of each trade's notional)."""
     r = np.asarray([t["return"] for t in trades], dtype=np.float64)
@@ -51,13 +58,7 @@ def build_configuration(
 ) -> NewConfiguration:
     spec = universe.spec
     tunable = tunable_for(spec)
-    decision = assign_stage(
-        StageEvidence(
-            sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage,
-            p_value=report.significance.get("deflated_sharpe_p_value"), pbo=report.significance.get("pbo"),
-        ),
-        universe.stage_thresholds.thresholds(),
-    )
+    decision = assign_stage(stage_evidence(report, previous_stage), universe.stage_thresholds.thresholds())
     markets = [registry.market(universe.markets[t]) for t in spec.tokens]
     end_test = spec.end_test or spec.end
     walk_forward = {

@@ -74,6 +74,21 @@ DEFAULT_CIRCUIT_BREAKERS: dict[str, float] = {
 }
 
 
+def mature_misses(ev: StageEvidence, th: StageThresholds) -> list[str]:
+    """The MATURE criteria besides sample size that the evidence misses (empty: all met). One place for
+    them: the stage decision and the platform's out-of-sample threshold check both read it."""
+    missing = []
+    if not math.isfinite(ev.oos_sharpe) or ev.oos_sharpe <= th.mature_min_oos_sharpe:
+        missing.append(f"out-of-sample Sharpe {ev.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
+    if ev.p_value is not None and not ev.p_value < th.mature_max_p_value:
+        missing.append(f"p-value {ev.p_value:.3g} >= {th.mature_max_p_value}")
+    if ev.overfitting_flag:
+        missing.append("overfitting flag set")
+    if ev.pbo is not None and ev.pbo > th.mature_max_pbo:
+        missing.append(f"probability of backtest overfitting {ev.pbo:.2f} > {th.mature_max_pbo}")
+    return missing
+
+
 def assign_stage(ev: StageEvidence, th: StageThresholds | None = None) -> StageDecision:
     """Stage of a configuration from its out-of-sample evidence (see module docstring)."""
     th = th or StageThresholds()
@@ -109,15 +124,7 @@ def assign_stage(ev: StageEvidence, th: StageThresholds | None = None) -> StageD
             f"sample size {ev.sample_size} in [{th.discovery_below}, {th.mature_above}]",
             evidence,
         )
-    missing = []
-    if not sharpe_ok or ev.oos_sharpe <= th.mature_min_oos_sharpe:
-        missing.append(f"out-of-sample Sharpe {ev.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
-    if ev.p_value is not None and not ev.p_value < th.mature_max_p_value:
-        missing.append(f"p-value {ev.p_value:.3g} >= {th.mature_max_p_value}")
-    if ev.overfitting_flag:
-        missing.append("overfitting flag set")
-    if ev.pbo is not None and ev.pbo > th.mature_max_pbo:
-        missing.append(f"probability of backtest overfitting {ev.pbo:.2f} > {th.mature_max_pbo}")
+    missing = mature_misses(ev, th)
     if missing:
         return StageDecision(
             LifecycleStage.VALIDATION,

@@ -27,15 +27,16 @@ closes an open long at that close and the short enters at the next open (a rever
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.params import Param
 from quant_core.strategies.indicators import (
+    ATR_PERIOD,
+    TREND_SMA,
     atr_table,
     bucket,
     choice_index,
@@ -43,26 +44,25 @@ from quant_core.strategies.indicators import (
     rolling_means,
     signal_sets,
 )
-from quant_core.strategies.schema import Constraint, Prepared, Strategy
+from quant_core.strategies.schema import Constraint, Prepared, Strategy, strategy_param
 
 if TYPE_CHECKING:  # the type only: registering a strategy does not load the backtester
     from quant_core.strategies.backtest import Bars
 
-# a strategy's ranges bound its values (signals are not defined outside them)
-_P = functools.partial(Param, hard_limits=True)
 
 _PARAMS = (
-    _P("entry_period", 10, 100, 20, kind="int", unit="bars",
+    strategy_param("entry_period", 10, 100, 20, kind="int", unit="bars",
        description="bars before the current one whose highest high / lowest low a close must break to enter"),
-    _P("exit_period", 5, 50, 10, kind="int", unit="bars",
+    strategy_param("exit_period", 5, 50, 10, kind="int", unit="bars",
        description="bars of the trailing channel whose opposite side a close must cross to exit "
        "(below entry_period)"),
-    _P("stop_atr_mult", 1.0, 5.0, 2.0, unit="ATRs", description="initial stop distance from the entry fill"),
-    _P("atr_period", 14, 21, 14, kind="choice", choices=(14, 21), unit="bars", description="bars in the ATR"),
-    _P("sma_period", 0, 200, 0, kind="choice", choices=(0, 50, 100, 200), unit="bars",
-       description="trend filter SMA of the close (0: off)"),
-    _P("max_hold_bars", 24, 500, 200, kind="int", unit="bars", description="bars after which an open trade closes"),
-    _P("allow_short", 0, 1, 1, kind="choice", choices=(0, 1), unit="flag",
+    strategy_param("stop_atr_mult", 1.0, 5.0, 2.0, unit="ATRs",
+                   description="initial stop distance from the entry fill"),
+    ATR_PERIOD,
+    dataclasses.replace(TREND_SMA, default=0),
+    strategy_param("max_hold_bars", 24, 500, 200, kind="int", unit="bars",
+                   description="bars after which an open trade closes"),
+    strategy_param("allow_short", 0, 1, 1, kind="choice", choices=(0, 1), unit="flag",
        description="1: trade downside breakouts short as well; 0: longs only"),
 )
 

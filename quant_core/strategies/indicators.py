@@ -13,6 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from quant_core.strategies.schema import strategy_param
+
+# the indicator parameters strategies share (a strategy may give another default: dataclasses.replace)
+ATR_PERIOD = strategy_param("atr_period", 14, 21, 14, kind="choice", choices=(14, 21), unit="bars",
+                            description="bars in the ATR")
+TREND_SMA = strategy_param("sma_period", 0, 200, 200, kind="choice", choices=(0, 50, 100, 200), unit="bars",
+                           description="trend filter SMA of the close (0: off)")
+
 
 def bucket(n: int, step: int = 32) -> int:
     """Table heights rounded up so one compiled function serves batches with slightly different maxima."""

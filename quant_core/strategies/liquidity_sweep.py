@@ -24,15 +24,15 @@ bar, time exit after max_hold_bars, one position at a time, fees and slippage on
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.params import Param
 from quant_core.strategies.indicators import (
+    ATR_PERIOD,
+    TREND_SMA,
     atr_table,
     bucket,
     choice_index,
@@ -40,28 +40,26 @@ from quant_core.strategies.indicators import (
     rolling_means,
     signal_sets,
 )
-from quant_core.strategies.schema import Prepared, Strategy
+from quant_core.strategies.schema import Prepared, Strategy, strategy_param
 
 if TYPE_CHECKING:  # the type only: registering a strategy does not load the backtester
     from quant_core.strategies.backtest import Bars
 
-# a strategy's ranges bound its values (signals are not defined outside them)
-_P = functools.partial(Param, hard_limits=True)
 
 _PARAMS = (
-    _P("lookback", 10, 100, 20, kind="int", unit="bars",
+    strategy_param("lookback", 10, 100, 20, kind="int", unit="bars",
           description="bars before the current one whose high/low form the swing levels"),
-    _P("pierce_depth", 0.0005, 0.005, 0.001, log_scale=True, unit="fraction",
+    strategy_param("pierce_depth", 0.0005, 0.005, 0.001, log_scale=True, unit="fraction",
           description="how far beyond the swing level (fraction of it) the wick must reach"),
-    _P("volume_spike_threshold", 1.5, 4.0, 2.0, unit="x volume SMA",
+    strategy_param("volume_spike_threshold", 1.5, 4.0, 2.0, unit="x volume SMA",
           description="volume of the sweep bar as a multiple of its volume SMA"),
-    _P("volume_period", 5, 50, 20, kind="int", unit="bars", description="bars in the volume SMA"),
-    _P("stop_atr_mult", 0.5, 2.0, 1.0, unit="ATRs", description="stop distance beyond the sweep extreme"),
-    _P("rr_ratio", 1.0, 4.0, 2.0, unit="x risk", description="target distance as a multiple of the risk"),
-    _P("max_hold_bars", 6, 96, 24, kind="int", unit="bars", description="bars after which an open trade closes"),
-    _P("atr_period", 14, 21, 14, kind="choice", choices=(14, 21), unit="bars", description="bars in the ATR"),
-    _P("sma_period", 0, 200, 200, kind="choice", choices=(0, 50, 100, 200), unit="bars",
-          description="trend filter SMA of the close (0: off)"),
+    strategy_param("volume_period", 5, 50, 20, kind="int", unit="bars", description="bars in the volume SMA"),
+    strategy_param("stop_atr_mult", 0.5, 2.0, 1.0, unit="ATRs", description="stop distance beyond the sweep extreme"),
+    strategy_param("rr_ratio", 1.0, 4.0, 2.0, unit="x risk", description="target distance as a multiple of the risk"),
+    strategy_param("max_hold_bars", 6, 96, 24, kind="int", unit="bars",
+                   description="bars after which an open trade closes"),
+    ATR_PERIOD,
+    TREND_SMA,
 )
 
 # parameters that decide the entry signals (the rest decide stops, targets and exits)

@@ -10,6 +10,7 @@ with the schema so that a bad combination is refused before any signal is comput
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -19,6 +20,9 @@ import numpy as np
 from quant_core.params import Param, find_param
 
 StopAnchor = Literal["extreme", "fill"]
+
+# a strategy's parameter: its range bounds its values (signals are not defined outside it)
+strategy_param = functools.partial(Param, hard_limits=True)
 
 
 class Prepared(NamedTuple):

@@ -15,7 +15,8 @@ from pydantic import Field
 from quant_assets.metadata import markdown_table
 from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
-from quant_core.lifecycle import LifecycleStage
+from quant_core.configuration import stage_evidence
+from quant_core.lifecycle import LifecycleStage, mature_misses
 from quant_core.metrics import METRICS
 from quant_core.spec import METHODS, RunSpec, RunSpecError
 from quant_core.store import NewConfiguration
@@ -146,18 +147,12 @@ def configuration_metadata(stored, url: str) -> dict:
 
 
 def threshold_check(universe: Universe, report: WalkForwardReport) -> dg.AssetCheckResult:
-    """Warn (not block) when the out-of-sample evidence misses the universe's MATURE thresholds."""
-    th = universe.stage_thresholds
-    sig = report.significance
-    misses = []
-    if report.sample_size <= th.mature_above:
-        misses.append(f"sample size {report.sample_size} ({report.sample_unit}) <= {th.mature_above}")
-    if not report.oos_sharpe > th.mature_min_oos_sharpe:
-        misses.append(f"OOS Sharpe {report.oos_sharpe:.3f} <= {th.mature_min_oos_sharpe}")
-    if sig.get("deflated_sharpe_p_value", 0.0) >= th.mature_max_p_value:
-        misses.append(f"deflated-Sharpe p {sig['deflated_sharpe_p_value']:.3g} >= {th.mature_max_p_value}")
-    if sig.get("pbo", 0.0) > th.mature_max_pbo:
-        misses.append(f"PBO {sig['pbo']:.2f} > {th.mature_max_pbo}")
+    """Warn (not block) when the out-of-sample evidence misses the universe's MATURE thresholds (the same
+    criteria the stage decision applies: quant_core.lifecycle.mature_misses)."""
+    th = universe.stage_thresholds.thresholds()
+    misses = [] if report.sample_size > th.mature_above else [
+        f"sample size {report.sample_size} ({report.sample_unit}) <= {th.mature_above}"]
+    misses += mature_misses(stage_evidence(report), th)
     return dg.AssetCheckResult(check_name="oos_thresholds", passed=not misses, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"misses": "; ".join(misses) or "none"})
 
