@@ -47,16 +47,10 @@ import optax
 
 from quant_core.data.panel import PricePanel
 from quant_core.metrics import BENCHMARK_NEEDS, DAILY_SAMPLED, benchmarks_for, get_metric
-from quant_core.sim.simulate import (
-    _forward,
-    initial_weights,
-    plan_window,
-    run_device,
-    sorted_panel_rows,
-    static_settings,
-    values_at,
-    values_at_supported,
-)
+from quant_core.sim.resolve import initial_weights
+from quant_core.sim.settings import static_settings
+from quant_core.sim.simulate import _forward, run_device, values_at, values_at_supported
+from quant_core.sim.window import plan_window, sorted_panel_rows
 from quant_core.spec import OptimisationSettings, RunSpec
 from quant_core.train.objective import PoolEvaluator, check_trainable_series
 from quant_core.train.params import ParamLayout, initial_sets, parameter_layout

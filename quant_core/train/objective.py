@@ -17,15 +17,10 @@ import numpy as np
 
 from quant_core.data.panel import PricePanel
 from quant_core.metrics import Benchmarks, benchmarks_for, get_metric
-from quant_core.sim.simulate import (
-    compiled_forward,
-    initial_weights,
-    plan_window,
-    required_series,
-    run_device,
-    sorted_panel_rows,
-    static_settings,
-)
+from quant_core.sim.resolve import initial_weights
+from quant_core.sim.settings import required_series, static_settings
+from quant_core.sim.simulate import compiled_forward, run_device
+from quant_core.sim.window import plan_window, sorted_panel_rows
 from quant_core.spec import RunSpec
 
 Segment = tuple[int, int]  # [lo, hi) data steps of the evaluated window
@@ -133,7 +128,7 @@ class PoolObjective(PoolEvaluator):
 def batched_values(panel: PricePanel, spec: RunSpec, params: list[dict], start: datetime | None = None,
                    end: datetime | None = None) -> np.ndarray:
     """Value paths [K, S] of K parameter sets (user units) over [start, end), in one vmapped pass."""
-    from quant_core.sim.simulate import resolve_params
+    from quant_core.sim.resolve import resolve_params
 
     window = plan_window(panel, spec, start, end)
     st = static_settings(spec, window)

@@ -24,7 +24,7 @@ from scipy.stats import qmc
 
 from quant_core.params import Param
 from quant_core.sim.pool import get_pool
-from quant_core.sim.simulate import resolve_params
+from quant_core.sim.resolve import resolve_params
 from quant_core.spec import RunSpec
 
 GRADIENT_FREE = "optuna, grid or random"

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from quant_core.data.panel import PricePanel
-from quant_core.sim.simulate import plan_window
+from quant_core.sim.window import plan_window
 from quant_core.spec import RunSpec
 
 

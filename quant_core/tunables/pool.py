@@ -20,7 +20,9 @@ from quant_core.data.schema import Market
 from quant_core.params import Param
 from quant_core.plots import pool_plot
 from quant_core.sim.pool import get_pool
-from quant_core.sim.simulate import plan_window, resolve_params, simulate
+from quant_core.sim.resolve import resolve_params
+from quant_core.sim.simulate import simulate
+from quant_core.sim.window import plan_window
 from quant_core.spec import RunSpec
 from quant_core.train.objective import PoolEvaluator, batched_values
 from quant_core.train.problem import NoFiniteCandidate, SearchProblem

@@ -76,7 +76,7 @@ def test_trend_following_overweights_the_riser():
 
 
 def test_window_outside_the_data_names_the_keys():
-    from quant_core.sim.simulate import SimulationInputError
+    from quant_core.sim.window import SimulationInputError
 
     with pytest.raises(SimulationInputError, match="startDateString/endDateString"):
         simulate(random_walk_panel(20), _spec(startDateString="2023-06-01", endDateString="2023-07-01"))

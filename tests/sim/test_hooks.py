@@ -83,7 +83,8 @@ def test_ensemble_averages_rule_outputs(panel):
                  parameters={"memory_days": [[2] * 3, [8] * 3], "k_per_day": [[30] * 3, [90] * 3]})
     ens = simulate(panel, spec)
     pool = get_pool("momentum")
-    from quant_core.sim.simulate import plan_window, sorted_panel_rows, static_settings
+    from quant_core.sim.settings import static_settings
+    from quant_core.sim.window import plan_window, sorted_panel_rows
 
     window = plan_window(panel, spec)
     st_ = static_settings(spec, window)

@@ -1,0 +1,142 @@
+"""Reserve engines on the minute grid, and the weight schedule a pool's rule produces.
+
+`minute_engine` dispatches on the pool's engine (G3M with fees, CoW, Gyroscope, the index variants, the
+lvr__/rvr__ rebalancing portfolios); `weight_schedule` runs the rule's estimators on chunk prices and turns
+their outputs into guarded, interpolated weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from quant_core.sim.amm.cow import cow_reserves
+from quant_core.sim.amm.g3m import g3m_log_reserves_from_minute_weights
+from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
+from quant_core.sim.amm.gyroscope import gyroscope_reserves
+from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
+from quant_core.sim.hooks import ensemble_mean, rebalancing_log_growth
+from quant_core.sim.pool import BOUND_PARAMS, Pool
+from quant_core.sim.settings import StaticSettings
+from quant_core.sim.weights import WeightSchedule, chunk_weights
+
+
+def minute_log_prices(log_prices: jax.Array, step_minutes: int) -> jax.Array:
+    """Log prices at every minute from the first to the last data row, linear in between."""
+    if step_minutes == 1:
+        return log_prices
+    frac = (jnp.arange(step_minutes, dtype=log_prices.dtype) / step_minutes)[None, :, None]
+    inner = log_prices[:-1, None, :] + frac * (log_prices[1:] - log_prices[:-1])[:, None, :]
+    return jnp.concatenate([inner.reshape(-1, log_prices.shape[1]), log_prices[-1:]], axis=0)
+
+
+def rebalancing_values(v0, minute_prices, minute_weights, m: int) -> jax.Array:
+    """The LVR benchmark at each data step: a zero-fee CEX portfolio rebalanced every minute to the weights."""
+    return v0 * jnp.exp(jnp.cumsum(rebalancing_log_growth(minute_prices, minute_weights, 0.0)))[::m]
+
+
+def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
+    """Reserves [T, n] and fee revenue [T] on the minute grid."""
+    if pool.rebalancer is not None:
+        spread = None
+        if pool.rebalancer == "rvr":
+            spread = aux["spread"]
+        growth = rebalancing_log_growth(prices, weights, st.fees, spread)
+        values = v0 * jnp.exp(jnp.cumsum(growth))
+        return weights * values[:, None] / prices, jnp.zeros_like(values)
+    if pool.engine == "cow":
+        reserves = cow_reserves(prices, v0 * w0 / prices[0], weights=w0, fees=st.fees,
+                                arb_quality=params["arb_quality"][0], gas_cost=st.gas_cost, arb_fees=st.arb_fees,
+                                arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio)
+        return reserves, jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if pool.engine == "gyroscope":
+        return gyroscope_engine(st, prices, params, v0), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if pool.engine == "trad_hodling":
+        return _trad_hodling(st, prices, weights, v0, aux), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if pool.engine == "hodling" and not st.with_costs:
+        # Arbitraged only inside each chunk's interpolation window, frozen outside it: the reserves at
+        # minute t are the ordinary pool's at the last trading minute <= t. (The reference's zero-fee
+        # path instead applies only the one-minute price move when trading resumes, so the drift during
+        # a hold is never arbitraged; its fee path does arbitrage it, as here and in our fee path,
+        # which closes the pool outside the same mask.)
+        log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+        held = _last_trading_minute(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period))
+        return jnp.exp(log_r[held]), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    if not st.with_costs:
+        # zero fees but a non-linear interpolation: the per-minute product, exact
+        log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+        return jnp.exp(log_r), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+    out = g3m_reserves_with_fees(
+        prices, weights, v0 * w0 / prices[0], fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees,
+        arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio,
+        trades=aux["trades"] if st.do_trades else None,
+        invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb,
+        trade_mask=(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period)
+                    if pool.engine == "hodling" else None),
+    )
+    return out.reserves, out.fee_revenue
+
+
+def _last_trading_minute(mask: jax.Array) -> jax.Array:
+    """For every minute, the last minute <= it at which the pool traded (0 before the first)."""
+    return jnp.maximum(jax.lax.cummax(jnp.where(mask, jnp.arange(mask.shape[0]), -1)), 0)
+
+
+def _trad_hodling(st: StaticSettings, prices, weights, v0, aux):
+    """The CEX index portfolio, rebalanced every arb_frequency minutes inside the windows."""
+    f = st.arb_frequency
+    spread = aux.get("spread")
+    reserves = trad_hodling_reserves(
+        prices[::f], weights[::f], v0, trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period, f),
+        fees=st.fees, spread=None if spread is None else spread[::f], annual_streaming_fee=st.annual_streaming_fee,
+        steps_per_year=trading_steps_per_year(st.chunk_period, st.interpolation_period, f),
+    )
+    return jnp.repeat(reserves, f, axis=0)[: prices.shape[0]]
+
+
+def gyroscope_engine(st: StaticSettings, prices, params, v0):
+    """E-CLP reserves: its price range is quoted in the numeraire, which sits second (default: the
+    last token alphabetically, as in the reference)."""
+    flip = st.gyro_numeraire_first
+    ordered = prices[:, ::-1] if flip else prices
+    reserves = gyroscope_reserves(
+        ordered, v0, alpha=params["alpha"][0], beta=params["beta"][0], lam=params["lam"][0], phi=params["phi"][0],
+        fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees, arb_frequency=st.arb_frequency,
+    )
+    return reserves[:, ::-1] if flip else reserves
+
+
+def weight_schedule(pool: Pool, st: StaticSettings, rows, params, w0, aux) -> WeightSchedule:
+    if pool.rule.kind != "dynamic":
+        return WeightSchedule.constant(w0, st.chunk_period)
+    rule = pool.rule
+    ctx = st.rule_context
+    n_chunks = math.ceil(st.n_steps * st.step_minutes / st.chunk_period) + 1
+    start_chunk = st.warmup_rows // st.stride
+    last_row = rows.shape[0] - 1
+    # chunk prices up to the one that informs the last bout chunk; never past the window's last row
+    idx = jnp.minimum(jnp.arange(start_chunk + n_chunks + 1) * st.stride, last_row)
+    chunk_prices = rows[idx]
+    rule_params = {k: v for k, v in params.items() if k not in BOUND_PARAMS}
+    rule_aux = {k: aux[k][idx] for k in rule.required_aux}
+
+    def outputs(p):
+        return rule.deltas(chunk_prices, p, ctx, rule_aux)
+
+    ensemble = pool.has("ensemble")
+    deltas = ensemble_mean(outputs, rule_params) if ensemble else outputs(rule_params)
+    bout = deltas[start_chunk + 1 : start_chunk + 1 + n_chunks]
+    blend = None
+    if rule.outputs_weights:
+        # an ensemble of target-weight rules blends the mean target with the members' mean lambda
+        blend = (jnp.mean(jax.vmap(lambda p: rule.blend_lamb(p, ctx))(rule_params), axis=0) if ensemble
+                 else rule.blend_lamb(rule_params, ctx))
+    bounds = (params[BOUND_PARAMS[0]], params[BOUND_PARAMS[1]]) if pool.has("bounded") else None
+    w_start, d = chunk_weights(
+        w0, bout, minimum_weight=st.minimum_weight, maximum_change=st.maximum_change,
+        interpolation_period=st.interpolation_period, blend=blend, bounds=bounds,
+        ste_max_change=st.ste_max_change, ste_min_max_weight=st.ste_min_max_weight,
+    )
+    return WeightSchedule(w0, w_start, d, st.chunk_period, st.interpolation_period, st.interpolation_method)
