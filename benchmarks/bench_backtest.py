@@ -24,7 +24,7 @@ import numpy as np
 import quant_core  # noqa: F401  (float64)
 from quant_core.data.market_candles import MarketCandles
 from quant_core.data.synthetic import synthetic_candles
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.strategies.backtest import Costs, backtest
 from quant_core.strategies.market import strategy_bars
 from quant_core.train.trainer import train

@@ -30,7 +30,8 @@ def main() -> None:
     from quant_assets.demo import run_demo
     from quant_assets.registry import current_registry
 
-    names = [u.name for u in current_registry().universes if u.spec.strategy == "liquidity_sweep"]
+    names = [u.name for u in current_registry().universes
+             if u.spec.kind == "strategy" and u.spec.strategy == "liquidity_sweep"]
     began = time.monotonic()
     code = run_demo(args.budget, names)
     total = time.monotonic() - began

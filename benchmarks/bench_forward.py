@@ -14,7 +14,7 @@ import numpy as np
 
 from quant_core.data.panel import panel_from_long_prices
 from quant_core.data.price_file import read_long_prices, shipped_prices_path
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.train.objective import PoolObjective
 
 

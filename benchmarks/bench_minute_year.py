@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from quant_core.data.panel import PricePanel
+from quant_core.runspec import load_run_spec
 from quant_core.sim.resolve import initial_weights, resolve_params
 from quant_core.sim.settings import static_settings
 from quant_core.sim.simulate import compiled_forward, run_device, simulate
 from quant_core.sim.window import plan_window, sorted_panel_rows
-from quant_core.spec import load_run_spec
 from quant_core.train.objective import PoolObjective
 
 WARM_DAYS = 30

@@ -25,7 +25,7 @@ from bench_minute_year import minute_panel
 
 from quant_core.data.panel import panel_from_long_prices
 from quant_core.data.price_file import shipped_prices_path
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.train import gradient
 from quant_core.train.grid import run_grid
 from quant_core.train.params import initial_sets, parameter_layout

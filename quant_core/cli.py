@@ -67,8 +67,8 @@ def _market_caps(spec, path: str, panel):
 
 
 def cmd_simulate(args) -> int:
+    from quant_core.runspec import load_run_spec
     from quant_core.sim.simulate import simulate
-    from quant_core.spec import load_run_spec
 
     spec = load_run_spec(args.spec)
     panel = _panel(spec, args.prices)
@@ -83,10 +83,10 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from quant_core.spec import load_run_spec
+    from quant_core.runspec import load_run_spec, with_training
 
     spec = load_run_spec(args.spec)
-    if spec.strategy is not None:
+    if spec.kind == "strategy":
         return _train_strategy(args, spec)
     from quant_core.report import train_report
 
@@ -100,7 +100,7 @@ def cmd_train(args) -> int:
     if not args.prices:
         raise ValueError(f"{args.spec} trains the pool rule {spec.rule!r}, which needs prices: pass --prices FILE "
                          "(long prices date,token,price_usd, or TOKEN=candles.parquet per token)")
-    spec = spec.with_training(budget=args.budget, seed=args.seed)
+    spec = with_training(spec, budget=args.budget, seed=args.seed)
     return _report(train_report(_panel(spec, args.prices), spec, iterations_per_print=args.print_every, log=print),
                    args.out)
 
@@ -176,6 +176,7 @@ def _strategy_candles(path: str, timeframe: str | None, spec):
 def _train_strategy(args, spec) -> int:
     from quant_core.data.market_candles import MarketCandles
     from quant_core.report import train_report
+    from quant_core.runspec import with_training
 
     if args.prices:
         raise ValueError(f"--prices is for pool specs; {args.spec} trains the CEX strategy {spec.strategy!r} on one "
@@ -185,7 +186,7 @@ def _train_strategy(args, spec) -> int:
         raise ValueError(f"{args.spec} trains the CEX strategy {spec.strategy!r}, which reads one market's candles: "
                          "pass --candles FILE (a CSV or Parquet candle file, e.g. from `quant data fetch` or "
                          "`quant data import`)")
-    spec = spec.with_training(budget=args.budget, seed=args.seed)
+    spec = with_training(spec, budget=args.budget, seed=args.seed)
     if args.budget is not None and spec.optimisation_settings.method == "grid":
         print("note: --budget does not change a grid (its size is the product of its axes)")
     candles, timeframe = _strategy_candles(args.candles, args.timeframe, spec)
@@ -279,6 +280,25 @@ def cmd_configs(args) -> int:
     return 0
 
 
+def cmd_list(args) -> int:
+    import difflib
+
+    from quant_core.catalog import catalog, format_catalog
+
+    entries = catalog() if args.kind is None else {args.kind: catalog()[args.kind]}
+    if args.name:
+        found = {k: [e for e in v if e["name"].rstrip("_") == args.name.rstrip("_")] for k, v in entries.items()}
+        found = {k: v for k, v in found.items() if v}
+        if not found:
+            names = [e["name"] for v in entries.values() for e in v]
+            close = difflib.get_close_matches(args.name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"nothing called {args.name!r}{hint}; `quant list` shows every rule, hook and strategy")
+        entries = found
+    print(json.dumps(entries, indent=2) if args.json else format_catalog(entries), end="" if not args.json else "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quant", description="TFMM / strategy simulation and training")
     sub = p.add_subparsers(dest="command", required=True)
@@ -306,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations (gradient_descent), trials (optuna) or candidates (random)")
     t.add_argument("--print-every", type=int, default=50, help="progress every N iterations (gradient descent)")
     t.set_defaults(func=cmd_train)
+    ls = sub.add_parser("list", help="every pool rule, hook and CEX strategy with its parameters (default, range, "
+                        "unit, description)")
+    ls.add_argument("kind", nargs="?", choices=["rules", "hooks", "strategies"], help="only this kind")
+    ls.add_argument("--name", help="only this rule, hook or strategy")
+    ls.add_argument("--json", action="store_true", help="as JSON")
+    ls.set_defaults(func=cmd_list)
     data = sub.add_parser("data", help="market data: fetch from an exchange, import files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     f = data_sub.add_parser("fetch", help="OHLCV candles from an exchange through ccxt")

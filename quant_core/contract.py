@@ -51,6 +51,11 @@ class Tunable(Protocol):
     table_metrics: tuple[str, ...]  # shown per candidate in search tables
     metric_names: tuple[str, ...]  # what return_val may name
 
+    def check(self) -> None:
+        """Raise naming the field and the fix when the run spec asks what this tunable cannot do (unknown
+        parameters, values outside its schema, a metric it does not report): run when a spec is loaded."""
+        ...
+
     def params(self) -> tuple[Param, ...]: ...
 
     def initial(self) -> dict[str, np.ndarray]:

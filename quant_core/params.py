@@ -114,9 +114,11 @@ class Param:
     @property
     def starts_from(self) -> str:
         """Where the starting value comes from, for people (`quant list`)."""
-        if self.default is not None and self.initial is None and self.initial_key is None:
-            return f"{self.default:g}"
-        return self.initial_key or "computed"
+        if self.initial is not None:
+            return f"from {self.initial_key}" if self.initial_key else "computed"
+        if self.initial_key is not None:
+            return self.initial_key
+        return f"{self.default:g}"
 
     # -- values --------------------------------------------------------------------------------------
     def grid(self, n: int) -> np.ndarray:

@@ -1,9 +1,15 @@
-"""The run spec: a validated QuantAMM-style run fingerprint.
+"""The run spec: a validated QuantAMM-style run fingerprint, a common part plus one section per kind.
 
 Users already write run fingerprints (plain dicts with keys such as `rule`, `tokens`,
-`startDateString`, `chunk_period`, `optimisation_settings`). This model accepts them unchanged,
-with the reference simulator's defaults, and rejects unknown or inconsistent keys with a message
-that names the key and the fix. Defaults live here and nowhere else.
+`startDateString`, `chunk_period`, `optimisation_settings`). `PoolSpec` accepts them unchanged, with the
+reference simulator's defaults; a spec that names a `strategy` is a `StrategySpec` (a CEX strategy on one
+market's candles), and a key of the other kind is refused rather than ignored. `RunSpec` is the
+discriminated union of the two. Unknown or inconsistent keys are rejected with a message that names the
+key and the fix. Defaults live here and nowhere else.
+
+This module checks what a spec can check alone; whether a rule or strategy exists and its `parameters`
+and search ranges fit its schema is checked by its tunable (`quant_core.runspec.load_run_spec`), so this
+module imports neither the simulator nor the strategies.
 """
 
 from __future__ import annotations
@@ -11,10 +17,20 @@ from __future__ import annotations
 import difflib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # the training methods (quant_core.train.trainer); the CLI and the Dagster launchpad offer these
 Method = Literal["gradient_descent", "optuna", "grid", "random"]
@@ -162,18 +178,90 @@ class OptimisationSettings(_Strict):
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
 
 
-class RunSpec(_Strict):
-    """One simulation/training run. Field names and defaults follow QuantAMM's run fingerprint."""
+class SpecBase(_Strict):
+    """What every run spec holds, whatever it tunes: tokens, windows, the objective, the training method."""
 
-    # core
-    strategy: str | None = Field(None, description="a CEX strategy (e.g. liquidity_sweep) trading one market's "
-                                 "candles instead of a TFMM pool rule; `rule` is then not used")
-    strategy_settings: StrategySettings = Field(default_factory=StrategySettings)
-    rule: str = "mean_reversion_channel"
+    kind: ClassVar[str]
     tokens: list[str] = Field(default_factory=lambda: ["BTC", "ETH", "USDC"])
     startDateString: str = "2023-01-01 00:00:00"
     endDateString: str = "2023-06-01 00:00:00"
     endTestDateString: str | None = None
+    # days of data before a window that warm up the estimators (pools) or indicators (CEX strategies)
+    max_memory_days: float = Field(365.0, gt=0)
+    return_val: str = "daily_log_sharpe"
+    optimisation_settings: OptimisationSettings = Field(default_factory=OptimisationSettings)
+    # a number, one value per token, or (ensemble__ rules) one list per ensemble member
+    parameters: dict[str, float | list[float] | list[list[float]]] | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one token, e.g. ['BTC', 'ETH', 'USDC']")
+        dupes = sorted({t for t in v if v.count(t) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tokens {dupes}: list each token once")
+        return v
+
+    @field_validator("startDateString", "endDateString", "endTestDateString")
+    @classmethod
+    def _date(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_utc(v)
+        return v
+
+    @model_validator(mode="after")
+    def _common(self) -> SpecBase:
+        start, end = self.start, self.end
+        if not start < end:
+            raise ValueError(f"startDateString ({self.startDateString}) must be before endDateString")
+        if self.endTestDateString is not None and not self.end_test > end:
+            raise ValueError(
+                f"endTestDateString ({self.endTestDateString}) must be after endDateString ({self.endDateString})"
+            )
+        opt = self.optimisation_settings
+        if opt.method == "optuna" and opt.optuna_settings.overfitting_penalty > 0 and opt.val_fraction == 0:
+            raise ValueError("optimisation_settings.optuna_settings.overfitting_penalty compares the training and "
+                             "validation scores: set optimisation_settings.val_fraction > 0 (e.g. 0.2) or the "
+                             "penalty to 0")
+        return self
+
+    @property
+    def start(self) -> datetime:
+        return parse_utc(self.startDateString)
+
+    @property
+    def end(self) -> datetime:
+        return parse_utc(self.endDateString)
+
+    @property
+    def end_test(self) -> datetime | None:
+        return parse_utc(self.endTestDateString) if self.endTestDateString else None
+
+    @property
+    def sorted_tokens(self) -> list[str]:
+        """The reference simulator orders tokens alphabetically; per-token vectors follow it."""
+        return sorted(self.tokens)
+
+    def with_window(self, start: datetime, end: datetime, end_test: datetime | None = None) -> RunSpec:
+        """A copy of this spec over another window (walk-forward folds)."""
+        fmt = "%Y-%m-%d %H:%M:%S"
+        return self.model_copy(
+            update={
+                "startDateString": start.strftime(fmt),
+                "endDateString": end.strftime(fmt),
+                "endTestDateString": end_test.strftime(fmt) if end_test else None,
+            }
+        )
+
+
+class PoolSpec(SpecBase):
+    """A TFMM pool run. Field names and defaults follow QuantAMM's run fingerprint, so an existing
+    fingerprint works unchanged. Whether `rule` names a pool and `parameters` fit it is checked by the
+    pool's tunable (quant_core.runspec.load_run_spec)."""
+
+    kind: ClassVar[str] = "pool"
+    rule: str = "mean_reversion_channel"
     freq: Literal["minute", "hour", "day"] = "minute"
     initial_pool_value: float = Field(1_000_000.0, gt=0)
     numeraire: str | None = None
@@ -181,7 +269,6 @@ class RunSpec(_Strict):
     chunk_period: int = Field(1440, ge=1)
     weight_interpolation_period: int = Field(1440, ge=1)
     bout_offset: int = Field(10080, ge=0)
-    max_memory_days: float = Field(365.0, gt=0)
     # weights
     maximum_change: float = Field(3e-4, gt=0)
     minimum_weight: float | None = Field(None, gt=0, lt=1)
@@ -216,53 +303,19 @@ class RunSpec(_Strict):
     initial_pre_exp_scaling: float = 0.5
     subsidary_pools: list[dict[str, Any]] = Field(default_factory=list)
     # objective and robustness
-    return_val: str = "daily_log_sharpe"
     price_noise_sigma: float = Field(0.0, ge=0)
     turnover_penalty: float = Field(0.0, ge=0)
     include_flipped_training_data: bool = False
-    optimisation_settings: OptimisationSettings = Field(default_factory=OptimisationSettings)
     # additions (see docs/run-spec.md)
     initial_weights: list[float] | None = None
-    # a number, one value per token, or (ensemble__ rules) one list per ensemble member
-    parameters: dict[str, float | list[float] | list[list[float]]] | None = None
 
-    @field_validator("tokens")
-    @classmethod
-    def _tokens(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("list at least one token, e.g. ['BTC', 'ETH', 'USDC']")
-        dupes = sorted({t for t in v if v.count(t) > 1})
-        if dupes:
-            raise ValueError(f"duplicate tokens {dupes}: list each token once")
-        return v
-
-    @field_validator("startDateString", "endDateString", "endTestDateString")
-    @classmethod
-    def _date(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_utc(v)
-        return v
+    @property
+    def ensemble(self) -> bool:
+        return self.rule.startswith("ensemble__") or "__ensemble__" in self.rule
 
     @model_validator(mode="after")
-    def _consistent(self) -> RunSpec:
-        from quant_core.sim.pool import get_pool
-        from quant_core.sim.registry import available_rules
-
-        self._check_window()
-        if self.strategy is not None:
-            self._check_strategy()
-            return self
+    def _pool(self) -> PoolSpec:
         n = len(self.tokens)
-        try:
-            pool = get_pool(self.rule)
-        except (ValueError, KeyError) as exc:
-            base = self.rule.split("__")[-1]
-            close = difflib.get_close_matches(base, available_rules(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close and close[0] != base else ""
-            raise ValueError(f"{exc.args[0]}{hint}") from None
-        if pool.rule.n_tokens is not None and n != pool.rule.n_tokens:
-            raise ValueError(
-                f"rule {self.rule!r} is a {pool.rule.n_tokens}-token pool; tokens lists {n}: {self.tokens}")
         if self.weight_interpolation_period > self.chunk_period:
             raise ValueError(
                 f"weight_interpolation_period ({self.weight_interpolation_period}) must be <= chunk_period "
@@ -278,182 +331,114 @@ class RunSpec(_Strict):
                 raise ValueError(f"initial_weights has {len(w)} values for {n} tokens")
             if any(x <= 0 for x in w) or abs(sum(w) - 1.0) > 1e-9:
                 raise ValueError(f"initial_weights {w} must be positive and sum to 1")
-        opt = self.optimisation_settings
-        if opt.method == "optuna" and opt.optuna_settings.overfitting_penalty > 0 and opt.val_fraction == 0:
-            raise ValueError("optimisation_settings.optuna_settings.overfitting_penalty compares the training and "
-                             "validation scores: set optimisation_settings.val_fraction > 0 (e.g. 0.2) or the "
-                             "penalty to 0")
         members = self.optimisation_settings.n_ensemble_members
-        if members > 1 and not self.rule.startswith("ensemble__") and "__ensemble__" not in self.rule:
+        if members > 1 and not self.ensemble:
             raise ValueError(f"optimisation_settings.n_ensemble_members is {members}, which needs an ensemble__ "
                              f"rule: use rule 'ensemble__{self.rule}' or set n_ensemble_members: 1")
         if self.minimum_weight is not None and self.minimum_weight * n >= 1:
             raise ValueError(f"minimum_weight {self.minimum_weight} x {n} tokens must be < 1")
-        if self.parameters is not None:
-            for name, value in self.parameters.items():
-                if isinstance(value, list) and value and isinstance(value[0], list):
-                    bad = [len(v) for v in value if len(v) != n]
-                    if bad or not self.rule.startswith("ensemble__") and "__ensemble__" not in self.rule:
-                        raise ValueError(
-                            f"parameters.{name}: a list of lists gives one value per token for each ensemble "
-                            f"member; it needs an ensemble__ rule and {n} values in each inner list"
-                        )
-                    continue
-                if isinstance(value, list) and len(value) != n:
+        for name, value in (self.parameters or {}).items():
+            if isinstance(value, list) and value and isinstance(value[0], list):
+                if any(len(v) != n for v in value) or not self.ensemble:
                     raise ValueError(
-                        f"parameters.{name} has {len(value)} values for {n} tokens: give one number or "
-                        f"one value per token in alphabetical token order {sorted(self.tokens)}"
+                        f"parameters.{name}: a list of lists gives one value per token for each ensemble "
+                        f"member; it needs an ensemble__ rule and {n} values in each inner list"
                     )
+            elif isinstance(value, list) and len(value) != n:
+                raise ValueError(
+                    f"parameters.{name} has {len(value)} values for {n} tokens: give one number or "
+                    f"one value per token in alphabetical token order {sorted(self.tokens)}"
+                )
         return self
-
-    def _check_window(self) -> None:
-        start, end = self.start, self.end
-        if not start < end:
-            raise ValueError(f"startDateString ({self.startDateString}) must be before endDateString")
-        if self.endTestDateString is not None and not self.end_test > end:
-            raise ValueError(
-                f"endTestDateString ({self.endTestDateString}) must be after endDateString ({self.endDateString})"
-            )
-
-    def _check_strategy(self) -> None:
-        """A CEX strategy spec: its parameters, search space and objective must be the strategy's."""
-        from quant_core.strategies import available_strategies, get_strategy
-        from quant_core.strategies.backtest import STRATEGY_METRICS
-
-        if self.strategy not in available_strategies():
-            close = difflib.get_close_matches(self.strategy, available_strategies(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"strategy {self.strategy!r} is not available{hint}; choose one of "
-                             f"{available_strategies()}")
-        strategy = get_strategy(self.strategy)
-        if self.return_val not in STRATEGY_METRICS:
-            close = difflib.get_close_matches(self.return_val, STRATEGY_METRICS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"return_val {self.return_val!r} is not a strategy metric{hint}; use one of "
-                             f"{sorted(STRATEGY_METRICS)}")
-        space = "optimisation_settings.search_settings.parameter_space"
-        config = "optimisation_settings.optuna_settings.parameter_config"
-        try:
-            strategy.resolve(self.parameters, "parameters")  # type: ignore[arg-type]
-            for name, entry in self.optimisation_settings.search_settings.parameter_space.items():
-                p = strategy.param(name)
-                if isinstance(entry, list):
-                    p.check(entry, space)
-                elif p.kind == "choice":
-                    raise ValueError(f"{space}.{name}: a choice parameter takes a list of its choices "
-                                     f"{list(p.choices)}")
-                else:
-                    p.check([entry.low, entry.high], space)
-            for name, rng in self.optimisation_settings.optuna_settings.parameter_config.items():
-                p = strategy.param(name)
-                if p.kind == "choice":
-                    raise ValueError(f"{config}.{name}: Optuna searches every choice of {list(p.choices)}; "
-                                     "remove the entry (or fix the value under `parameters`)")
-                p.check([rng.low, rng.high], config)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        opt = self.optimisation_settings
-        if "method" not in opt.model_fields_set:
-            opt.method = "random"  # a strategy's default trainer: gradient descent cannot train it
-        if opt.method == "gradient_descent":
-            raise ValueError(f"strategy {self.strategy!r} trades discrete signals, which gradient descent cannot "
-                             "train: set optimisation_settings.method to grid, random or optuna")
-
-    @property
-    def start(self) -> datetime:
-        return parse_utc(self.startDateString)
-
-    @property
-    def end(self) -> datetime:
-        return parse_utc(self.endDateString)
-
-    @property
-    def end_test(self) -> datetime | None:
-        return parse_utc(self.endTestDateString) if self.endTestDateString else None
-
-    @property
-    def sorted_tokens(self) -> list[str]:
-        """The reference simulator orders tokens alphabetically; per-token vectors follow it."""
-        return sorted(self.tokens)
 
     @property
     def effective_minimum_weight(self) -> float:
         return self.minimum_weight if self.minimum_weight is not None else 0.1 / len(self.tokens)
 
-    def with_training(self, *, method: str | None = None, budget: int | None = None, seed: int | None = None,
-                      metric: str | None = None) -> RunSpec:
-        """A copy with run-time training overrides (CLI flags, the Dagster launchpad), validated as a whole.
 
-        `budget` is the method's: iterations (gradient_descent), trials (optuna) or candidates (random);
-        a grid's size is its own. Raises RunSpecError naming the bad override."""
-        if budget is not None and budget < 1:
-            raise RunSpecError(f"budget must be >= 1, got {budget}: set a positive number or leave it unset")
-        if metric is not None:
-            if self.strategy:
-                from quant_core.strategies.backtest import STRATEGY_METRICS as valid
-            else:
-                from quant_core.metrics import METRICS as valid
+def _strategy_optimisation() -> OptimisationSettings:
+    return OptimisationSettings(method="random")  # gradient descent cannot train discrete signals
 
-            if metric not in valid:
-                raise RunSpecError(f"metric {metric!r} is not a metric; use one of {sorted(valid)}")
-        opt = self.optimisation_settings
-        updates: dict[str, Any] = {}
-        if method:
-            updates["method"] = method
-        if seed is not None:
-            updates["initial_random_key"] = seed
-        chosen = method or opt.method
-        if budget is not None:
-            if chosen == "gradient_descent":
-                updates["n_iterations"] = budget
-            elif chosen == "optuna":
-                updates["optuna_settings"] = opt.optuna_settings.model_copy(update={"n_trials": budget})
-            elif chosen == "random":
-                updates["search_settings"] = opt.search_settings.model_copy(update={"n_samples": budget})
-        data = self.model_copy(update={"optimisation_settings": opt.model_copy(update=updates)}).model_dump()
-        if metric:
-            data["return_val"] = metric
-        return load_run_spec(data)
 
-    def with_window(self, start: datetime, end: datetime, end_test: datetime | None = None) -> RunSpec:
-        """A copy of this spec over another window (walk-forward folds)."""
-        fmt = "%Y-%m-%d %H:%M:%S"
-        return self.model_copy(
-            update={
-                "startDateString": start.strftime(fmt),
-                "endDateString": end.strftime(fmt),
-                "endTestDateString": end_test.strftime(fmt) if end_test else None,
-            }
-        )
+class StrategySpec(SpecBase):
+    """A CEX strategy trading one market's candles (`strategy: liquidity_sweep`). Whether `strategy` exists
+    and `parameters` / search ranges fit its schema is checked by its tunable (quant_core.runspec)."""
+
+    kind: ClassVar[str] = "strategy"
+    tokens: list[str] = Field(default_factory=lambda: ["ASSET"], description="the traded market's base asset "
+                              "(one token; on the platform it names the universe's market)")
+    strategy: str = Field(description="the CEX strategy (e.g. liquidity_sweep, donchian_breakout)")
+    strategy_settings: StrategySettings = Field(default_factory=StrategySettings)
+    optimisation_settings: OptimisationSettings = Field(default_factory=_strategy_optimisation)
+
+    @field_validator("optimisation_settings", mode="before")
+    @classmethod
+    def _random_by_default(cls, v: Any) -> Any:
+        """A strategy's default method is random search, also when other optimisation settings are given."""
+        if isinstance(v, dict) and "method" not in v:
+            return {**v, "method": "random"}
+        return v
+
+    @model_validator(mode="after")
+    def _strategy(self) -> StrategySpec:
+        if len(self.tokens) != 1:
+            raise ValueError(f"strategy {self.strategy!r} trades one market: list one token in tokens, got "
+                             f"{self.tokens}")
+        if self.optimisation_settings.method == "gradient_descent":
+            raise ValueError(f"strategy {self.strategy!r} trades discrete signals, which gradient descent cannot "
+                             "train: set optimisation_settings.method to grid, random or optuna")
+        return self
+
+
+def spec_kind(value: Any) -> str:
+    """Which section a spec is: a CEX strategy when it names one (`strategy:`), else a pool."""
+    if isinstance(value, SpecBase):
+        return value.kind
+    return "strategy" if isinstance(value, dict) and value.get("strategy") is not None else "pool"
+
+
+# a run spec: the common part plus the section of its kind, told apart by `strategy:`
+RunSpec = Annotated[Annotated[PoolSpec, Tag("pool")] | Annotated[StrategySpec, Tag("strategy")],
+                    Discriminator(spec_kind)]
+_ADAPTER: TypeAdapter = TypeAdapter(RunSpec)
 
 
 def _format_errors(exc: ValidationError, known: dict[str, list[str]]) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+        loc = ".".join(str(p) for p in err["loc"][1:]) or "spec"  # loc[0] is the kind's tag
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
-            parent = ".".join(str(p) for p in err["loc"][:-1])
+            parent = ".".join(str(p) for p in err["loc"][1:-1])
             close = difflib.get_close_matches(key, known.get(parent, []), n=1)
             fix = f"did you mean {close[0]!r}?" if close else "remove it (see docs/run-spec.md for valid keys)"
+            other = _OTHER_KIND.get(err["loc"][0], (None, set()))
+            if not parent and key in other[1]:
+                fix = f"{key} belongs to {other[0]} specs; remove it"
             lines.append(f"- {loc}: unknown key; {fix}")
         else:
-            lines.append(f"- {loc}: {err['msg']}")
+            lines.append(f"- {loc}: {err['msg'].removeprefix('Value error, ')}")
     return "invalid run spec:\n" + "\n".join(lines)
 
 
-def _known_keys() -> dict[str, list[str]]:
+_OTHER_KIND = {"pool": ("CEX strategy", set(StrategySpec.model_fields) - set(SpecBase.model_fields)),
+               "strategy": ("pool", set(PoolSpec.model_fields) - set(SpecBase.model_fields))}
+
+
+def _known_keys(kind: str) -> dict[str, list[str]]:
     return {
-        "": list(RunSpec.model_fields),
+        "": list((StrategySpec if kind == "strategy" else PoolSpec).model_fields),
         "optimisation_settings": list(OptimisationSettings.model_fields),
         "optimisation_settings.optuna_settings": list(OptunaSettings.model_fields),
         "optimisation_settings.search_settings": list(SearchSettings.model_fields),
+        "strategy_settings": list(StrategySettings.model_fields),
     }
 
 
-def load_run_spec(source: dict[str, Any] | str | Path | RunSpec) -> RunSpec:
-    """Validate a fingerprint dict, a YAML/JSON file, or pass a RunSpec through."""
-    if isinstance(source, RunSpec):
+def parse_run_spec(source: dict[str, Any] | str | Path | SpecBase) -> RunSpec:
+    """A fingerprint dict, a YAML/JSON file or a spec, validated as its kind's model (field types, ranges,
+    consistency). What a pool rule or a strategy accepts is checked on top by quant_core.runspec."""
+    if isinstance(source, SpecBase):
         return source
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -464,6 +449,6 @@ def load_run_spec(source: dict[str, Any] | str | Path | RunSpec) -> RunSpec:
             raise RunSpecError(f"run spec file {path} must hold a mapping of settings, got {type(data).__name__}")
         source = data
     try:
-        return RunSpec.model_validate(source)
+        return _ADAPTER.validate_python(source)
     except ValidationError as exc:
-        raise RunSpecError(_format_errors(exc, _known_keys())) from None
+        raise RunSpecError(_format_errors(exc, _known_keys(spec_kind(source)))) from None

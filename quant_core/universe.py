@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from quant_core.data.schema import Market, to_utc
 from quant_core.lifecycle import DEFAULT_CIRCUIT_BREAKERS, StageThresholds
+from quant_core.runspec import check_spec
 from quant_core.spec import RunSpec
-from quant_core.validate.walk_forward import WalkForwardSettings
+from quant_core.validate.folds import WalkForwardSettings
 
 
 class RegistryError(ValueError):
@@ -110,7 +111,8 @@ class Universe(BaseModel):
 
     @model_validator(mode="after")
     def _tokens_match(self) -> Universe:
-        if self.spec.strategy and len(self.markets) != 1:
+        check_spec(self.spec)  # what its pool rule or strategy accepts, at registry load
+        if self.spec.kind == "strategy" and len(self.markets) != 1:
             raise ValueError(f"strategy {self.spec.strategy!r} trades one market; markets lists {len(self.markets)}: "
                              "give one `TOKEN: market key` entry (and spec.tokens: [TOKEN])")
         if sorted(self.markets) != sorted(self.spec.tokens):
@@ -168,6 +170,12 @@ class Registry(BaseModel):
         raise KeyError(f"universe {name!r} is not in the registry; known: {[u.name for u in self.universes]}")
 
 
+def _where(loc: tuple) -> str:
+    """An error's field path without the run spec's union tag (universes.0.spec.pool.x -> universes.0.spec.x)."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "spec" and p in ("pool", "strategy"))]
+    return ".".join(parts)
+
+
 def load_registry(path: str | Path) -> Registry:
     path = Path(path)
     if not path.exists():
@@ -176,5 +184,5 @@ def load_registry(path: str | Path) -> Registry:
     try:
         return Registry.model_validate(data)
     except ValidationError as exc:
-        lines = [f"- {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"- {_where(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise RegistryError(f"invalid registry {path}:\n" + "\n".join(lines)) from None

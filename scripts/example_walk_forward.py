@@ -15,8 +15,9 @@ from pathlib import Path
 from quant_core.data.panel import panel_from_long_prices
 from quant_core.jsonsafe import json_safe
 from quant_core.plots import walk_forward_plot
-from quant_core.spec import load_run_spec
-from quant_core.validate.walk_forward import WalkForwardSettings, walk_forward
+from quant_core.runspec import load_run_spec
+from quant_core.validate.folds import WalkForwardSettings
+from quant_core.validate.walk_forward import walk_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "examples" / "walk_forward_momentum"

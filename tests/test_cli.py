@@ -152,3 +152,28 @@ def test_train_reads_candle_parquet_per_token(tmp_path, capsys):
     pl.DataFrame({"timestamp": [1, 2], "price": [1.0, 2.0]}).write_parquet(bad)
     assert main(["train", str(spec), "--prices", f"AAA={bad}"]) == 2
     assert "timestamp and close" in capsys.readouterr().err
+
+
+def test_list_shows_every_rule_hook_and_strategy_from_the_schemas(capsys):
+    from quant_core.sim.registry import available_rules
+    from quant_core.strategies import available_strategies, get_strategy
+
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in listed["rules"]] == available_rules()
+    assert {"liquidity_sweep", "donchian_breakout"} <= {e["name"] for e in listed["strategies"]}
+    assert [e["name"] for e in listed["strategies"]] == available_strategies()
+    assert {e["name"] for e in listed["hooks"]} == {"lvr__", "rvr__", "bounded__", "ensemble__"}
+    donchian = next(e for e in listed["strategies"] if e["name"] == "donchian_breakout")
+    schema = get_strategy("donchian_breakout")
+    assert [p["name"] for p in donchian["parameters"]] == [p.name for p in schema.params]
+    entry = next(p for p in donchian["parameters"] if p["name"] == "entry_period")
+    assert (entry["default"], entry["range"], entry["unit"]) == ("20", "10 .. 100 (whole)", "bars")
+    assert main(["list", "strategies"]) == 0
+    text = capsys.readouterr().out
+    assert "donchian_breakout:" in text and "liquidity_sweep:" in text and "momentum" not in text
+
+
+def test_list_with_a_typo_names_the_close_one(capsys):
+    assert main(["list", "--name", "momentm"]) == 2
+    assert "did you mean 'momentum'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 from helpers import shared_data_dir
 
 from quant_core.data.panel import panel_from_long_prices
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.validate.walk_forward import walk_forward
 
 ROOT = Path(__file__).resolve().parents[1]

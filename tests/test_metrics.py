@@ -287,9 +287,9 @@ def test_objective_scores_benchmark_relative_metrics_and_sim_summary_includes_th
     import numpy as np
     from helpers import random_walk_panel
 
+    from quant_core.runspec import load_run_spec
     from quant_core.sim.resolve import resolve_params
     from quant_core.sim.simulate import simulate
-    from quant_core.spec import load_run_spec
     from quant_core.train.objective import PoolObjective
 
     panel = random_walk_panel(60, seed=4)

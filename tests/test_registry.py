@@ -21,7 +21,7 @@ def test_shipped_registry_loads():
 def test_the_24_liquidity_sweep_markets(path):
     """The seed plan's 24 markets, one universe each: synthetic candles offline, ccxt in the deployment registry."""
     reg = load_registry(path)
-    sweeps = [u for u in reg.universes if u.spec.strategy == "liquidity_sweep"]
+    sweeps = [u for u in reg.universes if u.spec.kind == "strategy" and u.spec.strategy == "liquidity_sweep"]
     markets = {reg.market(m).market for u in sweeps for m in u.markets.values()}
     assert len(sweeps) == 24 and len(markets) == 24
     assert {(m.exchange, m.symbol, m.timeframe) for m in markets} == {

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from helpers import random_walk_panel
 
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.train.objective import PoolObjective
 from quant_core.train.search import run_study
 from quant_core.train.split import plan_split
 from quant_core.tunables import tunable_for
-from quant_core.validate.walk_forward import WalkForwardSettings, make_folds, walk_forward
+from quant_core.validate.folds import WalkForwardSettings, make_folds
+from quant_core.validate.walk_forward import walk_forward
 
 D0 = datetime(2024, 1, 1, tzinfo=UTC)
 

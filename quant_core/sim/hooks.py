@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import jax
@@ -19,7 +20,15 @@ import jax.numpy as jnp
 
 from quant_core.sim.token_sum import token_sum
 
-HOOKS = ("lvr", "rvr", "bounded", "ensemble")
+# what each hook does, for people (`quant list`); its parameters, if any, come from quant_core.sim.pool
+HOOK_DESCRIPTIONS = {
+    "lvr": "the pool's weights held by a CEX portfolio rebalanced every minute, paying `fees` on what it sells "
+           "(loss-versus-rebalancing)",
+    "rvr": "as lvr__, also paying half the quoted spread on everything it trades (needs aux spread [T, n])",
+    "bounded": "per-asset weight bounds, applied after normalising each chunk's raw weights",
+    "ensemble": "the rule runs once per ensemble member and the members' outputs are averaged",
+}
+HOOKS = tuple(HOOK_DESCRIPTIONS)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,9 @@ def parse_rule_name(name: str, available: list[str]) -> RuleName:
     if "lvr" in hooks and "rvr" in hooks:
         raise ValueError(f"rule {name!r}: lvr__ and rvr__ both replace the reserves; use one of them")
     if base not in available:
-        raise ValueError(f"rule {name!r}: base rule {base!r} is not available; choose one of {available}")
+        close = difflib.get_close_matches(base, available, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"rule {name!r}: base rule {base!r} is not available{hint}; choose one of {available}")
     return RuleName(hooks, base)
 
 

@@ -34,6 +34,10 @@ def _bound_specs() -> tuple[Param, ...]:
     )
 
 
+# the parameters a hook adds to the rule it wraps
+HOOK_PARAMS: dict[str, tuple[Param, ...]] = {"bounded": _bound_specs()}
+
+
 @dataclass(frozen=True)
 class Pool:
     name: RuleName
@@ -52,8 +56,7 @@ class Pool:
 
     @property
     def params(self) -> tuple[Param, ...]:
-        extra = _bound_specs() if self.has("bounded") else ()
-        return tuple(self.rule.params) + extra
+        return tuple(self.rule.params) + tuple(p for h in self.name.hooks for p in HOOK_PARAMS.get(h, ()))
 
     def param(self, name: str) -> Param:
         return find_param(self.params, name, f"rule {self.name.base!r}")

@@ -11,6 +11,7 @@ cycle, whatever the strategy modules themselves import.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -80,4 +81,6 @@ def get_strategy(name: str) -> Strategy:
     try:
         return _registry()[name]
     except KeyError:
-        raise KeyError(f"strategy {name!r} is not available; choose one of {available_strategies()}") from None
+        close = difflib.get_close_matches(name, available_strategies(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(f"strategy {name!r} is not available{hint}; choose one of {available_strategies()}") from None

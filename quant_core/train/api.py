@@ -17,9 +17,10 @@ from quant_core.data.panel import PricePanel, panel_from_long_prices
 from quant_core.data.price_file import shipped_prices_path
 from quant_core.jsonsafe import json_safe
 from quant_core.report import TrainingResult, train_report
+from quant_core.runspec import load_run_spec
 from quant_core.sim.resolve import resolve_params
 from quant_core.sim.simulate import SimResult, simulate
-from quant_core.spec import RunSpec, load_run_spec
+from quant_core.spec import RunSpec
 
 PriceData = PricePanel | pl.DataFrame | str | Path | None
 

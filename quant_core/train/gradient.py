@@ -72,15 +72,19 @@ class GradientResult:
     candidates: list[dict] = field(default_factory=list)  # every set's best point, best first
 
 
-def optimiser(opt: OptimisationSettings) -> optax.GradientTransformation:
-    """The optax chain of the module docstring (the learning-rate sign flip included)."""
+def lr_schedule(opt: OptimisationSettings) -> optax.Schedule:
+    """The learning rate by iteration (module docstring): constant, or warmup_cosine."""
     if opt.lr_schedule_type == "warmup_cosine":
         warmup = min(opt.warmup_steps, max(opt.n_iterations - 1, 0))
-        schedule = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             init_value=opt.min_lr, peak_value=opt.base_lr, warmup_steps=warmup,
             decay_steps=max(opt.n_iterations, warmup + 1), end_value=opt.min_lr)
-    else:
-        schedule = optax.constant_schedule(opt.base_lr)
+    return optax.constant_schedule(opt.base_lr)
+
+
+def optimiser(opt: OptimisationSettings) -> optax.GradientTransformation:
+    """The optax chain of the module docstring (the learning-rate sign flip included)."""
+    schedule = lr_schedule(opt)
     chain = [optax.clip_by_global_norm(opt.clip_norm)] if opt.use_gradient_clipping else []
     if opt.optimiser == "adam":
         chain.append(optax.scale_by_adam())
@@ -93,11 +97,7 @@ def optimiser(opt: OptimisationSettings) -> optax.GradientTransformation:
 
 
 def learning_rate(opt: OptimisationSettings, iteration: int) -> float:
-    if opt.lr_schedule_type == "warmup_cosine":
-        warmup = min(opt.warmup_steps, max(opt.n_iterations - 1, 0))
-        return float(optax.warmup_cosine_decay_schedule(opt.min_lr, opt.base_lr, warmup,
-                                                        max(opt.n_iterations, warmup + 1), opt.min_lr)(iteration))
-    return opt.base_lr
+    return float(lr_schedule(opt)(iteration))
 
 
 class WindowLoss:

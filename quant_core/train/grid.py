@@ -114,7 +114,7 @@ def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, 
     objective = scores[:, 0, 0]
     if not np.isfinite(objective).any():
         raise NoFiniteCandidate("every candidate produced a non-finite objective; check the prices and the search space"
-                           + (" (or lower strategy_settings.min_trades)" if spec.strategy else ""))
+                           + (" (or lower strategy_settings.min_trades)" if spec.kind == "strategy" else ""))
     order = np.argsort(-objective, kind="stable")
     best = int(order[0])
     top = order[: settings.top_k]

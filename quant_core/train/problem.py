@@ -32,6 +32,10 @@ class NoFiniteCandidate(RuntimeError):
     strategy_settings.min_trades)."""
 
 
+class NothingToSearch(ValueError):
+    """The schema and the run's overrides leave no parameter to search."""
+
+
 class BatchEvaluator(Protocol):
     def scores(self, params: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -132,8 +136,19 @@ def search_axes(params: tuple[Param, ...], spec: Any, points: Points, base: dict
         axes.extend(_range_axes(p, entry, points, n_tokens, base[p.name], opt.optuna_settings.expand_around,
                                 where))
     if not axes:
-        raise ValueError(f"{owner} has no parameter to search; list some under {where}")
+        raise NothingToSearch(f"{owner} has no parameter to search; list some under {where}")
     return axes
+
+
+def check_overrides(params: tuple[Param, ...], spec: Any, base: dict[str, np.ndarray], n_tokens: int,
+                    owner: str) -> None:
+    """Both override tables (parameter_space, parameter_config) name real parameters with admissible
+    values, whichever method runs: checked when the spec is loaded, before any work."""
+    for points in ("grid", "optuna"):
+        try:
+            search_axes(params, spec, points, base, n_tokens, owner)
+        except NothingToSearch:
+            pass  # a rule with nothing to search is fine until someone searches it
 
 
 @dataclass(frozen=True)

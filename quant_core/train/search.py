@@ -34,7 +34,6 @@ import optuna
 from quant_core.spec import OptunaSettings, RunSpec
 from quant_core.train.gp_sampler import GaussianProcessSampler
 from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
-from quant_core.train.split import TrainSplit
 
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
 
@@ -59,17 +58,6 @@ def _sampler(settings: OptunaSettings, seed: int) -> optuna.samplers.BaseSampler
     if settings.sampler == "gp":
         return GaussianProcessSampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def study_segments(split: TrainSplit, n_sub_periods: int = 0) -> tuple[tuple[int, int], ...]:
-    """[train part, (n_sub_periods sub-periods of it), (validation part)] of one pass over [start, end)."""
-    segs = [(0, split.train_steps)]
-    if n_sub_periods:
-        edges = np.linspace(0, split.train_steps, n_sub_periods + 1).astype(int)
-        segs += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    if split.val_steps:
-        segs.append((split.train_steps, split.n_steps))
-    return tuple(segs)
 
 
 def _trial_values(row: np.ndarray, settings: OptunaSettings, has_val: bool) -> dict[str, float]:
@@ -180,7 +168,7 @@ def run_study(
     finite = [h for h in history if math.isfinite(h["value"])]
     if not finite:
         raise NoFiniteCandidate("every trial produced a non-finite objective; check the prices and search ranges"
-                                + (" (or lower strategy_settings.min_trades)" if spec.strategy else ""))
+                                + (" (or lower strategy_settings.min_trades)" if spec.kind == "strategy" else ""))
     if settings.multi_objective:
         front = {t.number for t in study.best_trials}
         top = max((h for h in finite if h["number"] in front), key=lambda h: h["sub_worst"], default=None)

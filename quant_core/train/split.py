@@ -42,9 +42,18 @@ class TrainSplit:
     @property
     def segments(self) -> tuple[tuple[int, int], ...]:
         """Train (and validation) parts of one continuous pass over [start, end)."""
-        if self.val_steps == 0:
-            return ((0, self.n_steps),)
-        return ((0, self.train_steps), (self.train_steps, self.n_steps))
+        return self.scored_segments()
+
+    def scored_segments(self, n_sub_periods: int = 0) -> tuple[tuple[int, int], ...]:
+        """[train part, (n_sub_periods equal sub-periods of it), (validation part)] of one pass over
+        [start, end), in data steps: what a search scores."""
+        segs = [(0, self.train_steps)]
+        if n_sub_periods:
+            edges = np.linspace(0, self.train_steps, n_sub_periods + 1).astype(int)
+            segs += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        if self.val_steps:
+            segs.append((self.train_steps, self.n_steps))
+        return tuple(segs)
 
     def offset_probabilities(self, sample_method: str) -> np.ndarray | None:
         """None means uniform."""

@@ -4,7 +4,7 @@ implementation of `quant_core.contract.Tunable` for a run spec."""
 from __future__ import annotations
 
 from quant_core.contract import Evaluation, Tunable
-from quant_core.spec import RunSpec
+from quant_core.spec import RunSpec, StrategySpec
 from quant_core.tunables.pool import PoolTunable
 from quant_core.tunables.strategy import StrategyTunable
 
@@ -12,5 +12,5 @@ __all__ = ["Evaluation", "PoolTunable", "StrategyTunable", "Tunable", "tunable_f
 
 
 def tunable_for(spec: RunSpec) -> Tunable:
-    """The tunable a run spec trains: its `strategy` when set, else its pool `rule`."""
-    return StrategyTunable(spec) if spec.strategy is not None else PoolTunable(spec)
+    """The tunable a run spec trains: its `strategy` (a StrategySpec) or its pool `rule` (a PoolSpec)."""
+    return StrategyTunable(spec) if isinstance(spec, StrategySpec) else PoolTunable(spec)

@@ -23,10 +23,9 @@ from quant_core.sim.pool import get_pool
 from quant_core.sim.resolve import resolve_params
 from quant_core.sim.simulate import simulate
 from quant_core.sim.window import plan_window
-from quant_core.spec import RunSpec
+from quant_core.spec import PoolSpec, RunSpec
 from quant_core.train.objective import PoolEvaluator, batched_values
-from quant_core.train.problem import NoFiniteCandidate, SearchProblem
-from quant_core.train.search import study_segments
+from quant_core.train.problem import NoFiniteCandidate, SearchProblem, check_overrides
 from quant_core.train.split import plan_split
 
 TABLE_METRICS = ("daily_log_sharpe", "sharpe", "returns", "returns_over_hodl", "greatest_draw_down", "calmar")
@@ -50,11 +49,22 @@ class PoolTunable:
     table_metrics = TABLE_METRICS
     metric_names = tuple(metrics.METRICS)
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec
         self.pool = get_pool(spec.rule)
         self.name = spec.rule
         self.differentiable = self.pool.rule.differentiable
+
+    def check(self) -> None:
+        """What the pool accepts: its token count, `parameters` (names and shapes), the search ranges, a
+        metric to train on. Raises naming the field and the fix."""
+        spec = self.spec
+        if self.pool.rule.n_tokens is not None and len(spec.tokens) != self.pool.rule.n_tokens:
+            raise ValueError(f"rule {spec.rule!r} is a {self.pool.rule.n_tokens}-token pool; tokens lists "
+                             f"{len(spec.tokens)}: {spec.tokens}")
+        if spec.return_val not in self.metric_names:
+            raise ValueError(f"return_val {spec.return_val!r} is not a metric; use one of {sorted(self.metric_names)}")
+        check_overrides(self.params(), spec, self.initial(), len(spec.tokens), f"rule {spec.rule!r}")
 
     def params(self) -> tuple[Param, ...]:
         return self.pool.params
@@ -69,7 +79,7 @@ class PoolTunable:
 
         def evaluator(names: tuple[str, ...], n_sub_periods: int) -> PoolEvaluator:
             return PoolEvaluator(data, spec, split.start, split.end, metrics=names,
-                                 segments=study_segments(split, n_sub_periods))
+                                 segments=split.scored_segments(n_sub_periods))
 
         return SearchProblem(base=self.initial(), tokens=spec.sorted_tokens, params=self.params(), spec=spec,
                              owner=f"rule {spec.rule!r}", has_validation=split.val_steps > 0, evaluator=evaluator,

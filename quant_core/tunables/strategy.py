@@ -9,6 +9,7 @@ market (flat equity, no trades), which is what live trading would do.
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 
 import numpy as np
@@ -20,12 +21,12 @@ from quant_core.data.market_candles import MarketCandles
 from quant_core.data.schema import Market
 from quant_core.params import Param
 from quant_core.plots import strategy_plot
-from quant_core.spec import RunSpec
+from quant_core.spec import StrategySpec
 from quant_core.strategies import get_strategy
 from quant_core.strategies.backtest import STRATEGY_METRICS, TRADE_METRICS, BacktestResult, Costs, backtest
 from quant_core.strategies.evaluator import StrategyEvaluator, day_segments
 from quant_core.strategies.market import strategy_bars, whole_days
-from quant_core.train.problem import SearchProblem
+from quant_core.train.problem import SearchProblem, check_overrides
 
 TABLE_METRICS = ("net_profit", "n_trades", "win_rate", "profit_factor", "daily_log_sharpe", "max_drawdown")
 
@@ -48,17 +49,28 @@ class StrategyTunable:
     table_metrics = TABLE_METRICS
     metric_names = STRATEGY_METRICS
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: StrategySpec) -> None:
         self.spec = spec
-        self.strategy = get_strategy(spec.strategy)  # type: ignore[arg-type]
+        self.strategy = get_strategy(spec.strategy)
         self.name = self.strategy.name
         self.costs = Costs.from_settings(spec.strategy_settings)
+
+    def check(self) -> None:
+        """What the strategy accepts: `parameters` and search ranges within its schema (and its constraints),
+        a metric it reports to train on. Raises naming the field and the fix."""
+        spec = self.spec
+        if spec.return_val not in self.metric_names:
+            close = difflib.get_close_matches(spec.return_val, self.metric_names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"return_val {spec.return_val!r} is not a strategy metric{hint}; use one of "
+                             f"{sorted(self.metric_names)}")
+        check_overrides(self.params(), spec, self.initial(), 1, f"strategy {self.name!r}")
 
     def params(self) -> tuple[Param, ...]:
         return self.strategy.params
 
     def initial(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray([v]) for k, v in self.strategy.resolve(self.spec.parameters).items()}  # type: ignore
+        return {k: np.asarray([v]) for k, v in self.strategy.resolve(self.spec.parameters).items()}  # type: ignore[arg-type]
 
     def problem(self, data: MarketCandles, start: datetime, end: datetime) -> SearchProblem:
         spec = self.spec

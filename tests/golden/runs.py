@@ -39,6 +39,7 @@ def golden_run(name: str) -> dict:
     from quant_core.data.panel import panel_from_long_prices
     from quant_core.data.price_file import shipped_prices_path
     from quant_core.data.synthetic import SyntheticSource
+    from quant_core.runspec import with_training
     from quant_core.train.trainer import train
     from quant_core.tunables import tunable_for
     from quant_core.universe import load_registry
@@ -46,9 +47,9 @@ def golden_run(name: str) -> dict:
 
     registry = load_registry(REGISTRY)
     universe = registry.universe(name)
-    spec = universe.spec.with_training(budget=RUNS[name], seed=0)
+    spec = with_training(universe.spec, budget=RUNS[name], seed=0)
     universe = universe.model_copy(update={"spec": spec})
-    if spec.strategy is None:
+    if spec.kind == "pool":
         data = panel_from_long_prices(shipped_prices_path(), spec.tokens)
     else:
         entry = registry.market(universe.markets[spec.tokens[0]])

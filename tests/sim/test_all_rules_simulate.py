@@ -8,12 +8,12 @@ import pytest
 from helpers import random_walk_panel
 
 from quant_core.data.panel import PricePanel
+from quant_core.runspec import load_run_spec
 from quant_core.sim.registry import available_rules, get_rule
 from quant_core.sim.resolve import initial_weights, resolve_params
 from quant_core.sim.settings import static_settings
 from quant_core.sim.simulate import compiled_forward, simulate
 from quant_core.sim.window import SimulationInputError, plan_window, sorted_panel_rows
-from quant_core.spec import load_run_spec
 
 TOKENS = ["AAA", "BBB", "CCC"]
 DYNAMIC = [r for r in available_rules() if get_rule(r).kind == "dynamic"]

@@ -9,7 +9,7 @@ import pytest
 
 import quant_core  # noqa: F401  (float64)
 from quant_core.sim.amm.cow import COW_PARAMS, cow_initial_reserves, cow_reserves
-from quant_core.spec import RunSpec
+from quant_core.spec import PoolSpec
 
 
 def _price_path(n=400, seed=0, vol=0.02):
@@ -192,5 +192,5 @@ def test_gradient_in_arb_quality_and_fees():
 def test_param_schema():
     (p,) = COW_PARAMS
     # it starts from the run spec's arb_quality (default 1)
-    assert (p.name, p.initial_value(RunSpec()), p.low, p.high, p.log_scale) == ("arb_quality", 1.0, 0.0, 1.0, False)
-    assert p.initial_value(RunSpec(arb_quality=0.25)) == 0.25
+    assert (p.name, p.initial_value(PoolSpec()), p.low, p.high, p.log_scale) == ("arb_quality", 1.0, 0.0, 1.0, False)
+    assert p.initial_value(PoolSpec(arb_quality=0.25)) == 0.25

@@ -5,8 +5,8 @@ import pytest
 from helpers import random_walk_panel
 
 from quant_core.data.panel import PricePanel
+from quant_core.runspec import load_run_spec
 from quant_core.sim.simulate import simulate
-from quant_core.spec import load_run_spec
 
 
 def _spec(**kw):

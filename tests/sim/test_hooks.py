@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant_core.data.panel import PricePanel
+from quant_core.runspec import load_run_spec
 from quant_core.sim.hooks import rebalancing_log_growth
 from quant_core.sim.pool import get_pool
 from quant_core.sim.simulate import simulate
 from quant_core.sim.weights import WeightSchedule, chunk_weights, per_asset_bounds
-from quant_core.spec import RunSpecError, load_run_spec
+from quant_core.spec import RunSpecError
 
 BASE = {"tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-11", "endDateString": "2024-02-10",
         "max_memory_days": 10, "parameters": {"memory_days": 3, "k_per_day": 40}}

@@ -7,8 +7,8 @@ from helpers import shared_data_dir
 
 from quant_core.data.panel import panel_from_long_prices
 from quant_core.data.price_file import read_long_prices
+from quant_core.runspec import load_run_spec
 from quant_core.sim.simulate import simulate
-from quant_core.spec import load_run_spec
 
 
 def _run(name: str, rule: str, tokens: list[str], parameters=None):

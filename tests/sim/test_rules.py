@@ -18,7 +18,7 @@ import pytest
 from quant_core.sim.estimators import memory_days_to_lamb
 from quant_core.sim.rules import ALL_RULES
 from quant_core.sim.schema import PoolRule, RuleContext
-from quant_core.spec import RunSpec
+from quant_core.spec import PoolSpec
 
 CP = 1440
 C, N = 200, 3
@@ -328,7 +328,7 @@ def test_blend_lambdas():
 
 
 def test_initial_values_follow_the_run_spec():
-    spec = RunSpec(
+    spec = PoolSpec(
         rule="mean_reversion_channel", initial_memory_length=12.0, initial_memory_length_delta=3.0,
         initial_k_per_day=15.0, initial_log_amplitude=1.0, initial_raw_width=-1.0, initial_raw_exponents=1.0,
         initial_pre_exp_scaling=0.25,

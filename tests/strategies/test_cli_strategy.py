@@ -14,7 +14,7 @@ from test_train_strategy import assert_in_schema, spiky_candles
 from quant_core.cli import main
 from quant_core.data.market_candles import MarketCandles
 from quant_core.data.synthetic import synthetic_candles
-from quant_core.spec import load_run_spec
+from quant_core.runspec import load_run_spec
 from quant_core.strategies.backtest import STRATEGY_METRICS
 from quant_core.tunables import StrategyTunable
 

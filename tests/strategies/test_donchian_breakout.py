@@ -280,7 +280,7 @@ def test_registry_universes(which):
     from quant_core.universe import load_registry
 
     reg = load_registry(Path(__file__).parents[2] / which)
-    found = {u.name: u for u in reg.universes if u.spec.strategy == NAME}
+    found = {u.name: u for u in reg.universes if u.spec.kind == "strategy" and u.spec.strategy == NAME}
     want = {f"donchian_binance_{b}_usdt_{tf}" for b in ("btc", "eth", "sol") for tf in ("1h", "4h")}
     assert set(found) == want
     for name, u in found.items():

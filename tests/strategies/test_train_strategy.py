@@ -18,12 +18,14 @@ import quant_core  # noqa: F401  (JAX float64)
 from quant_core.data.market_candles import MarketCandles
 from quant_core.data.schema import CANDLE_SCHEMA
 from quant_core.data.synthetic import synthetic_candles
-from quant_core.spec import RunSpecError, load_run_spec
+from quant_core.runspec import load_run_spec
+from quant_core.spec import RunSpecError
 from quant_core.strategies.liquidity_sweep import LIQUIDITY_SWEEP
 from quant_core.train.problem import NoFiniteCandidate
 from quant_core.train.trainer import train
 from quant_core.tunables import StrategyTunable
-from quant_core.validate.walk_forward import WalkForwardSettings, walk_forward
+from quant_core.validate.folds import WalkForwardSettings
+from quant_core.validate.walk_forward import walk_forward
 
 TF = "1h"
 FIRST = datetime(2024, 1, 1, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 
 from quant_core.data.panel import panel_from_long_prices
 from quant_core.data.price_file import shipped_prices_path
+from quant_core.runspec import load_run_spec
 from quant_core.sim.simulate import simulate
-from quant_core.spec import load_run_spec
 from quant_core.train.api import do_run_on_historic_data, train_on_historic_data
 
 FINGERPRINT = {

@@ -8,8 +8,8 @@ import pytest
 from helpers import random_walk_panel
 
 from quant_core.data.panel import PricePanel
+from quant_core.runspec import load_run_spec
 from quant_core.sim.simulate import simulate
-from quant_core.spec import load_run_spec
 from quant_core.train.gradient import WindowLoss, learning_rate, optimiser, train_gradient
 from quant_core.train.params import ensemble_offsets, initial_sets, parameter_layout
 from quant_core.train.split import plan_split

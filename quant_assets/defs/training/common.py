@@ -18,6 +18,7 @@ from quant_assets.resources import ConfigurationStoreResource
 from quant_core.configuration import stage_evidence
 from quant_core.lifecycle import LifecycleStage, mature_misses
 from quant_core.metrics import METRICS
+from quant_core.runspec import with_training
 from quant_core.spec import METHODS, RunSpec, RunSpecError
 from quant_core.store import NewConfiguration
 from quant_core.units import short_utc
@@ -60,8 +61,8 @@ class TrainConfig(dg.Config):
 
     def apply(self, spec: RunSpec) -> RunSpec:
         try:
-            return spec.with_training(method=Method(self.method).value if self.method else None,
-                                      budget=self.budget, seed=self.seed, metric=self.metric)
+            return with_training(spec, method=Method(self.method).value if self.method else None,
+                                 budget=self.budget, seed=self.seed, metric=self.metric)
         except RunSpecError as exc:
             raise dg.Failure(str(exc)) from None
 
