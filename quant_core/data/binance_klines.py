@@ -15,6 +15,7 @@ import polars as pl
 from quant_core.data.import_files import CandleImportError, _first_line, _is_number, _read_text_bytes
 from quant_core.data.import_values import TimeUnit, _as_schema, _epoch_to_utc, _numbers, epoch_unit
 from quant_core.data.schema import CANDLE_COLUMNS, TIMEFRAME_MINUTES
+from quant_core.units import MS_PER_MINUTE
 
 BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
     "open_time",
@@ -108,7 +109,7 @@ def _read_binance(path: Path) -> tuple[pl.DataFrame, TimeUnit, str | None]:
             per_ms = 1 if unit == "ms" else 1000
             # close_time is the last instant of the candle: open + step - 1 unit.
             step_ms = (int(span.median()) + 1) / per_ms  # type: ignore[arg-type]
-            minutes = step_ms / 60_000
+            minutes = step_ms / MS_PER_MINUTE
             implied = next((tf for tf, m in TIMEFRAME_MINUTES.items() if abs(m - minutes) < 1e-9), None)
     return frame, unit, implied
 

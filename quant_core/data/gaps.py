@@ -19,7 +19,6 @@ import polars as pl
 from quant_core.data.schema import (
     CANDLE_COLUMNS,
     CANDLE_SCHEMA,
-    MS_PER_MINUTE,
     TIMEFRAME_MINUTES,
     empty_candles,
     format_minutes,
@@ -30,6 +29,7 @@ from quant_core.data.schema import (
     to_epoch_ms,
 )
 from quant_core.data.validation import find_gaps, validate_candles
+from quant_core.units import MS_PER_MINUTE
 
 Gap = tuple[datetime, datetime, int]
 """A half-open [start, end) range of missing candle open times and how many candles it spans."""

@@ -21,7 +21,6 @@ import polars as pl
 
 from quant_core.data.price_file import infer_step_minutes, read_long_prices, repeated_pairs
 from quant_core.data.schema import (
-    MS_PER_MINUTE,
     Market,
     format_minutes,
     timeframe_for_minutes,
@@ -29,6 +28,7 @@ from quant_core.data.schema import (
     to_epoch_ms,
 )
 from quant_core.data.validation import to_utc_ms, validate_candles
+from quant_core.units import MS_PER_MINUTE
 
 _EXAMPLES = 5
 

@@ -21,6 +21,7 @@ from quant_core.data.schema import (
     to_utc,
 )
 from quant_core.data.validation import to_utc_ms, validate_candles
+from quant_core.units import MS_PER_MINUTE
 
 SHIPPED_PRICES_FILE = "real_daily_prices_2022_2024.csv"
 LONG_PRICE_SCHEMA: dict[str, pl.DataType] = {
@@ -188,12 +189,12 @@ def infer_step_minutes(prices: pl.DataFrame) -> int:
     if diffs.height == 0:
         raise PriceFileError("cannot infer the data's step: no token has two timestamps")
     median_ms = int(diffs["d"].median())  # type: ignore[arg-type]
-    if median_ms <= 0 or median_ms % 60_000:
+    if median_ms <= 0 or median_ms % MS_PER_MINUTE:
         raise PriceFileError(
             f"the data's median spacing is {median_ms} ms, not a whole number of minutes; "
             "prices must be sampled on a regular minute grid"
         )
-    step = median_ms // 60_000
+    step = median_ms // MS_PER_MINUTE
     odd = diffs.filter(pl.col("d") % median_ms != 0)
     if odd.height:
         examples = ", ".join(

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
+from quant_core.units import MINUTES_PER_DAY, MS_PER_MINUTE
+
 # `timestamp` is the candle's OPEN time; the close is known one timeframe later.
 CANDLE_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("ms", "UTC"),
@@ -33,15 +35,14 @@ TIMEFRAME_MINUTES: dict[str, int] = {
     "30m": 30,
     "1h": 60,
     "4h": 240,
-    "1d": 1440,
+    "1d": MINUTES_PER_DAY,
     "1w": 10080,
 }
 
 # Candle open times sit on a grid of whole timeframes counted from the UTC epoch, except weeks:
 # 1970-01-01 was a Thursday and exchanges open weekly candles on Monday 00:00 UTC (epoch + 4 days).
-TIMEFRAME_GRID_OFFSET_MINUTES: dict[str, int] = {"1w": 4 * 1440}
+TIMEFRAME_GRID_OFFSET_MINUTES: dict[str, int] = {"1w": 4 * MINUTES_PER_DAY}
 
-MS_PER_MINUTE = 60_000
 
 
 def timeframe_minutes(tf: str) -> int:
@@ -82,8 +83,8 @@ def format_minutes(minutes: int) -> str:
     name = timeframe_for_minutes(minutes)
     if name is not None:
         return name
-    if minutes % 1440 == 0:
-        return f"{minutes // 1440}d"
+    if minutes % MINUTES_PER_DAY == 0:
+        return f"{minutes // MINUTES_PER_DAY}d"
     if minutes % 60 == 0:
         return f"{minutes // 60}h"
     return f"{minutes}m"

@@ -34,10 +34,11 @@ from quant_core.data.schema import (
     to_epoch_ms,
 )
 from quant_core.data.validation import validate_candles
+from quant_core.units import MINUTES_PER_DAY
 
 # Candles per block of random draws. Part of the determinism contract: changing it changes every path.
 BLOCK = 4096
-_MINUTES_PER_YEAR = 365 * 1440  # crypto trades around the clock
+_MINUTES_PER_YEAR = 365 * MINUTES_PER_DAY  # crypto trades around the clock
 _VOLUME_NOISE = 0.6  # lognormal spread of volume around its level (real 5m crypto volume: ~0.6-0.8)
 _DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -107,7 +108,7 @@ class _PathGenerator:
         p = self.params
         minutes = timeframe_minutes(self.timeframe)
         self.dt = minutes / _MINUTES_PER_YEAR
-        days = minutes / 1440
+        days = minutes / MINUTES_PER_DAY
         k = len(p.regimes)
         self.leave = np.array([1 - math.exp(-days / r.mean_days) if k > 1 else 0.0 for r in p.regimes])
         self.sigma = np.array([p.annual_vol * r.vol_scale for r in p.regimes])

@@ -11,7 +11,7 @@ import numpy as np
 from quant_core.data.panel import PricePanel
 from quant_core.data.schema import to_epoch_ms
 from quant_core.spec import RunSpec
-from quant_core.units import MINUTES_PER_DAY
+from quant_core.units import MINUTES_PER_DAY, MS_PER_MINUTE
 
 
 class SimulationInputError(ValueError):
@@ -62,7 +62,7 @@ def plan_window(
     try:
         start_row = panel.index_of(start)
         # the end is exclusive: one step past the last row is allowed
-        past_last = to_epoch_ms(end) == stamps[-1] + step * 60_000
+        past_last = to_epoch_ms(end) == stamps[-1] + step * MS_PER_MINUTE
         end_row = len(stamps) if past_last else panel.index_of(end)
     except KeyError as exc:
         raise SimulationInputError(

@@ -9,15 +9,16 @@ import polars as pl
 
 from quant_core.data.schema import timeframe_minutes, to_utc
 from quant_core.strategies.backtest import BacktestError, Bars
+from quant_core.units import MINUTES_PER_DAY, MS_PER_MINUTE
 
 DAY = timedelta(days=1)
 
 
 def bars_per_day(timeframe: str) -> int:
     minutes = timeframe_minutes(timeframe)
-    if 1440 % minutes:
+    if MINUTES_PER_DAY % minutes:
         raise BacktestError(f"timeframe {timeframe!r}: CEX strategies need candles that divide a day (1m .. 1d)")
-    return 1440 // minutes
+    return MINUTES_PER_DAY // minutes
 
 
 def whole_days(start: datetime, end: datetime) -> int:
@@ -39,7 +40,7 @@ def strategy_bars(candles: pl.DataFrame, timeframe: str, start: datetime, end: d
     bpd = bars_per_day(timeframe)
     days = whole_days(start, end)
     start, end = to_utc(start), to_utc(end)
-    step = timeframe_minutes(timeframe) * 60_000
+    step = timeframe_minutes(timeframe) * MS_PER_MINUTE
     ts_col = pl.col("timestamp").dt.epoch("ms")
     first = start - timedelta(days=warmup_days)
     frame = candles.with_columns(_ms=ts_col).filter((pl.col("timestamp") >= first) & (pl.col("timestamp") < end))
