@@ -155,12 +155,13 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig, data):
         spec = window_spec(context, config)
         report = walk_forward(data, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
-        counted = ("n_trades",) if tunable.trades else ()
+        counted = {"trades": "n_trades"} if tunable.trades else {}
         rows = [{"fold": f.fold.index,
                  "train": f"{f.fold.train_start:%Y-%m-%d}..{f.fold.train_end:%Y-%m-%d}",
                  "test": f"{f.fold.test_start:%Y-%m-%d}..{f.fold.test_end:%Y-%m-%d}",
-                 **{f"IS {k}": f.in_sample[k] for k in counted}, "IS sharpe": f.in_sample["daily_log_sharpe"],
-                 **{f"OOS {k}": f.out_of_sample[k] for k in counted},
+                 **{f"IS {k}": f.in_sample[m] for k, m in counted.items()},
+                 "IS sharpe": f.in_sample["daily_log_sharpe"],
+                 **{f"OOS {k}": f.out_of_sample[m] for k, m in counted.items()},
                  "OOS sharpe": f.out_of_sample["daily_log_sharpe"], "OOS return": f.out_of_sample["returns"],
                  f"{benchmark} OOS return": f.oos_benchmark["returns"]}
                 for f in report.folds]
