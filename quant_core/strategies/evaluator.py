@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from quant_core.spec import RunSpec
+from quant_core.strategies import get_strategy
 from quant_core.strategies.backtest import Costs, backtest
 from quant_core.strategies.market import strategy_bars, whole_days
 
@@ -50,15 +51,24 @@ class StrategyEvaluator:
         self.costs = Costs.from_settings(spec.strategy_settings)
         self.min_trades = spec.strategy_settings.min_trades
         self.bars = [strategy_bars(candles, timeframe, a, b, spec.max_memory_days) for a, b in segments]
-        self.strategy = spec.strategy
+        self.strategy = get_strategy(spec.strategy)
 
     def scores(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        """A combination that breaks one of the strategy's constraints (donchian: exit_period < entry_period)
+        scores -inf, so a grid or range that spans it still searches the admissible part."""
         flat = {k: np.asarray(v, dtype=np.float64).reshape(np.shape(v)[0], -1)[:, 0] for k, v in params.items()}
+        ok = self.strategy.valid(self.strategy.complete(flat))
+        if not ok.any():
+            return np.full((ok.size, len(self.metrics), len(self.bars)), -np.inf)
+        if not ok.all():  # run an admissible stand-in in their lanes (same batch shape, one compilation)
+            stand_in = int(np.flatnonzero(ok)[0])
+            flat = {k: np.where(ok, v, v[stand_in]) for k, v in flat.items()}
         out = []
         for bars in self.bars:
             m = backtest(bars, flat, self.costs, strategy=self.strategy, metrics=self._names).metrics
             seg = np.stack([m[n] for n in self.metrics], axis=1)  # [B, M]
             seg[m["n_trades"] < self.min_trades, 0] = -np.inf
+            seg[~ok] = -np.inf
             out.append(seg)
         res = np.stack(out, axis=2)
         return np.where(np.isfinite(res), res, -np.inf)

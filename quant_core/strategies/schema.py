@@ -110,8 +110,14 @@ class Strategy:
         return out
 
     def batch(self, combos: dict[str, np.ndarray], where: str = "parameters") -> dict[str, np.ndarray]:
-        """{name: [B]} for every parameter: given columns checked, missing ones filled with the default,
-        then the constraints between parameters checked."""
+        """{name: [B]} for every parameter (`complete`), then the constraints between parameters checked."""
+        out = self.complete(combos, where)
+        self.check_constraints(out, where)
+        return out
+
+    def complete(self, combos: dict[str, np.ndarray], where: str = "parameters") -> dict[str, np.ndarray]:
+        """{name: [B]} for every parameter: given columns checked against the schema, missing ones filled with
+        the default (constraints between parameters not checked: see `valid`, `check_constraints`)."""
         sizes = {np.asarray(v).reshape(-1).size for v in combos.values()}
         if len(sizes) > 1:
             raise ValueError(f"{where}: every parameter needs the same number of combinations, got sizes {sizes}")
@@ -123,5 +129,4 @@ class Strategy:
             col = combos.get(p.name)
             out[p.name] = (np.full(b, float(p.default)) if col is None
                            else p.check(np.asarray(col, dtype=np.float64).reshape(-1), where))
-        self.check_constraints(out, where)
         return out

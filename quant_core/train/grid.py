@@ -117,7 +117,10 @@ def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, 
                            + (" (or lower strategy_settings.min_trades)" if spec.kind == "strategy" else ""))
     order = np.argsort(-objective, kind="stable")
     best = int(order[0])
-    top = order[: settings.top_k]
+    # the best top_k that could be evaluated at all: one with no finite score anywhere (it broke a constraint
+    # between parameters) is no configuration; one that only failed a guard (min_trades) stays as evidence
+    scored = np.isfinite(scores).reshape(len(points), -1).any(axis=1)
+    top = [i for i in order[: settings.top_k] if scored[i]]
     top_params = candidate_params(axes, points[top], base)
     candidates = [{k: v[i].tolist() for k, v in top_params.items()} for i in range(len(top))]
     return GridResult(

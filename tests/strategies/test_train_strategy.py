@@ -293,3 +293,25 @@ def test_walk_forward_on_synthetic_candles():
     assert len(report.folds) == 3 and report.sample_size == 0 and report.trades == []
     assert all(f.params == {} and f.out_of_sample["n_trades"] == 0 for f in report.folds)
     assert len(report.oos_dates) == 45 == len(report.oos_equity) and set(report.oos_equity) == {1.0}
+
+
+def test_a_grid_across_a_constraint_scores_the_inadmissible_combinations_minus_inf():
+    """donchian_breakout needs exit_period < entry_period: a grid spanning both sides searches the admissible
+    part (the rest scores -inf) instead of refusing the whole search."""
+    frame = synthetic_candles(timeframe=TF, start="2024-01-01", end="2024-03-01", seed=7)
+    space = {"entry_period": {"low": 10, "high": 30, "n": 3}, "exit_period": {"low": 5, "high": 30, "n": 3},
+             "stop_atr_mult": [2.0], "atr_period": [14], "sma_period": [0], "max_hold_bars": [200],
+             "allow_short": [1]}
+    spec = load_run_spec({"strategy": "donchian_breakout", "tokens": ["AAA"], "startDateString": "2024-01-15",
+                          "endDateString": "2024-02-26", "max_memory_days": 3, "return_val": "net_profit",
+                          "strategy_settings": {"min_trades": 0},
+                          "optimisation_settings": {"method": "grid", "val_fraction": 0,
+                                                    "search_settings": {"parameter_space": space}}})
+    trained = train(MarketCandles(frame, TF), spec)
+    rows = trained.history
+    assert len(rows) == 9
+    for row in rows:
+        admissible = row["exit_period"] < row["entry_period"]
+        assert np.isfinite(row["train_net_profit"]) == admissible, row
+    assert trained.params["exit_period"] < trained.params["entry_period"]
+    assert all(c["exit_period"] < c["entry_period"] for c in trained.candidates if c)
