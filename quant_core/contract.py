@@ -15,7 +15,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import polars as pl
 
+from quant_core.data.schema import Market
 from quant_core.params import Param
 from quant_core.train.problem import SearchProblem
 
@@ -26,7 +28,9 @@ Kind = Literal["pool", "strategy"]
 class Evaluation:
     """K parameter sets run over one window [start, end) of whole days.
 
-    `log_returns[k]` are set k's daily log returns (D days, `dates` labels each day); `benchmark_log_returns`
+    `log_returns[k]` are set k's daily log returns (D of them, `dates` labels each with the day it ends on:
+    a strategy marks every day's close of the window, D = its days; a pool reads prices at day boundaries, so
+    its window's last row closes its last return, D = days - 1); `benchmark_log_returns`
     the same for each benchmark (the first is the tunable's own: HODL of the pool's tokens, buy-and-hold of
     the strategy's market). `metrics` (every metric of the kind, per set) is filled when asked for;
     `trades` per set for tunables that trade, when asked for."""
@@ -45,6 +49,8 @@ class Tunable(Protocol):
 
     kind: Kind
     name: str  # the rule (hooks included) or the strategy
+    data_name: str  # what its data is called on the platform: "price_panel" (pools), "candles" (strategies)
+    differentiable: bool  # gradient descent can train it
     benchmark: str  # the name of its primary benchmark in Evaluation.benchmark_log_returns
     sample_unit: str  # what a walk-forward's sample size counts
     trades: bool  # whether evaluations carry trades
@@ -85,6 +91,19 @@ class Tunable(Protocol):
         ...
 
     def data_hash(self, data: Any) -> str: ...
+
+    def load_data(self, markets: dict[str, Market], frames: dict[str, pl.DataFrame]) -> Any:
+        """Its data from its markets' candles ({token: market}, {market key: frame})."""
+        ...
+
+    def describe_data(self, data: Any) -> dict:
+        """Plain facts about the data for people (rows, first, last, ...)."""
+        ...
+
+    def plot(self, data: Any, params: dict, start: datetime, end: datetime, title: str,
+             split: datetime | None = None) -> bytes:
+        """A PNG of the parameters over [start, end); `split` marks the end of training."""
+        ...
 
     def validate_data(self, data: Any, start: datetime, end: datetime) -> None:
         """Raise naming the fix when the data cannot support a run over [start, end) (checked before work)."""

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from quant_core.jsonsafe import json_safe
 from quant_core.spec import RunSpec
 from quant_core.train.trainer import train
@@ -134,8 +132,8 @@ def train_report(data: Any, spec: RunSpec, *, iterations_per_print: int | None =
                **{k: v for k, v in trained.details.get("timings", {}).items() if k != "total_s"}}
     return TrainingResult(
         kind=tunable.kind, name=tunable.name,
-        tokens=spec.sorted_tokens, timeframe=getattr(data, "timeframe", None), method=trained.method,
-        seed=trained.seed, objective=spec.return_val, search_objective=float(np.float64(trained.objective)),
+        tokens=spec.sorted_tokens, timeframe=tunable.describe_data(data).get("timeframe"), method=trained.method,
+        seed=trained.seed, objective=spec.return_val, search_objective=float(trained.objective),
         parameters=trained.params, metrics=metrics, trades=trades, n_evaluations=trained.n_evaluations,
         seconds=trained.seconds, top=top, evaluations_per_second=speed, history=trained.history, timings=timings,
         details=details, windows={"train_start": spec.startDateString, "train_end": spec.endDateString,
