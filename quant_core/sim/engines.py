@@ -37,46 +37,75 @@ def rebalancing_values(v0, minute_prices, minute_weights, m: int) -> jax.Array:
     return v0 * jnp.exp(jnp.cumsum(rebalancing_log_growth(minute_prices, minute_weights, 0.0)))[::m]
 
 
-def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
-    """Reserves [T, n] and fee revenue [T] on the minute grid."""
-    if pool.rebalancer is not None:
-        spread = None
-        if pool.rebalancer == "rvr":
-            spread = aux["spread"]
-        growth = rebalancing_log_growth(prices, weights, st.fees, spread)
-        values = v0 * jnp.exp(jnp.cumsum(growth))
+def _no_fees(prices: jax.Array) -> jax.Array:
+    return jnp.zeros(prices.shape[0], dtype=prices.dtype)
+
+
+def _rebalancer(spread_key: str | None):
+    """lvr__ / rvr__: the weights held by a CEX portfolio rebalanced every minute (rvr__ also pays half the
+    spread, aux[spread_key])."""
+    def engine(st: StaticSettings, prices, weights, params, w0, v0, aux):
+        spread = aux[spread_key] if spread_key else None
+        values = v0 * jnp.exp(jnp.cumsum(rebalancing_log_growth(prices, weights, st.fees, spread)))
         return weights * values[:, None] / prices, jnp.zeros_like(values)
-    if pool.engine == "cow":
-        reserves = cow_reserves(prices, v0 * w0 / prices[0], weights=w0, fees=st.fees,
-                                arb_quality=params["arb_quality"][0], gas_cost=st.gas_cost, arb_fees=st.arb_fees,
-                                arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio)
-        return reserves, jnp.zeros(prices.shape[0], dtype=prices.dtype)
-    if pool.engine == "gyroscope":
-        return gyroscope_engine(st, prices, params, v0), jnp.zeros(prices.shape[0], dtype=prices.dtype)
-    if pool.engine == "trad_hodling":
-        return _trad_hodling(st, prices, weights, v0, aux), jnp.zeros(prices.shape[0], dtype=prices.dtype)
-    if pool.engine == "hodling" and not st.with_costs:
-        # Arbitraged only inside each chunk's interpolation window, frozen outside it: the reserves at
-        # minute t are the ordinary pool's at the last trading minute <= t. (The reference's zero-fee
-        # path instead applies only the one-minute price move when trading resumes, so the drift during
-        # a hold is never arbitraged; its fee path does arbitrage it, as here and in our fee path,
-        # which closes the pool outside the same mask.)
-        log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
-        held = _last_trading_minute(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period))
-        return jnp.exp(log_r[held]), jnp.zeros(prices.shape[0], dtype=prices.dtype)
-    if not st.with_costs:
-        # zero fees but a non-linear interpolation: the per-minute product, exact
-        log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
-        return jnp.exp(log_r), jnp.zeros(prices.shape[0], dtype=prices.dtype)
+
+    return engine
+
+
+def _cow(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    reserves = cow_reserves(prices, v0 * w0 / prices[0], weights=w0, fees=st.fees,
+                            arb_quality=params["arb_quality"][0], gas_cost=st.gas_cost, arb_fees=st.arb_fees,
+                            arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio)
+    return reserves, _no_fees(prices)
+
+
+def _gyroscope(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    return gyroscope_engine(st, prices, params, v0), _no_fees(prices)
+
+
+def _trad_hodling_engine(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    return _trad_hodling(st, prices, weights, v0, aux), _no_fees(prices)
+
+
+def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=None):
     out = g3m_reserves_with_fees(
         prices, weights, v0 * w0 / prices[0], fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees,
         arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio,
         trades=aux["trades"] if st.do_trades else None,
-        invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb,
-        trade_mask=(trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period)
-                    if pool.engine == "hodling" else None),
+        invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb, trade_mask=trade_mask,
     )
     return out.reserves, out.fee_revenue
+
+
+def _g3m(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    if st.with_costs:
+        return _g3m_with_fees(st, prices, weights, w0, v0, aux)
+    # zero fees but a non-linear interpolation: the per-minute product, exact
+    log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+    return jnp.exp(log_r), _no_fees(prices)
+
+
+def _hodling(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    """Arbitraged only inside each chunk's interpolation window, frozen outside it."""
+    mask = trading_mask(prices.shape[0], st.chunk_period, st.interpolation_period)
+    if st.with_costs:  # the fee path closes the pool outside the same mask
+        return _g3m_with_fees(st, prices, weights, w0, v0, aux, trade_mask=mask)
+    # Zero fees: the reserves at minute t are the ordinary pool's at the last trading minute <= t. (The
+    # reference's zero-fee path instead applies only the one-minute price move when trading resumes, so the
+    # drift during a hold is never arbitraged; its fee path does arbitrage it, as here and in our fee path.)
+    log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+    return jnp.exp(log_r[_last_trading_minute(mask)]), _no_fees(prices)
+
+
+# the minute-grid engine of each pool (a rebalancing hook replaces the pool's own): one value per name,
+# each (st, prices, weights, params, w0, v0, aux) -> (reserves [T, n], fee revenue [T])
+MINUTE_ENGINES = {"lvr": _rebalancer(None), "rvr": _rebalancer("spread"), "cow": _cow, "gyroscope": _gyroscope,
+                  "trad_hodling": _trad_hodling_engine, "hodling": _hodling, "g3m": _g3m}
+
+
+def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
+    """Reserves [T, n] and fee revenue [T] on the minute grid."""
+    return MINUTE_ENGINES[pool.rebalancer or pool.engine](st, prices, weights, params, w0, v0, aux)
 
 
 def _last_trading_minute(mask: jax.Array) -> jax.Array:
