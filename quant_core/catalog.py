@@ -7,8 +7,7 @@ so `quant list` cannot drift from what training does.
 from __future__ import annotations
 
 from quant_core.params import Param
-from quant_core.sim.hooks import HOOK_DESCRIPTIONS
-from quant_core.sim.pool import HOOK_PARAMS
+from quant_core.sim.hooks import HOOKS
 from quant_core.sim.registry import available_rules, get_rule
 from quant_core.strategies import available_strategies, get_strategy
 
@@ -35,8 +34,8 @@ def catalog() -> dict[str, list[dict]]:
     return {
         "rules": [{"name": n, "description": get_rule(n).description,
                    "parameters": [param_row(p) for p in get_rule(n).params]} for n in available_rules()],
-        "hooks": [{"name": f"{h}__", "description": d, "parameters": [param_row(p) for p in HOOK_PARAMS.get(h, ())]}
-                  for h, d in HOOK_DESCRIPTIONS.items()],
+        "hooks": [{"name": f"{h.name}__", "description": h.description, "parameters": [param_row(p) for p in h.params]}
+                  for h in HOOKS.values()],
         "strategies": [{"name": n, "description": get_strategy(n).description,
                         "parameters": [param_row(p, tokens=False) for p in get_strategy(n).params]}
                        for n in available_strategies()],

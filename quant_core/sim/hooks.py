@@ -18,33 +18,65 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from quant_core.params import Param
 from quant_core.sim.token_sum import token_sum
 
-# what each hook does, for people (`quant list`); its parameters, if any, come from quant_core.sim.pool
-HOOK_DESCRIPTIONS = {
-    "lvr": "the pool's weights held by a CEX portfolio rebalanced every minute, paying `fees` on what it sells "
-           "(loss-versus-rebalancing)",
-    "rvr": "as lvr__, also paying half the quoted spread on everything it trades (needs aux spread [T, n])",
-    "bounded": "per-asset weight bounds, applied after normalising each chunk's raw weights",
-    "ensemble": "the rule runs once per ensemble member and the members' outputs are averaged",
-}
-HOOKS = tuple(HOOK_DESCRIPTIONS)
+# The bounded__ hook's parameters (user units: weights, one per token).
+BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A hook as a value: what it adds (parameters) and what it changes, read by the simulator and `quant list`."""
+
+    name: str
+    description: str
+    params: tuple[Param, ...] = ()
+    wraps_weights: bool = False  # changes a dynamic rule's weights, so it needs one
+    replaces_reserves: bool = False  # a rebalancing portfolio holds the weights instead of the AMM
+    minute_series: tuple[str, ...] = ()  # auxiliary series it reads, one row per minute of the run
+
+
+_BOUNDS = (
+    # default bounds are the uniform guardrail's, so bounded__ alone changes nothing
+    Param(BOUND_PARAMS[0], 0.0, 0.5, initial_key="minimum_weight", unit="weight",
+          description="bounded__ hook: the lowest weight each token may have", trainable=False,
+          initial=lambda spec: spec.effective_minimum_weight),
+    Param(BOUND_PARAMS[1], 0.5, 1.0, initial_key="minimum_weight", unit="weight",
+          description="bounded__ hook: the highest weight each token may have", trainable=False,
+          initial=lambda spec: 1.0 - (len(spec.tokens) - 1) * spec.effective_minimum_weight),
+)
+
+HOOKS: dict[str, Hook] = {h.name: h for h in (
+    Hook("lvr", "the pool's weights held by a CEX portfolio rebalanced every minute, paying `fees` on what it "
+         "sells (loss-versus-rebalancing)", replaces_reserves=True),
+    Hook("rvr", "as lvr__, also paying half the quoted spread on everything it trades (needs aux spread [T, n])",
+         replaces_reserves=True, minute_series=("spread",)),
+    Hook("bounded", "per-asset weight bounds, applied after normalising each chunk's raw weights", _BOUNDS,
+         wraps_weights=True),
+    Hook("ensemble", "the rule runs once per ensemble member and the members' outputs are averaged",
+         wraps_weights=True),
+)}
 
 
 @dataclass(frozen=True)
 class RuleName:
     """A rule name split into its hooks (outermost first) and the base pool rule."""
 
-    hooks: tuple[str, ...]
+    hooks: tuple[Hook, ...]
     base: str
 
     def has(self, hook: str) -> bool:
-        return hook in self.hooks
+        return any(h.name == hook for h in self.hooks)
+
+    @property
+    def full(self) -> str:
+        return "__".join((*(h.name for h in self.hooks), self.base))
 
     @property
     def rebalancer(self) -> str | None:
-        """'lvr' or 'rvr' when the pool is replaced by a rebalancing portfolio."""
-        return next((h for h in self.hooks if h in ("lvr", "rvr")), None)
+        """The hook ('lvr' or 'rvr') whose rebalancing portfolio replaces the pool's reserves, if any."""
+        return next((h.name for h in self.hooks if h.replaces_reserves), None)
 
 
 def parse_rule_name(name: str, available: list[str]) -> RuleName:
@@ -56,13 +88,13 @@ def parse_rule_name(name: str, available: list[str]) -> RuleName:
         raise ValueError(f"rule {name!r}: unknown hook(s) {unknown}; hooks are {list(HOOKS)} written as 'hook__rule'")
     if len(set(hooks)) != len(hooks):
         raise ValueError(f"rule {name!r}: each hook may appear once")
-    if "lvr" in hooks and "rvr" in hooks:
+    if sum(HOOKS[h].replaces_reserves for h in hooks) > 1:
         raise ValueError(f"rule {name!r}: lvr__ and rvr__ both replace the reserves; use one of them")
     if base not in available:
         close = difflib.get_close_matches(base, available, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"rule {name!r}: base rule {base!r} is not available{hint}; choose one of {available}")
-    return RuleName(hooks, base)
+    return RuleName(tuple(HOOKS[h] for h in hooks), base)
 
 
 def rebalancing_log_growth(

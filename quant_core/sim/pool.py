@@ -12,30 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from quant_core.params import Param, find_param
-from quant_core.sim.hooks import RuleName, parse_rule_name
+from quant_core.sim.hooks import BOUND_PARAMS, RuleName, parse_rule_name  # noqa: F401  (BOUND_PARAMS re-exported)
 from quant_core.sim.registry import PoolRule, available_rules, get_rule
-
-# The bounded__ hook's parameters (user units: weights, one per token).
-BOUND_PARAMS = ("min_weights_per_asset", "max_weights_per_asset")
 
 # Which reserve engine holds a static rule's weights, by its kind (dynamic rules name theirs).
 _ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope"}
-
-
-def _bound_specs() -> tuple[Param, ...]:
-    """Default bounds are the uniform guardrail's, so bounded__ alone changes nothing."""
-    return (
-        Param(BOUND_PARAMS[0], 0.0, 0.5, initial_key="minimum_weight", unit="weight",
-              description="bounded__ hook: the lowest weight each token may have", trainable=False,
-              initial=lambda spec: spec.effective_minimum_weight),
-        Param(BOUND_PARAMS[1], 0.5, 1.0, initial_key="minimum_weight", unit="weight",
-              description="bounded__ hook: the highest weight each token may have", trainable=False,
-              initial=lambda spec: 1.0 - (len(spec.tokens) - 1) * spec.effective_minimum_weight),
-    )
-
-
-# the parameters a hook adds to the rule it wraps
-HOOK_PARAMS: dict[str, tuple[Param, ...]] = {"bounded": _bound_specs()}
 
 
 @dataclass(frozen=True)
@@ -56,7 +37,7 @@ class Pool:
 
     @property
     def params(self) -> tuple[Param, ...]:
-        return tuple(self.rule.params) + tuple(p for h in self.name.hooks for p in HOOK_PARAMS.get(h, ()))
+        return tuple(self.rule.params) + tuple(p for h in self.name.hooks for p in h.params)
 
     def param(self, name: str) -> Param:
         return find_param(self.params, name, f"rule {self.name.base!r}")
@@ -68,9 +49,10 @@ class Pool:
 
     def check_hooks(self) -> None:
         """Hooks that change weights need a rule that has weights to change."""
-        if (self.has("bounded") or self.has("ensemble")) and self.rule.kind != "dynamic":
-            raise ValueError(f"rule {'__'.join(self.name.hooks + (self.name.base,))!r}: bounded__ and ensemble__ "
-                             f"wrap a dynamic (TFMM) rule, and {self.name.base!r} has fixed weights")
+        wrapping = [f"{h.name}__" for h in self.name.hooks if h.wraps_weights]
+        if wrapping and self.rule.kind != "dynamic":
+            raise ValueError(f"rule {self.name.full!r}: {' and '.join(wrapping)} wrap a dynamic (TFMM) rule, and "
+                             f"{self.name.base!r} has fixed weights")
         if self.rebalancer and self.engine != "g3m":
             raise ValueError(f"{self.rebalancer}__ tracks a weighted pool; {self.name.base!r} is not one")
 

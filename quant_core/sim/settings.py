@@ -128,5 +128,5 @@ def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -
 def required_series(st: StaticSettings) -> tuple[list[str], list[str]]:
     """The extra series a run needs besides prices: per price row (rule inputs such as market caps)
     and per minute (rvr__'s spreads, do_trades' trades)."""
-    per_minute = (["spread"] if st.pool.rebalancer == "rvr" else []) + (["trades"] if st.do_trades else [])
+    per_minute = [k for h in st.pool.name.hooks for k in h.minute_series] + (["trades"] if st.do_trades else [])
     return list(st.pool.rule.required_aux), per_minute

@@ -32,7 +32,8 @@ def panel():
 
 def test_hook_names_parse_and_fail_clearly():
     pool = get_pool("ensemble__bounded__momentum")
-    assert pool.name.hooks == ("ensemble", "bounded") and pool.name.base == "momentum"
+    assert tuple(h.name for h in pool.name.hooks) == ("ensemble", "bounded") and pool.name.base == "momentum"
+    assert pool.name.full == "ensemble__bounded__momentum" and pool.rebalancer is None
     assert {"min_weights_per_asset", "max_weights_per_asset"} <= {p.name for p in pool.params}
     with pytest.raises(RunSpecError, match="unknown hook"):
         _spec("boundd__momentum")
