@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from quant_assets.defs.automation import build_automation
+from quant_assets.defs.live.assets import build_forward_assets, build_live_overview
 from quant_assets.defs.market_data.assets import build_market_data
 from quant_assets.defs.training.assets import build_universe_assets
 from quant_assets.io import CandleIOManagerFactory
@@ -15,11 +16,16 @@ from quant_assets.resources import ConfigurationStoreResource, ExchangeResource,
 def build_definitions() -> dg.Definitions:
     registry = current_registry()
     universes = [build_universe_assets(registry, u) for u in registry.universes]
+    forward = [build_forward_assets(registry, u) for u in registry.universes]
+    live = build_live_overview(registry)
     retrain_jobs = [job for d in universes for job in d.jobs]
+    forward_jobs = [job for d in forward for job in d.jobs]
     return dg.Definitions.merge(
         build_market_data(registry),
         *universes,
-        build_automation(registry, retrain_jobs),
+        *forward,
+        live,
+        build_automation(registry, retrain_jobs, forward_jobs, next(iter(live.jobs or []), None)),
         dg.Definitions(
             resources={
                 "ohlcv_io_manager": CandleIOManagerFactory(),

@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
+from quant_core.data.schema import CANDLE_SCHEMA
 from quant_core.paths import quant_home
 
 
@@ -56,6 +57,42 @@ class CandleIOManager(dg.UPathIOManager):
                                      "base_path": dg.MetadataValue.path(str(self._base_path))})
 
 
+class PartitionCandles:
+    """The candle partitions read directly, day files at once (quant_core.live.sync.CandleSource): the forward
+    replay reads months of days per run, which through the IO manager's per-partition loads would cost seconds.
+    Paths follow the IO manager's layout for the `market_data/ohlcv` asset: <base>/market_data/ohlcv/<day>/<market>."""
+
+    def __init__(self, base_path: UPath) -> None:
+        self.root = base_path / "market_data" / "ohlcv"
+
+    def _path(self, day: str, market: str) -> UPath:
+        return self.root / day / f"{market}{CandleIOManager.extension}"
+
+    def present_days(self, market_keys: list[str], first: str) -> set[str]:
+        if not self.root.exists():
+            return set()
+        days = [p.name for p in self.root.iterdir() if p.name >= first and len(p.name) == 10]
+        return {d for d in days if all(self._path(d, m).exists() for m in market_keys)}
+
+    def frames(self, market_keys: list[str], first: str, last: str) -> dict[str, pl.DataFrame]:
+        days = sorted(p.name for p in self.root.iterdir() if first <= p.name <= last) if self.root.exists() else []
+        out = {}
+        for m in market_keys:
+            paths = [p for p in (self._path(d, m) for d in days) if p.exists()]
+            if not paths:
+                out[m] = pl.DataFrame(schema=CANDLE_SCHEMA)
+            elif self.root.protocol in ("", "file", "local"):
+                out[m] = pl.read_parquet([p.path for p in paths]).sort("timestamp")  # one columnar scan
+            else:
+                out[m] = pl.concat([self._read(p) for p in paths]).sort("timestamp")
+        return out
+
+    @staticmethod
+    def _read(path: UPath) -> pl.DataFrame:
+        with path.open("rb") as f:
+            return pl.read_parquet(f)
+
+
 class CandleIOManagerFactory(dg.ConfigurableIOManagerFactory):
     """base_dir: a local directory or any fsspec URL (default $QUANT_HOME/ohlcv); storage_options go to
     fsspec (credentials for object stores belong in the environment, as fsspec reads them)."""
@@ -64,5 +101,7 @@ class CandleIOManagerFactory(dg.ConfigurableIOManagerFactory):
     storage_options: dict[str, Any] = {}
 
     def create_io_manager(self, context) -> CandleIOManager:
-        base = self.base_dir or str(quant_home() / "ohlcv")
-        return CandleIOManager(base_path=UPath(base, **self.storage_options))
+        return CandleIOManager(base_path=self.base_path())
+
+    def base_path(self) -> UPath:
+        return UPath(self.base_dir or str(quant_home() / "ohlcv"), **self.storage_options)

@@ -10,8 +10,14 @@
                      [--exchange-config CONFIG.json]   candles from an exchange through ccxt
     quant data import FILE... --out FILE.parquet      candles from Binance kline ZIPs, CSV/Parquet, long prices
     quant db upgrade                                  apply migrations to $QUANT_DATABASE_URL (SQLite default)
-    quant configs list [--stage S] [--universe U]     stored configurations
-    quant configs export ID                           one configuration as JSON, for live trading
+    quant configs list [--stage S] [--universe U]     stored versions: current stage, live or not
+    quant configs live [--universe U] [--json]        per universe: the live version, its forward return, drawdown
+                                                      and circuit-breaker readings vs limits (or why none is live)
+    quant configs history UNIVERSE [--json]           versions, events (stage changes, live/off, trips, pauses)
+                                                      and live periods of one universe
+    quant configs export ID | --live UNIVERSE         one configuration as JSON, for live trading (--live: the
+                                                      universe's live version, plus its live state and limits)
+    (configs commands take --url URL; default $QUANT_DATABASE_URL, else the embedded SQLite)
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ import sys
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from quant_core.store import ConfigurationStore
 
 
 def _panel(spec, prices: str | list[str]):
@@ -257,26 +267,92 @@ def _jsonable(obj):
     return str(obj)
 
 
-def cmd_configs(args) -> int:
+def _universes(store: ConfigurationStore, wanted: str | None = None) -> list[str]:
+    """Universes with at least one version (the store is the source: quant_core has no registry path here);
+    `wanted` must be one of them, else ValueError with a close-match hint."""
+    import difflib
+
+    known = sorted({c.universe_key for c in store.list_configurations()})
+    if wanted is None:
+        return known
+    if wanted not in known:
+        close = difflib.get_close_matches(wanted, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"no versions for universe {wanted!r}{hint}; `quant configs live` lists the universes")
+    return [wanted]
+
+
+def _export_live(store: ConfigurationStore, universe: str) -> dict:
+    """The live version as `configs export ID` prints it, plus what the trader needs to run it ("live")."""
+    from quant_core.live.breakers import BREAKERS
+    from quant_core.live.status import live_status
+    from quant_core.reporting import breaker_order
+
+    status = live_status(store, universe)
+    cfg = store.get_configuration(status.configuration_id) if status.configuration_id is not None else None
+    if cfg is None:
+        raise ValueError(f"universe {universe!r} has no live version ({status.why}); "
+                         "`quant configs history` shows its events")
+    # The limits the timeline applied (the universe's, in the readings); the version's own for any not read.
+    limits = {**cfg.circuit_breakers, **{n: r["limit"] for n, r in status.breakers.items()}}
+    breakers = {n: {"limit": limits[n], "action": BREAKERS[n].action if n in BREAKERS else None}
+                for n in breaker_order(limits)}
+    return {**asdict(cfg), "live": {"since": status.live_since, "stage": status.stage, "paused": status.paused,
+                                    "breakers": breakers}}
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
     from quant_core.store import ConfigurationStore
 
     store = ConfigurationStore(args.url)
     try:
         if args.action == "list":
-            from quant_core.reporting import configuration_rows, format_table
+            return _configs_list(store, args)
+        if args.action == "live":
+            from quant_core.live.status import live_status
+            from quant_core.reporting import format_live
 
-            configs = store.list_configurations(universe_key=args.universe, stage=args.stage)
-            print(format_table(configuration_rows(configs)))
+            statuses = [live_status(store, u).to_dict() for u in _universes(store, args.universe)]
+            print(json.dumps(statuses, indent=2, default=_jsonable) if args.json else format_live(statuses))
             return 0
-        if args.action == "export":
-            cfg = store.get_configuration(args.id)
-            if cfg is None:
-                print(f"no configuration with id {args.id}; `quant configs list` shows the ids", file=sys.stderr)
-                return 2
-            print(json.dumps(asdict(cfg), indent=2, default=_jsonable))
+        if args.action == "history":
+            from quant_core.live.status import history
+            from quant_core.reporting import format_history
+
+            universe = _universes(store, args.universe)[0]
+            h = history(store, universe)
+            print(json.dumps(h, indent=2, default=_jsonable) if args.json else format_history(h))
             return 0
+        if args.live is not None:
+            universe = _universes(store, args.live)[0]
+            print(json.dumps(_export_live(store, universe), indent=2, default=_jsonable))
+            return 0
+        cfg = store.get_configuration(args.id)
+        if cfg is None:
+            print(f"no configuration with id {args.id}; `quant configs list` shows the ids", file=sys.stderr)
+            return 2
+        print(json.dumps(asdict(cfg), indent=2, default=_jsonable))
+        return 0
     finally:
         store.dispose()
+
+
+def _configs_list(store: ConfigurationStore, args: argparse.Namespace) -> int:
+    """Versions with their current stage (the last stage event) and whether each is live now."""
+    from quant_core.live.status import current_stages, live_periods
+    from quant_core.reporting import configuration_rows, format_table
+    from quant_core.store.records import parse_stage
+
+    wanted = parse_stage(args.stage, "--stage") if args.stage else None
+    configs = store.list_configurations(universe_key=args.universe)
+    stages, live = {}, set()
+    for universe in sorted({c.universe_key for c in configs}):
+        events = store.timeline_events(universe)
+        stages.update(current_stages(events))
+        live.update(p.configuration_id for p in live_periods(events) if p.until is None)
+    if wanted is not None:
+        configs = [c for c in configs if stages.get(c.id, c.lifecycle_stage) == wanted]
+    print(format_table(configuration_rows(configs, stages, live)))
     return 0
 
 
@@ -359,12 +435,25 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
     db.set_defaults(func=cmd_db_upgrade)
-    c = sub.add_parser("configs", help="stored configurations")
-    c.add_argument("action", choices=["list", "export"])
-    c.add_argument("id", nargs="?", type=int)
-    c.add_argument("--stage")
-    c.add_argument("--universe")
-    c.add_argument("--url")
+    c = sub.add_parser("configs", help="stored configurations: versions, what is live, history, export")
+    c_sub = c.add_subparsers(dest="action", required=True)
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
+    cl = c_sub.add_parser("list", parents=[url], help="every version with its current stage and live flag")
+    cl.add_argument("--stage", help="only versions whose current stage is this")
+    cl.add_argument("--universe")
+    cv = c_sub.add_parser("live", parents=[url], help="per universe: the live version, its forward performance "
+                          "and circuit breakers (or why nothing is live)")
+    cv.add_argument("--universe")
+    cv.add_argument("--json", action="store_true", help="the LiveStatus records as JSON")
+    ch = c_sub.add_parser("history", parents=[url], help="one universe's versions, events and live periods")
+    ch.add_argument("universe")
+    ch.add_argument("--json", action="store_true", help="as JSON")
+    ce = c_sub.add_parser("export", parents=[url], help="one configuration as JSON, for live trading")
+    which = ce.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, metavar="ID", help="a version id (`quant configs list`)")
+    which.add_argument("--live", metavar="UNIVERSE", help="the universe's live version, with its live state and "
+                       "circuit-breaker limits")
     c.set_defaults(func=cmd_configs)
     return p
 
@@ -374,8 +463,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "budget", None) is not None and args.budget < 1:
         parser.error("--budget must be >= 1")
-    if getattr(args, "action", None) == "export" and args.id is None:
-        parser.error("configs export needs an ID (see `quant configs list`)")
     try:
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError, RuntimeError) as exc:

@@ -21,10 +21,22 @@ def _finite(d: dict) -> dict:
 
 
 def stage_evidence(report: WalkForwardReport, previous_stage: LifecycleStage | None = None) -> StageEvidence:
-    """What a walk-forward report says for the stage decision."""
+    """What a walk-forward report says against the MATURE criteria (the oos_thresholds asset check)."""
     return StageEvidence(sample_size=report.sample_size, oos_sharpe=report.oos_sharpe, previous_stage=previous_stage,
                          p_value=report.significance.get("deflated_sharpe_p_value"),
                          pbo=report.significance.get("pbo"))
+
+
+def creation_stage(report: WalkForwardReport) -> StageEvidence:
+    """A new version's stage evidence: stages come from forward data (none yet), with the walk-forward's
+    deflated-Sharpe p-value and PBO (quant_core.live.timeline restages it day by day)."""
+    return StageEvidence(sample_size=0, oos_sharpe=math.nan, p_value=report.significance.get("deflated_sharpe_p_value"),
+                         pbo=report.significance.get("pbo"))
+
+
+def _total_return(equity: list[float]) -> float:
+    """The walk-forward's equity curves are growth from 1 (exp of the cumulative daily log returns)."""
+    return equity[-1] - 1.0 if equity else math.nan
 
 
 def trade_statistics(trades: list[dict]) -> dict[str, float]:
@@ -53,17 +65,20 @@ def build_configuration(
     in_sample: dict[str, float],
     holdout: dict[str, float] | None,
     report: WalkForwardReport,
-    previous_stage: LifecycleStage | None,
     orchestrator_run_id: str | None = None,
 ) -> NewConfiguration:
+    """The immutable version a retrain writes: parameters, evidence (what the live gate reads) and its first
+    stage (DISCOVERY until forward data say otherwise)."""
     spec = universe.spec
     tunable = tunable_for(spec)
-    decision = assign_stage(stage_evidence(report, previous_stage), universe.stage_thresholds.thresholds())
+    decision = assign_stage(creation_stage(report), universe.stage_thresholds.thresholds())
     markets = [registry.market(universe.markets[t]) for t in spec.tokens]
     end_test = spec.end_test or spec.end
     walk_forward = {
         "oos_sharpe": report.oos_sharpe,
         "oos_benchmark_sharpe": report.oos_benchmark_sharpe,
+        "oos_return": _total_return(report.oos_equity),
+        "oos_benchmark_return": _total_return(report.oos_benchmark_equity),
         "mean_is_sharpe": report.mean_is_sharpe,
         "mean_oos_sharpe": report.mean_oos_sharpe,
         "oos_is_ratio": report.oos_is_ratio,
@@ -89,7 +104,7 @@ def build_configuration(
             "training_objective": trained.objective,
         },
         lifecycle_stage=decision.stage,
-        stage_reason=decision.reason,
+        stage_reason=f"no forward data yet: {decision.reason}",
         stage_evidence=_finite(decision.evidence),
         sample_size=report.sample_size,
         train_start=spec.start,

@@ -86,6 +86,10 @@ class Tunable(Protocol):
         """Parameters as a configuration row holds them for live trading (pools: by token)."""
         ...
 
+    def params_from_stored(self, stored: dict) -> dict:
+        """Parameters as a configuration row holds them -> what `evaluate` takes (the inverse of stored_params)."""
+        ...
+
     def scored_parts(self, data: Any, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """[training part, (validation part)] that a search over [start, end) scores."""
         ...

@@ -96,3 +96,22 @@ def strategy_plot(timestamps, equity, closes, trades: list[dict], title: str, sp
         for ax in (ax1, ax2):
             ax.axvline(np.datetime64(split, "ms"), color="k", ls="--", lw=1)
     return _png(fig)
+
+
+def forward_plot(universe: str, periods: list[dict], benchmark: str) -> bytes:
+    """The universe's live forward equity (growth of 1, chained across live versions) against its benchmark;
+    a vertical line where the live version changed. `periods`: [{"configuration_id", "days", "log_returns",
+    "benchmark_log_returns"}] in time order."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    days = np.concatenate([np.asarray(p["days"], dtype="datetime64[D]") for p in periods]) if periods else []
+    if len(days):
+        r = np.concatenate([p["log_returns"] for p in periods])
+        b = np.concatenate([p["benchmark_log_returns"] for p in periods])
+        ax.plot(days, np.exp(np.cumsum(r)), label="live configuration")
+        ax.plot(days, np.exp(np.cumsum(b)), label=BENCHMARK_LABELS.get(benchmark, benchmark), alpha=0.8)
+        for p in periods[1:]:
+            ax.axvline(np.datetime64(p["days"][0], "D"), color="k", ls="--", lw=0.8)
+        ax.legend()
+    ax.set_ylabel("growth of 1")
+    ax.set_title(f"{universe}: forward performance while live")
+    return _png(fig)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from quant_core.data.schema import Market, to_utc
 from quant_core.lifecycle import DEFAULT_CIRCUIT_BREAKERS, StageThresholds
+from quant_core.live.breakers import check_limits
+from quant_core.live.settings import LiveSettings
 from quant_core.runspec import check_spec
 from quant_core.spec import RunSpec
 from quant_core.validate.folds import WalkForwardSettings
@@ -92,7 +94,9 @@ class Universe(BaseModel):
     spec: RunSpec
     walk_forward: WalkForwardSettings = Field(default_factory=WalkForwardSettings)
     stage_thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
-    circuit_breakers: dict[str, float] = Field(default_factory=dict)
+    circuit_breakers: dict[str, float] = Field(
+        default_factory=dict, description="limits overriding the defaults (quant_core.live.breakers defines each)")
+    live: LiveSettings = Field(default_factory=LiveSettings, description="the live gate and the challenger test")
 
     @field_validator("name")
     @classmethod
@@ -104,9 +108,7 @@ class Universe(BaseModel):
     @field_validator("circuit_breakers")
     @classmethod
     def _breakers(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(DEFAULT_CIRCUIT_BREAKERS))
-        if unknown:
-            raise ValueError(f"unknown circuit breakers {unknown}; valid: {sorted(DEFAULT_CIRCUIT_BREAKERS)}")
+        check_limits(v)  # names and finite, non-negative limits
         return v
 
     @model_validator(mode="after")

@@ -71,7 +71,7 @@ def test_db_upgrade_and_configs(tmp_path, capsys):
     assert main(["db", "upgrade", "--url", url]) == 0
     d = datetime(2024, 1, 1, tzinfo=UTC)
     with ConfigurationStore(url) as store:
-        cfg = store.upsert_configuration(NewConfiguration(
+        cfg = store.add_version(NewConfiguration(
             universe_key="u1", strategy="momentum", method="optuna", exchanges=["shipped"], symbols=["BTC/USD"],
             timeframe="1d", parameters={"k_per_day": {"BTC": 1.0}}, metrics={"in_sample": {"daily_log_sharpe": 1.2},
                                                                            "walk_forward": {"oos_sharpe": 0.7}},

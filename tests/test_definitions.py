@@ -43,7 +43,13 @@ def test_asset_graph_of_the_demo_universe():
     universes = [x.name for x in load_registry(REGISTRY).universes]
     assert {u, *sweeps} <= set(universes)
     assert {s.name for s in defs.schedules} == {"ingest_ohlcv_schedule", *(f"retrain_{x}_schedule" for x in universes)}
-    assert [s.name for s in defs.sensors] == ["retrain_on_new_candles"]
+    assert [s.name for s in defs.sensors] == ["retrain_on_new_candles", "refresh_live_after_runs"]
+    # the living lifecycle: a daily forward-performance asset per universe (its own job), one live overview
+    assert {f"{x}/forward_performance" for x in universes} | {"live_configurations"} <= keys
+    fwd = defs.resolve_assets_def(dg.AssetKey([u, "forward_performance"]))
+    assert isinstance(fwd.partitions_def, dg.DailyPartitionsDefinition)
+    assert {c.name for c in fwd.check_specs} == {"circuit_breakers"}
+    assert {j.name for j in defs.jobs} >= {f"forward_{x}" for x in universes} | {"refresh_live_configurations"}
     assert set(defs.resources) == {"ohlcv_io_manager", "exchange", "config_store", "jax_settings"}
 
 

@@ -60,7 +60,20 @@ def test_a_strategy_universe_trades_one_market(tmp_path):
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC], chunk_perid: 5}}",
          "universes.0.spec.chunk_perid"),
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
-         "circuit_breakers: {max_daily_los: 0.01}}", "unknown circuit breakers ['max_daily_los']"),
+         "circuit_breakers: {max_daily_los: 0.01}}",
+         "universes.0.circuit_breakers: Value error, unknown circuit breaker 'max_daily_los' (did you mean "
+         "'max_daily_loss'?)"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
+         "circuit_breakers: {max_daily_loss: -0.02}}", "max_daily_loss: -0.02 must be a finite number >= 0"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
+         "circuit_breakers: {consecutive_losses_limit: .nan}}", "consecutive_losses_limit: nan must be a finite"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
+         "live: {gate: {metric: oos_sortino}}}", "universes.0.live.gate.metric: Input should be 'oos_return' or "
+         "'oos_sharpe'"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
+         "live: {challenger: {p_value: 0}}}", "universes.0.live.challenger.p_value: Input should be greater than 0"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
+         "live: {gaet: {}}}", "universes.0.live.gaet: Extra inputs are not permitted"),
     ],
 )
 def test_bad_registry_names_the_entry(tmp_path, universe, needle):

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the configuration store (the schema migration 0001 creates).
+"""SQLAlchemy models of the configuration store (the schema migrations 0001 and 0002 create).
 
 The models describe the schema for the repository's queries and for `alembic revision --autogenerate`;
 the migrations under `sql/versions` are what actually creates tables (tests check the two agree).
@@ -17,6 +17,10 @@ from quant_core.lifecycle import LifecycleStage
 STAGE_VALUES: tuple[str, ...] = tuple(s.value for s in LifecycleStage)
 #: The natural key of a trained configuration: one row per universe, method and data window.
 CONFIGURATION_KEY: tuple[str, ...] = ("universe_key", "method", "train_start", "train_end", "test_start", "test_end")
+#: What a lifecycle event records: the version was written, its stage changed, it went live / came off live,
+#: it was stored as a candidate (with why), a circuit breaker tripped (off live) or paused it.
+EVENT_KINDS: tuple[str, ...] = ("created", "stage", "live", "off", "candidate", "trip", "pause")
+FORWARD_ROLES: tuple[str, ...] = ("live", "candidate")
 
 
 def stage_check_sql(column: str, *, nullable: bool = False) -> str:
@@ -65,11 +69,12 @@ class Base(DeclarativeBase):
 
 
 class TrainedConfigurationRow(Base):
-    """One trained parameter set for one universe and data window, with its evidence and stage."""
+    """One immutable version: a trained parameter set for one universe and data window, with its evidence and
+    the stage it was written with (later stages and live status are lifecycle events)."""
 
     __tablename__ = "trained_configurations"
     __table_args__ = (
-        sa.UniqueConstraint(*CONFIGURATION_KEY, name="uq_trained_configurations_key"),
+        sa.UniqueConstraint(*CONFIGURATION_KEY, "revision", name="uq_trained_configurations_key"),
         sa.CheckConstraint(stage_check_sql("lifecycle_stage"), name="lifecycle_stage"),
         sa.Index("ix_trained_configurations_universe_stage", "universe_key", "lifecycle_stage"),
     )
@@ -99,16 +104,21 @@ class TrainedConfigurationRow(Base):
     orchestrator_run_id: Mapped[str | None] = mapped_column(sa.String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    superseded_by: Mapped[int | None] = mapped_column(sa.ForeignKey("trained_configurations.id", ondelete="SET NULL"))
+    revision: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+
+
+def _in_sql(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class LifecycleEventRow(Base):
-    """A stage change of a configuration: stage changes are events, never silent updates."""
+    """A label change of a version (stage, live, candidate, breaker): events, never edits of the version."""
 
     __tablename__ = "lifecycle_events"
     __table_args__ = (
         sa.CheckConstraint(stage_check_sql("from_stage", nullable=True), name="from_stage"),
-        sa.CheckConstraint(stage_check_sql("to_stage"), name="to_stage"),
+        sa.CheckConstraint(stage_check_sql("to_stage", nullable=True), name="to_stage"),
+        sa.CheckConstraint(_in_sql("kind", EVENT_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
@@ -116,10 +126,54 @@ class LifecycleEventRow(Base):
         sa.ForeignKey("trained_configurations.id", ondelete="CASCADE"), index=True
     )
     from_stage: Mapped[str | None] = mapped_column(sa.String(16))
-    to_stage: Mapped[str] = mapped_column(sa.String(16))
+    to_stage: Mapped[str | None] = mapped_column(sa.String(16))
     reason: Mapped[str] = mapped_column(sa.Text)
     evidence: Mapped[dict[str, Any]]
     at: Mapped[datetime]
+    universe_key: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), server_default="stage")
+    day: Mapped[datetime | None]
+
+
+class ForwardRecordRow(Base):
+    """A version's performance on one day after its training window (one row per version and day)."""
+
+    __tablename__ = "forward_records"
+    __table_args__ = (
+        sa.UniqueConstraint("configuration_id", "day", name="uq_forward_records_configuration_day"),
+        sa.CheckConstraint(_in_sql("role", FORWARD_ROLES), name="role"),
+        sa.Index("ix_forward_records_universe_key_day", "universe_key", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    configuration_id: Mapped[int] = mapped_column(sa.ForeignKey("trained_configurations.id", ondelete="CASCADE"))
+    universe_key: Mapped[str] = mapped_column(sa.String(255))
+    day: Mapped[datetime]
+    role: Mapped[str] = mapped_column(sa.String(16))
+    log_return: Mapped[float] = mapped_column(sa.Float)
+    value: Mapped[float] = mapped_column(sa.Float)
+    benchmark_log_return: Mapped[float] = mapped_column(sa.Float)
+    n_trades: Mapped[int] = mapped_column(sa.Integer)
+    trades: Mapped[list[Any]] = mapped_column(sa.JSON)
+    readings: Mapped[dict[str, Any]]
+    data_hash: Mapped[str] = mapped_column(sa.String(128))
+    computed_at: Mapped[datetime]
+
+
+class ComparisonRow(Base):
+    """A challenger's and a champion's daily log returns on the challenger's hold-out window."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (sa.UniqueConstraint("challenger_id", "champion_id", name="uq_comparisons_pair"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    challenger_id: Mapped[int] = mapped_column(sa.ForeignKey("trained_configurations.id", ondelete="CASCADE"))
+    champion_id: Mapped[int] = mapped_column(sa.ForeignKey("trained_configurations.id", ondelete="CASCADE"))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    challenger_log_returns: Mapped[list[Any]] = mapped_column(sa.JSON)
+    champion_log_returns: Mapped[list[Any]] = mapped_column(sa.JSON)
+    computed_at: Mapped[datetime]
 
 
 class TrainingJobRow(Base):
@@ -144,3 +198,5 @@ class TrainingJobRow(Base):
 configurations_table: sa.Table = TrainedConfigurationRow.__table__  # type: ignore[assignment]
 events_table: sa.Table = LifecycleEventRow.__table__  # type: ignore[assignment]
 jobs_table: sa.Table = TrainingJobRow.__table__  # type: ignore[assignment]
+forward_table: sa.Table = ForwardRecordRow.__table__  # type: ignore[assignment]
+comparisons_table: sa.Table = ComparisonRow.__table__  # type: ignore[assignment]

@@ -121,25 +121,86 @@ class NewConfiguration:
 
 @dataclass(frozen=True, kw_only=True)
 class StoredConfiguration(NewConfiguration):
-    """A configuration as stored: every NewConfiguration field, its id, and bookkeeping."""
+    """An immutable version as stored: every NewConfiguration field, its id, revision and bookkeeping.
+
+    `lifecycle_stage` is the stage it was written with; its current stage and live status are events."""
 
     id: int
     created_at: datetime
     updated_at: datetime
-    superseded_by: int | None
+    revision: int = 1
+
+    @property
+    def available(self) -> datetime:
+        """When the version exists for the live timeline: the end of its last window (its data ends there)."""
+        return self.test_end
 
 
 @dataclass
 class LifecycleEventRecord:
-    """One stage change: from_stage is None for the configuration's first stage."""
+    """One label change of a version. kind 'created': its first stage (from_stage None); 'stage': a stage change;
+    'live' / 'off': the universe's live pointer moved to / away from it; 'candidate': stored as a candidate with
+    the reason; 'trip' / 'pause': a circuit breaker took it off live / paused it. `day` is the timeline day."""
 
     id: int
     configuration_id: int
     from_stage: LifecycleStage | None
-    to_stage: LifecycleStage
+    to_stage: LifecycleStage | None
     reason: str
     evidence: dict
     at: datetime
+    universe_key: str | None = None
+    kind: str = "stage"
+    day: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """An event the live timeline derives (written by ConfigurationStore.write_timeline)."""
+
+    configuration_id: int
+    kind: str
+    day: datetime
+    reason: str
+    evidence: dict = field(default_factory=dict)
+    from_stage: LifecycleStage | None = None
+    to_stage: LifecycleStage | None = None
+
+    def key(self) -> tuple:
+        return (self.configuration_id, self.kind, as_utc(self.day, "day"),
+                self.from_stage.value if self.from_stage else None, self.to_stage.value if self.to_stage else None,
+                self.reason, strict_json(self.evidence, "evidence"))
+
+
+@dataclass(frozen=True)
+class ForwardRecord:
+    """One version's forward performance on one UTC day [day, day + 1): the day's log return and closing
+    value (simulated without a break since its forward start), its benchmark's log return, the trades closed
+    that day, and the circuit-breaker readings taken at the day's close (live configurations)."""
+
+    configuration_id: int
+    universe_key: str
+    day: datetime
+    role: str
+    log_return: float
+    value: float
+    benchmark_log_return: float
+    n_trades: int = 0
+    trades: list = field(default_factory=list)
+    readings: dict = field(default_factory=dict)
+    data_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A challenger's and a champion's daily log returns over the challenger's hold-out [window_start, window_end)."""
+
+    challenger_id: int
+    champion_id: int
+    window_start: datetime
+    window_end: datetime
+    challenger_log_returns: list[float]
+    champion_log_returns: list[float]
 
 
 @dataclass

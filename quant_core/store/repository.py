@@ -1,13 +1,13 @@
-"""The configuration store: idempotent, audited writes of trained configurations.
+"""The configuration store: immutable versions, their lifecycle events, forward records and training jobs.
 
 Guarantees (see the architecture's "idempotent, auditable writes"):
 
-- One row per (universe_key, method, train/test window): a rerun updates the row in place.
-- Every stage change is a `lifecycle_events` row written in the same transaction as the change.
-- A newer window supersedes older ones of the same universe (RETIRED, `superseded_by`, event).
+- A version is never edited. A rerun of a window that produced the same version writes nothing; one that
+  produced different parameters or evidence is a new revision of the window.
+- Stage and live status are `lifecycle_events`; the live timeline's events and forward records of a universe
+  are rewritten together in one transaction (`write_timeline`), so a reader never sees half a day.
 - Concurrent writers of one universe are serialised (SQLite: BEGIN IMMEDIATE; PostgreSQL: a
-  transaction-scoped advisory lock per universe), and the row write itself is an
-  INSERT ... ON CONFLICT DO UPDATE, so the end state is one row whatever the interleaving.
+  transaction-scoped advisory lock per universe).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
 from quant_core.lifecycle import LifecycleStage
 from quant_core.store.database import (
@@ -31,6 +30,7 @@ from quant_core.store.database import (
     resolve_database_url,
     upgrade_to_head,
 )
+from quant_core.store.live_records import LiveRecords, to_event
 from quant_core.store.models import CONFIGURATION_KEY, configurations_table, events_table, jobs_table
 from quant_core.store.records import (
     WINDOW_FIELDS,
@@ -45,8 +45,8 @@ from quant_core.store.records import (
 
 _JSON_FIELDS = ("parameters", "metrics", "stage_evidence", "run_spec", "circuit_breakers")
 _TEXT_FIELDS = ("universe_key", "strategy", "method", "timeframe", "data_hash", "code_version")
-_STAGE_FIELDS = ("lifecycle_stage", "stage_reason", "stage_evidence")
-_ONE_TICK = timedelta(microseconds=1)
+#: Bookkeeping that does not make two versions of a window different.
+_NOT_CONTENT = ("orchestrator_run_id",)
 
 
 def _now() -> datetime:
@@ -102,35 +102,9 @@ def configuration_values(cfg: NewConfiguration) -> dict[str, Any]:
     return values
 
 
-def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT construct (both offer on_conflict_do_update with the same signature)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"the configuration store supports sqlite and postgresql, not {conn.dialect.name}")
-
-
-def _insert_event(
-    conn: Connection,
-    configuration_id: int,
-    from_stage: str | None,
-    to_stage: str,
-    reason: str,
-    evidence: Mapping[str, Any],
-    at: datetime,
-) -> None:
-    """Append one lifecycle event (always inside the transaction that changes the stage)."""
-    conn.execute(
-        sa.insert(events_table).values(
-            configuration_id=configuration_id,
-            from_stage=from_stage,
-            to_stage=to_stage,
-            reason=reason,
-            evidence=strict_json(dict(evidence), "evidence"),
-            at=at,
-        )
-    )
+def _insert_event(conn: Connection, **values: Any) -> None:
+    """Append one lifecycle event (inside the transaction that writes what it describes)."""
+    conn.execute(sa.insert(events_table).values(**values))
 
 
 def _to_configuration(row: Mapping[str, Any]) -> StoredConfiguration:
@@ -139,14 +113,7 @@ def _to_configuration(row: Mapping[str, Any]) -> StoredConfiguration:
     return StoredConfiguration(**data)
 
 
-def _to_event(row: Mapping[str, Any]) -> LifecycleEventRecord:
-    data = dict(row)
-    data["from_stage"] = LifecycleStage(data["from_stage"]) if data["from_stage"] is not None else None
-    data["to_stage"] = LifecycleStage(data["to_stage"])
-    return LifecycleEventRecord(**data)
-
-
-class ConfigurationStore:
+class ConfigurationStore(LiveRecords):
     """Trained configurations, their lifecycle events and training jobs in SQLite or PostgreSQL.
 
     `url`: explicit > $QUANT_DATABASE_URL > embedded SQLite under $QUANT_HOME.
@@ -196,71 +163,31 @@ class ConfigurationStore:
 
     # -- configurations ---------------------------------------------------------------------------
 
-    def upsert_configuration(self, cfg: NewConfiguration) -> StoredConfiguration:
-        """Insert `cfg`, or refresh the row with the same key in place; stage changes become events.
+    def add_version(self, cfg: NewConfiguration) -> StoredConfiguration:
+        """Write `cfg` as an immutable version and its 'created' event, in one transaction.
 
-        All in one transaction: either the row, its events and any supersession are written, or nothing.
-        A configuration already superseded by a newer window stays RETIRED when its window is rerun
-        (its other fields are refreshed), so reruns never resurrect stale parameters.
+        Idempotent: a rerun of a window that produced the same version (same parameters, evidence, data hash,
+        seed and code) returns the stored one and writes nothing; a rerun that produced something else is a
+        new revision of that window. Nothing already stored is edited.
         """
         values = configuration_values(cfg)
         t = configurations_table
         with self._transaction(write=True) as conn:
             lock_for_write(conn, f"quant_core.store:universe:{values['universe_key']}")
             key_filter = [t.c[name] == values[name] for name in CONFIGURATION_KEY]
-            existing = conn.execute(sa.select(t).where(*key_filter)).mappings().one_or_none()
+            same_window = conn.execute(sa.select(t).where(*key_filter).order_by(t.c.revision)).mappings().all()
+            for row in same_window:
+                if all(row[k] == values[k] for k in values if k not in _NOT_CONTENT):
+                    return _to_configuration(row)
             now = _now()
-            # updated_at must advance on every rerun, even if the wall clock stepped back.
-            updated_at = now if existing is None else max(now, existing["updated_at"] + _ONE_TICK)
-            refresh = [name for name in values if name not in CONFIGURATION_KEY]
-            frozen_stage = existing is not None and existing["superseded_by"] is not None
-            if frozen_stage:
-                refresh = [name for name in refresh if name not in _STAGE_FIELDS]
-            stmt = _dialect_insert(conn, t).values(**values, created_at=now, updated_at=updated_at)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[t.c[name] for name in CONFIGURATION_KEY],
-                set_={**{name: stmt.excluded[name] for name in refresh}, "updated_at": updated_at},
-            ).returning(t.c.id)
-            config_id = conn.execute(stmt).scalar_one()
-
-            new_stage = values["lifecycle_stage"]
-            if existing is None:
-                _insert_event(conn, config_id, None, new_stage, values["stage_reason"], values["stage_evidence"], now)
-                self._supersede(conn, config_id, values, now)
-            elif not frozen_stage and existing["lifecycle_stage"] != new_stage:
-                _insert_event(
-                    conn,
-                    config_id,
-                    existing["lifecycle_stage"],
-                    new_stage,
-                    values["stage_reason"],
-                    values["stage_evidence"],
-                    now,
-                )
+            revision = 1 + max((row["revision"] for row in same_window), default=0)
+            config_id = conn.execute(sa.insert(t).values(**values, revision=revision, created_at=now,
+                                                         updated_at=now)).inserted_primary_key[0]
+            _insert_event(conn, configuration_id=config_id, universe_key=values["universe_key"], kind="created",
+                          from_stage=None, to_stage=values["lifecycle_stage"], reason=values["stage_reason"],
+                          evidence=values["stage_evidence"], at=now, day=values["test_end"])
             row = conn.execute(sa.select(t).where(t.c.id == config_id)).mappings().one()
         return _to_configuration(row)
-
-    @staticmethod
-    def _supersede(conn: Connection, new_id: int, values: Mapping[str, Any], now: datetime) -> None:
-        """Newest window wins: retire older live windows of the universe, or the new row if a later one exists.
-
-        Handling both directions makes the end state independent of the order windows are written in
-        (a backfill that writes an old window after a new one does not bring the old one back).
-        """
-        t = configurations_table
-        others = conn.execute(
-            sa.select(t.c.id, t.c.train_end, t.c.lifecycle_stage).where(
-                t.c.universe_key == values["universe_key"], t.c.id != new_id
-            )
-        ).all()
-        new_end = values["train_end"]
-        for other in others:
-            if other.train_end < new_end and other.lifecycle_stage != LifecycleStage.RETIRED.value:
-                _retire_superseded(conn, other.id, other.lifecycle_stage, new_id, now)
-        later = [o for o in others if o.train_end > new_end]
-        if later and values["lifecycle_stage"] != LifecycleStage.RETIRED.value:
-            newest = max(later, key=lambda o: (o.train_end, o.id))
-            _retire_superseded(conn, new_id, values["lifecycle_stage"], newest.id, now)
 
     def get_configuration(self, config_id: int) -> StoredConfiguration | None:
         """The configuration with this id, or None."""
@@ -289,7 +216,7 @@ class ConfigurationStore:
         query = sa.select(e).where(e.c.configuration_id == config_id).order_by(e.c.id)
         with self._transaction(write=False) as conn:
             rows = conn.execute(query).mappings().all()
-        return [_to_event(r) for r in rows]
+        return [to_event(r) for r in rows]
 
     # -- training jobs ----------------------------------------------------------------------------
 
@@ -338,19 +265,3 @@ class ConfigurationStore:
         with self._transaction(write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [TrainingJobRecord(**dict(r)) for r in rows]
-
-
-def _retire_superseded(conn: Connection, config_id: int, from_stage: str, by_id: int, now: datetime) -> None:
-    reason = f"superseded by configuration {by_id}"
-    t = configurations_table
-    conn.execute(
-        sa.update(t)
-        .where(t.c.id == config_id)
-        .values(
-            lifecycle_stage=LifecycleStage.RETIRED.value,
-            stage_reason=reason,
-            superseded_by=by_id,
-            updated_at=now,
-        )
-    )
-    _insert_event(conn, config_id, from_stage, LifecycleStage.RETIRED.value, reason, {"superseded_by": by_id}, now)

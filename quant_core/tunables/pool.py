@@ -133,6 +133,14 @@ class PoolTunable:
             out[name] = dict(zip(self.spec.sorted_tokens, per_token, strict=True))
         return out
 
+    def params_from_stored(self, stored: dict) -> dict:
+        """The inverse of stored_params: {parameter: {token: value}} -> {parameter: [n]} (ensembles: [members, n])."""
+        out = {}
+        for name, by_token in stored.items():
+            arr = np.asarray([by_token[t] for t in self.spec.sorted_tokens], dtype=np.float64)
+            out[name] = arr.T if arr.ndim == 2 else arr
+        return out
+
     def scored_parts(self, data: PricePanel, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """[training part, (validation part)] a search scores over [start, end)."""
         split = plan_split(data, self.spec, start, end)

@@ -131,6 +131,10 @@ class StrategyTunable:
     def stored_params(self, params: dict) -> dict[str, float]:
         return dict(params)
 
+    def params_from_stored(self, stored: dict) -> dict:
+        """The inverse of stored_params: {name: value} -> {name: [value]} (a search's one-token lists)."""
+        return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in stored.items()}
+
     def scored_parts(self, data: MarketCandles, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """[training part, (validation part)] a search scores over [start, end), in whole days."""
         return day_segments(start, end, self.spec.optimisation_settings.val_fraction)

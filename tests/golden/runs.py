@@ -62,7 +62,7 @@ def golden_run(name: str) -> dict:
     in_sample = tunable.evaluate(data, [trained.params], spec.start, spec.end, benchmarks=False).metrics[0]
     holdout = tunable.evaluate(data, [trained.params], spec.end, spec.end_test, benchmarks=False).metrics[0]
     data_hash = tunable.data_hash(data)
-    config = build_configuration(registry, universe, data_hash, trained, in_sample, holdout, report, None)
+    config = build_configuration(registry, universe, data_hash, trained, in_sample, holdout, report)
     return _finite({
         "parameters": config.parameters, "metrics": config.metrics, "stage": str(config.lifecycle_stage),
         "stage_reason": config.stage_reason, "stage_evidence": config.stage_evidence,

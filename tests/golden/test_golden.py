@@ -13,6 +13,10 @@ from golden.runs import RUNS, golden_run, path
 RENAMED = {"oos_hodl_sharpe": "oos_benchmark_sharpe"}
 DROPPED_WHEN_NONE = {"oos_uniform_sharpe"}  # strategies stored NaN (None) for the pools' uniform benchmark
 ADDED = {"benchmark"}  # metrics.benchmark: which benchmark oos_benchmark_sharpe is
+# issue 16: the live gate reads the walk-forward's total returns; stages come from forward data, so a new version
+# is written DISCOVERY (its walk-forward evidence is kept in the metrics, unchanged)
+ADDED_WALK_FORWARD = {"oos_return", "oos_benchmark_return"}
+RESTAGED = ("stage", "stage_reason", "stage_evidence")
 
 
 def _recorded(obj):
@@ -44,5 +48,12 @@ def test_golden_run(name):
     want = _recorded(json.loads(path(name).read_text()))
     for key in ADDED:
         got["metrics"].pop(key)
+    added = {k: got["metrics"]["walk_forward"].pop(k) for k in ADDED_WALK_FORWARD}
+    equity = want["oos_equity"]
+    assert added["oos_return"] == equity[-1] - 1  # from the recorded equity (growth of 1)
+    restaged = {k: (got.pop(k), want.pop(k)) for k in RESTAGED}
+    assert restaged["stage"][0] == "DISCOVERY"
+    assert restaged["stage_reason"][0] == "no forward data yet: sample size 0 < 30"
+    assert restaged["stage_evidence"][0]["p_value"] == restaged["stage_evidence"][1]["p_value"]
     diffs = _compare(got, want)
     assert not diffs, f"{len(diffs)} differences, first: " + "; ".join(diffs[:5])

@@ -1,5 +1,5 @@
-"""The configuration store on SQLite and PostgreSQL: migrations, idempotent upserts, lifecycle events,
-supersession, concurrent writers, atomicity and input validation."""
+"""The configuration store on SQLite and PostgreSQL: migrations, immutable idempotent versions, lifecycle
+events, concurrent writers, atomicity and input validation (the live timeline's tables: test_live_records)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from quant_core.store.models import Base
 
 S = LifecycleStage
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-TABLES = {"trained_configurations", "lifecycle_events", "training_jobs", "alembic_version"}
+TABLES = {"trained_configurations", "lifecycle_events", "training_jobs", "forward_records", "comparisons",
+          "alembic_version"}
 
 
 def make_config(**overrides) -> NewConfiguration:
@@ -134,7 +135,7 @@ def test_new_configuration_round_trips_every_field(store: ConfigurationStore) ->
     plus_two = timezone(timedelta(hours=2))
     cfg = make_config(train_start=T0.astimezone(plus_two))  # same instant, other zone: stored as UTC
     before = datetime.now(UTC)
-    stored = store.upsert_configuration(cfg)
+    stored = store.add_version(cfg)
     assert isinstance(stored, StoredConfiguration)
     again = store.get_configuration(stored.id)
     assert again == stored
@@ -151,7 +152,7 @@ def test_new_configuration_round_trips_every_field(store: ConfigurationStore) ->
     assert list(again.parameters["k"]) == ["BTC", "ETH"]  # key order kept
     assert again.circuit_breakers == DEFAULT_CIRCUIT_BREAKERS
     assert again.lifecycle_stage is S.DISCOVERY
-    assert again.superseded_by is None
+    assert again.revision == 1
     assert before - timedelta(seconds=5) <= again.created_at == again.updated_at <= datetime.now(UTC)
     assert store.get_configuration(stored.id + 1000) is None
     events = store.lifecycle_events(stored.id)
@@ -159,72 +160,45 @@ def test_new_configuration_round_trips_every_field(store: ConfigurationStore) ->
     assert events[0].evidence == cfg.stage_evidence and events[0].at.tzinfo is not None
 
 
-def test_rerun_updates_in_place_and_records_the_stage_change(store: ConfigurationStore) -> None:
-    first = store.upsert_configuration(make_config())
-    changed = make_config(
-        lifecycle_stage=S.VALIDATION,
-        stage_reason="sample size 45 in [30, 100]",
-        sample_size=45,
-        metrics={"walk_forward": {"oos_sharpe": 1.1}},
-        parameters={"memory_days": {"BTC": 7.5, "ETH": 2.25}},
-        orchestrator_run_id="run-0002",
-    )
-    second = store.upsert_configuration(changed)
-    assert second.id == first.id
-    assert count_rows(store, "trained_configurations") == 1
-    assert second.updated_at > first.updated_at
-    assert second.created_at == first.created_at
-    assert (second.metrics, second.parameters, second.sample_size) == (changed.metrics, changed.parameters, 45)
-    assert second.lifecycle_stage is S.VALIDATION and second.orchestrator_run_id == "run-0002"
-    assert transitions(store, first.id) == [(None, S.DISCOVERY), (S.DISCOVERY, S.VALIDATION)]
-    assert store.lifecycle_events(first.id)[1].reason == "sample size 45 in [30, 100]"
-
-
-def test_rerun_with_the_same_stage_writes_no_event(store: ConfigurationStore) -> None:
-    first = store.upsert_configuration(make_config())
-    second = store.upsert_configuration(make_config(metrics={"walk_forward": {"oos_sharpe": 0.9}}))
-    assert second.id == first.id and second.metrics == {"walk_forward": {"oos_sharpe": 0.9}}
-    assert second.updated_at > first.updated_at
+def test_rerun_with_the_same_result_is_the_same_version(store: ConfigurationStore) -> None:
+    first = store.add_version(make_config())
+    again = store.add_version(make_config(orchestrator_run_id="run-0002"))  # another run, same version
+    assert again == first and count_rows(store, "trained_configurations") == 1
     assert transitions(store, first.id) == [(None, S.DISCOVERY)]
 
 
-def test_later_window_supersedes_the_older_configuration(store: ConfigurationStore) -> None:
-    old = store.upsert_configuration(make_config(lifecycle_stage=S.VALIDATION))
-    new = store.upsert_configuration(later_window())
+def test_rerun_with_another_result_adds_a_revision_and_edits_nothing(store: ConfigurationStore) -> None:
+    first = store.add_version(make_config())
+    changed = make_config(parameters={"memory_days": {"BTC": 7.5, "ETH": 2.25}}, lifecycle_stage=S.VALIDATION,
+                          stage_reason="sample size 45 in [30, 100]", sample_size=45)
+    second = store.add_version(changed)
+    assert second.id != first.id and (first.revision, second.revision) == (1, 2)
+    assert store.get_configuration(first.id) == first  # the first version is untouched
+    assert second.parameters == changed.parameters and second.lifecycle_stage is S.VALIDATION
+    assert transitions(store, second.id) == [(None, S.VALIDATION)]
+    assert store.add_version(changed) == second  # and that revision is idempotent too
+
+
+def test_later_window_is_a_new_version_and_retires_nothing(store: ConfigurationStore) -> None:
+    old = store.add_version(make_config(lifecycle_stage=S.VALIDATION))
+    new = store.add_version(later_window())
     assert new.id != old.id and count_rows(store, "trained_configurations") == 2
-    old_now = store.get_configuration(old.id)
-    assert old_now is not None
-    assert old_now.lifecycle_stage is S.RETIRED and old_now.superseded_by == new.id
-    assert old_now.stage_reason == f"superseded by configuration {new.id}"
-    assert transitions(store, old.id) == [(None, S.VALIDATION), (S.VALIDATION, S.RETIRED)]
-    assert store.lifecycle_events(old.id)[-1].reason == f"superseded by configuration {new.id}"
-    assert new.lifecycle_stage is S.DISCOVERY and new.superseded_by is None
-    assert [c.id for c in store.list_configurations(universe_key="btc_eth_momentum", stage="retired")] == [old.id]
+    assert store.get_configuration(old.id) == old
+    assert [c.id for c in store.list_configurations(universe_key="btc_eth_momentum", stage="validation")] == [old.id]
     assert [c.id for c in store.list_configurations(stage=S.DISCOVERY)] == [new.id]
     assert store.list_configurations(universe_key="other") == []
-    # a rerun of the superseded window refreshes its numbers but does not bring it back
-    rerun = store.upsert_configuration(make_config(lifecycle_stage=S.MATURE, metrics={"rerun": 1.0}))
-    assert rerun.id == old.id and rerun.metrics == {"rerun": 1.0}
-    assert rerun.lifecycle_stage is S.RETIRED and rerun.superseded_by == new.id
-    assert len(store.lifecycle_events(old.id)) == 2
-
-
-def test_backfilled_older_window_arrives_superseded(store: ConfigurationStore) -> None:
-    new = store.upsert_configuration(later_window())
-    old = store.upsert_configuration(make_config())
-    assert old.lifecycle_stage is S.RETIRED and old.superseded_by == new.id
-    assert store.get_configuration(new.id).lifecycle_stage is S.DISCOVERY  # type: ignore[union-attr]
-    assert transitions(store, old.id) == [(None, S.DISCOVERY), (S.DISCOVERY, S.RETIRED)]
+    created = [(e.configuration_id, e.kind, e.day) for e in store.timeline_events("btc_eth_momentum")]
+    assert created == [(old.id, "created", old.test_end), (new.id, "created", new.test_end)]
 
 
 def _concurrent_writer(url: str, worker: int, n: int, go) -> None:
-    """Runs in a spawned process: upsert the same key n times, alternating stages."""
+    """Runs in a spawned process: write the same two versions of one window n times."""
     go.wait(30)
     store = ConfigurationStore(url)
     try:
         for i in range(n):
             stage = (S.DISCOVERY, S.VALIDATION)[(i + worker) % 2]
-            store.upsert_configuration(make_config(lifecycle_stage=stage, metrics={"worker": worker, "i": i}))
+            store.add_version(make_config(lifecycle_stage=stage, metrics={"stage": str(stage)}))
     finally:
         store.dispose()
 
@@ -240,13 +214,10 @@ def test_concurrent_writers_of_one_key_end_with_one_row(store: ConfigurationStor
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
 
-    (row,) = store.list_configurations()
-    assert row.metrics["i"] == 19
-    events = transitions(store, row.id)
-    assert events[0][0] is None and events[0][1] in (S.DISCOVERY, S.VALIDATION)
-    assert all(a[1] == b[0] and b[0] != b[1] for a, b in zip(events, events[1:], strict=False))
-    assert events[-1][1] == row.lifecycle_stage
-    assert len(events) <= 40
+    rows = store.list_configurations()
+    assert sorted(r.revision for r in rows) == [1, 2]  # two different versions of the window, each once
+    assert {r.metrics["stage"] for r in rows} == {"DISCOVERY", "VALIDATION"}
+    assert [len(store.lifecycle_events(r.id)) for r in rows] == [1, 1]
 
 
 def test_failed_write_leaves_nothing_behind(store: ConfigurationStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,17 +226,17 @@ def test_failed_write_leaves_nothing_behind(store: ConfigurationStore, monkeypat
 
     monkeypatch.setattr(repository_module, "_insert_event", broken_event)
     with pytest.raises(RuntimeError, match="event insert failed"):
-        store.upsert_configuration(make_config())
+        store.add_version(make_config())
     assert count_rows(store, "trained_configurations") == 0
     assert count_rows(store, "lifecycle_events") == 0
 
-    # an existing configuration survives a failed rerun untouched
+    # an existing version survives a failed rerun untouched, and no half revision is left
     monkeypatch.undo()
-    kept = store.upsert_configuration(make_config())
+    kept = store.add_version(make_config())
     monkeypatch.setattr(repository_module, "_insert_event", broken_event)
     with pytest.raises(RuntimeError):
-        store.upsert_configuration(make_config(lifecycle_stage=S.MATURE, metrics={"oos_sharpe": 9.0}))
-    assert store.get_configuration(kept.id) == kept
+        store.add_version(make_config(lifecycle_stage=S.MATURE, metrics={"oos_sharpe": 9.0}))
+    assert store.list_configurations() == [kept]
     assert count_rows(store, "lifecycle_events") == 1
 
 
@@ -274,17 +245,17 @@ def test_failed_write_leaves_nothing_behind(store: ConfigurationStore, monkeypat
 
 def test_non_finite_metric_is_rejected_with_its_field(store: ConfigurationStore) -> None:
     with pytest.raises(ValueError, match=r"metrics\['walk_forward'\]\['oos_sharpe'\] is nan"):
-        store.upsert_configuration(make_config(metrics={"walk_forward": {"oos_sharpe": float("nan")}}))
+        store.add_version(make_config(metrics={"walk_forward": {"oos_sharpe": float("nan")}}))
     with pytest.raises(ValueError, match=r"parameters\['k'\]\[1\] is inf"):
-        store.upsert_configuration(make_config(parameters={"k": [1.0, np.inf]}))
+        store.add_version(make_config(parameters={"k": [1.0, np.inf]}))
     with pytest.raises(ValueError, match="stage_evidence"):
-        store.upsert_configuration(make_config(stage_evidence={"when": datetime.now(UTC)}))
+        store.add_version(make_config(stage_evidence={"when": datetime.now(UTC)}))
     assert count_rows(store, "trained_configurations") == 0
 
 
 def test_numpy_values_are_stored_as_python_numbers(store: ConfigurationStore) -> None:
     x = np.float64(0.1) * 3
-    stored = store.upsert_configuration(
+    stored = store.add_version(
         make_config(metrics={"sharpe": x, "n": np.int64(7), "w": np.array([0.25, 0.75])}, seed=np.int64(3))
     )
     assert stored.metrics == {"sharpe": float(x), "n": 7, "w": [0.25, 0.75]}
@@ -305,7 +276,7 @@ def test_bad_configuration_fields_fail_at_construction() -> None:
 
 
 def test_training_jobs_record_start_and_end(store: ConfigurationStore) -> None:
-    cfg = store.upsert_configuration(make_config())
+    cfg = store.add_version(make_config())
     ok = store.record_job_start(universe_key="u", method="optuna", settings={"trials": 50}, orchestrator_run_id="r1")
     failed = store.record_job_start(universe_key="u", method="grid", settings={}, orchestrator_run_id=None)
     store.record_job_end(ok, status="succeeded", configuration_id=cfg.id)

@@ -12,6 +12,7 @@ backfill cannot oversubscribe the machine.
 import dagster as dg
 import numpy as np
 
+from quant_assets.defs.live.assets import candle_source
 from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.defs.training.common import (
     TRAINING_POOL,
@@ -25,6 +26,7 @@ from quant_assets.defs.training.common import (
     trades_md,
     training_job,
 )
+from quant_assets.io import CandleIOManager
 from quant_assets.metadata import markdown_table, plot_metadata
 from quant_assets.partitions import candles_for_retrain, retrain_partitions
 from quant_assets.resources import ConfigurationStoreResource, JaxResource
@@ -194,24 +196,27 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
              "report": dg.AssetIn(key=[name, "walk_forward_report"])},
         kinds={"sql"},
         tags=tags,
-        description="The lifecycle-staged configuration written to the store (one row per universe + window).",
+        description="The week's immutable configuration version, written to the store; it goes live if it passes "
+        "the universe's live gate and beats the live champion on its hold-out (paired test), else it is stored "
+        "as a candidate with the reason.",
     )
     def configuration(context: dg.AssetExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
-                      data, trained: TrainedParameters, report: WalkForwardReport) -> dg.MaterializeResult:
+                      ohlcv_io_manager: dg.ResourceParam[CandleIOManager], data, trained: TrainedParameters,
+                      report: WalkForwardReport) -> dg.MaterializeResult:
         spec = window_spec(context, config)
         t = tunable_for(spec)
         week_universe = universe.model_copy(update={"spec": spec})
         in_sample = t.evaluate(data, [trained.params], spec.start, spec.end, benchmarks=False)
         holdout = (t.evaluate(data, [trained.params], spec.end, spec.end_test, benchmarks=False, trades=t.trades)
                    if spec.end_test else None)
-        stored, url = store_configuration(
-            context, config_store, universe, spec,
-            lambda previous: build_configuration(registry, week_universe, t.data_hash(data), trained,
-                                                 in_sample.metrics[0], holdout.metrics[0] if holdout else None,
-                                                 report, previous, orchestrator_run_id=context.run.run_id))
+        new = build_configuration(registry, week_universe, t.data_hash(data), trained, in_sample.metrics[0],
+                                  holdout.metrics[0] if holdout else None, report,
+                                  orchestrator_run_id=context.run.run_id)
+        stored, live, why, url = store_configuration(context, config_store, candle_source(ohlcv_io_manager),
+                                                     registry, universe, new)
         summary = ("in_sample", in_sample), ("holdout", holdout)
         return dg.MaterializeResult(metadata={
-            **configuration_metadata(stored, url),
+            **configuration_metadata(stored, live, why, url),
             "in_sample_sharpe": dg.MetadataValue.float(in_sample.metrics[0]["daily_log_sharpe"]),
             "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
             **{part: markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()])
@@ -223,4 +228,4 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         })
 
     assets = [market_data, trained_parameters, walk_forward_report, configuration]
-    return dg.Definitions.merge(dg.Definitions(assets=assets), retrain_job(universe, partitions, tags))
+    return dg.Definitions.merge(dg.Definitions(assets=assets), retrain_job(universe, partitions, tags, assets))

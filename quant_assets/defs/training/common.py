@@ -4,7 +4,7 @@ retrain job with its weekly schedule."""
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
@@ -16,13 +16,14 @@ from quant_assets.metadata import markdown_table
 from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
 from quant_core.configuration import stage_evidence
-from quant_core.lifecycle import LifecycleStage, mature_misses
+from quant_core.lifecycle import mature_misses
+from quant_core.live.sync import CandleSource
 from quant_core.metrics import METRICS
 from quant_core.runspec import with_training
 from quant_core.spec import METHODS, RunSpec, RunSpecError
 from quant_core.store import NewConfiguration
 from quant_core.units import short_utc
-from quant_core.universe import Universe
+from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport
 
 TRAINING_POOL = "training"
@@ -116,26 +117,37 @@ def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetEx
 
 
 def store_configuration(context: dg.AssetExecutionContext, store_resource: ConfigurationStoreResource,
-                        universe: Universe, spec: RunSpec,
-                        build: Callable[[LifecycleStage | None], NewConfiguration]) -> tuple:
-    """Upsert the week's configuration (its stage decided against the latest earlier one) and mark this run's
-    training job stored. Returns (stored row, store URL)."""
+                        candles: CandleSource, registry: Registry, universe: Universe,
+                        new: NewConfiguration) -> tuple:
+    """Write the week's version, mark this run's training job stored, and bring the universe's live timeline up
+    to date (the version's arrival is decided at once: live, or a candidate with the reason).
+    Returns (stored version, "live" / "candidate" / "pending", why, store URL)."""
+    from quant_core.live.status import live_status
+    from quant_core.live.sync import sync_universe
+
     store = store_resource.open()
     try:
-        existing = [c for c in store.list_configurations(universe_key=universe.name) if c.train_end < spec.end]
-        previous = LifecycleStage(existing[-1].lifecycle_stage) if existing else None
-        stored = store.upsert_configuration(build(previous))
+        stored = store.add_version(new)
         for job in store.list_training_jobs(universe_key=universe.name):
             if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
                 store.record_job_end(job.id, status="stored", configuration_id=stored.id)
-        return stored, store.url
+        sync_universe(store, registry, universe, candles)
+        status = live_status(store, universe.name)
+        arrival = next((e for e in reversed(store.timeline_events(universe.name))
+                        if e.configuration_id == stored.id and e.kind in ("live", "candidate")), None)
+        if arrival is None:
+            return stored, "pending", "its window's end has not been reached by the live timeline yet", store.url
+        live_now = "live" if status.configuration_id == stored.id else f"{arrival.kind} (not live now)"
+        return stored, live_now, arrival.reason, store.url
     finally:
         store.dispose()
 
 
-def configuration_metadata(stored, url: str) -> dict:
+def configuration_metadata(stored, live: str, why: str, url: str) -> dict:
     return {
         "configuration_id": stored.id,
+        "live": live,
+        "live_reason": why,
         "configuration": dg.MetadataValue.md(
             f"row `{stored.id}` of `trained_configurations` in `{url}`; export for live trading with "
             f"`quant configs export {stored.id}`"),
@@ -163,10 +175,10 @@ def significance_table(report: WalkForwardReport) -> dg.MetadataValue:
                            if not isinstance(v, list)])
 
 
-def retrain_job(universe: Universe, partitions, tags: dict) -> dg.Definitions:
+def retrain_job(universe: Universe, partitions, tags: dict, assets: list) -> dg.Definitions:
     """The universe's retrain job; weekly, Monday 03:00 UTC: the week that just ended (its last candles land
     at 00:15)."""
-    job = dg.define_asset_job(f"retrain_{universe.name}", selection=dg.AssetSelection.groups(universe.name),
+    job = dg.define_asset_job(f"retrain_{universe.name}", selection=dg.AssetSelection.assets(*assets),
                               partitions_def=partitions, tags={**tags, **k8s_training_tags()})
     schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
                                                       default_status=dg.DefaultScheduleStatus.RUNNING)
