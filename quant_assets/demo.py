@@ -57,15 +57,34 @@ def candle_keys(registry, universe, week: str) -> set[str]:
     return set(mapped.partitions_subset.get_partition_keys())
 
 
+def land_candles(keys: set[str], universe, assets, resources, instance, quiet) -> bool:
+    """Materialise candle partitions not yet there, one single-run backfill over their range."""
+    import dagster as dg
+
+    from quant_assets.defs.market_data.assets import OHLCV_KEY
+
+    keys = keys - set(instance.get_materialized_partitions(OHLCV_KEY))
+    if not keys:
+        return True
+    dates = sorted(k.split("|")[0] for k in keys)
+    markets = sorted(set(universe.markets.values()))
+    first, last = f"{dates[0]}|{markets[0]}", f"{dates[-1]}|{markets[-1]}"
+    result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance, resources=resources,
+                            raise_on_error=False, tags={"dagster/asset_partition_range_start": first,
+                                                        "dagster/asset_partition_range_end": last})
+    print(f"candles {first} .. {last}: {'ok' if result.success else 'FAILED'}", flush=True)
+    return result.success
+
+
 def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     home = ensure_dagster_home()
     import dagster as dg
 
     from quant_assets.definitions import build_definitions
-    from quant_assets.defs.market_data.assets import OHLCV_KEY
-    from quant_assets.partitions import latest_retrain_week
+    from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week
     from quant_assets.registry import current_registry
-    from quant_core.reporting import configuration_rows, format_table
+    from quant_core.live.status import live_status
+    from quant_core.reporting import configuration_rows, format_live, format_table
     from quant_core.store import ConfigurationStore
 
     registry = current_registry()
@@ -81,18 +100,8 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
         began = time.monotonic()
         week = latest_retrain_week(registry, universe, day + timedelta(days=1))
         # its candles (markets x lookback days) in one single-run backfill, unless already there
-        keys = candle_keys(registry, universe, week)
-        if not keys <= set(instance.get_materialized_partitions(OHLCV_KEY)):
-            dates = sorted(k.split("|")[0] for k in keys)
-            markets = sorted(set(universe.markets.values()))
-            first, last = f"{dates[0]}|{markets[0]}", f"{dates[-1]}|{markets[-1]}"
-            result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance,
-                                    resources=resources, raise_on_error=False,
-                                    tags={"dagster/asset_partition_range_start": first,
-                                          "dagster/asset_partition_range_end": last})
-            print(f"candles {first} .. {last}: {'ok' if result.success else 'FAILED'}", flush=True)
-            if not result.success:
-                return 1
+        if not land_candles(candle_keys(registry, universe, week), universe, assets, resources, instance, quiet):
+            return 1
         run_config = dict(quiet)
         if budget:
             cfg = {"config": {"budget": budget}}
@@ -100,14 +109,27 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
                                  for a in ("trained_parameters", "walk_forward_report", "configuration")}
         result = dg.materialize(assets, selection=dg.AssetSelection.groups(universe.name), instance=instance,
                                 resources=resources, run_config=run_config, partition_key=week, raise_on_error=False)
-        print(f"universe {universe.name}, week {week}: {'ok' if result.success else 'FAILED'} "
-              f"({time.monotonic() - began:.0f} s, run {result.run_id})", flush=True)
         if not result.success:
+            print(f"universe {universe.name}, week {week}: FAILED (run {result.run_id})")
             return 1
+        # the days after the week, up to the demo day: their candles land and the forward run reads them all
+        week_end = datetime.fromisoformat(week.split("|")[-1]).replace(tzinfo=UTC) + timedelta(days=7)
+        after = {str(dg.MultiPartitionKey({MARKET_DIM: m, DATE_DIM: f"{week_end + timedelta(days=i):%Y-%m-%d}"}))
+                 for m in set(universe.markets.values()) for i in range((day - week_end).days + 1)}
+        forward = ""
+        if after and land_candles(after, universe, assets, resources, instance, quiet):
+            fwd = dg.materialize(assets, selection=[dg.AssetKey([universe.name, "forward_performance"])],
+                                 instance=instance, resources=resources, run_config=quiet,
+                                 partition_key=f"{day:%Y-%m-%d}", raise_on_error=False)
+            forward = f", forward to {day:%Y-%m-%d}: {'ok' if fwd.success else 'FAILED'}"
+        print(f"universe {universe.name}, week {week}: ok{forward} ({time.monotonic() - began:.0f} s, "
+              f"run {result.run_id})", flush=True)
     store = ConfigurationStore()
     try:
         print(f"\nStored configurations ({store.url}):")
         print(format_table(configuration_rows(store.list_configurations())))
+        print("\nWhat to trade now (quant configs live):")
+        print(format_live([live_status(store, u.name).to_dict() for u in universes]))
     finally:
         store.dispose()
     print("\nOpen the UI on these runs with:")

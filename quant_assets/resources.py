@@ -31,7 +31,8 @@ class ExchangeResource(dg.ConfigurableResource):
         if entry.source == "synthetic":
             from quant_core.data.synthetic import SyntheticSource
 
-            return SyntheticSource(seed=entry.seed, symbols=(entry.symbol,), exchange=entry.exchange)
+            return SyntheticSource(seed=entry.seed, symbols=(entry.symbol,), exchange=entry.exchange,
+                                   shocks=entry.shocks)
         from quant_core.data.price_file import PriceFileSource
 
         if entry.source == "file":

@@ -102,9 +102,10 @@ def daily_arith_returns(values: jax.Array, steps_per_day: int) -> jax.Array:
     return v[1:] / v[:-1] - 1.0
 
 
-def sharpe_of_returns(r: jax.Array, periods_per_year: float = DAYS_PER_YEAR) -> jax.Array:
-    """Annualised Sharpe of per-period returns (population std, as the reference)."""
-    return jnp.sqrt(periods_per_year) * jnp.mean(r) / (jnp.std(r) + 1e-8)
+def sharpe_of_returns(r: jax.Array, periods_per_year: float = DAYS_PER_YEAR, xp=jnp) -> jax.Array:
+    """Annualised Sharpe of per-period returns (population std, as the reference). `xp=numpy` for plain arrays
+    of changing length (the live timeline): jax would compile once per length."""
+    return xp.sqrt(periods_per_year) * xp.mean(r) / (xp.std(r) + 1e-8)
 
 
 def _safe_sqrt(x: jax.Array) -> jax.Array:

@@ -44,6 +44,9 @@ class MarketEntry(BaseModel):
         None, description="ccxt: passed to the exchange constructor (urls, options, timeout); API keys come "
         "from QUANT_<EXCHANGE>_API_KEY / _SECRET environment variables, never from here")
     seed: int = Field(0, description="synthetic: random seed (same seed, same candles)")
+    shocks: dict[str, float] | None = Field(
+        None, description="synthetic: planted events, {UTC day: log return}; every price from that day's first "
+        "candle on is multiplied by exp(shock) (e.g. {'2024-05-06': -0.3} for a 26% crash), to test breakers")
 
     @model_validator(mode="after")
     def _path(self) -> MarketEntry:
@@ -55,6 +58,12 @@ class MarketEntry(BaseModel):
             to_utc(self.since)  # raises naming the bad value
         if self.exchange_config is not None and self.source != "ccxt":
             raise ValueError("`exchange_config` applies to source 'ccxt' only")
+        if self.shocks is not None:
+            if self.source != "synthetic":
+                raise ValueError("`shocks` applies to source 'synthetic' only")
+            from quant_core.data.synthetic import _check_shocks
+
+            _check_shocks(self.shocks)
         secret = {"apiKey", "secret", "password", "privateKey"} & set(self.exchange_config or {})
         if secret:
             raise ValueError(f"exchange_config must not hold credentials {sorted(secret)}: set "

@@ -318,6 +318,7 @@ class SyntheticSource:
         end: TimeLike | None = None,
         params: SyntheticParams | None = None,
         start_prices: Mapping[str, float] | None = None,
+        shocks: Mapping[str, float] | None = None,
     ) -> None:
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -334,6 +335,7 @@ class SyntheticSource:
         prices = dict(_DEFAULT_START_PRICES)
         prices.update(start_prices or {})
         self.start_prices = prices
+        self.shocks = _check_shocks(shocks or {})
         self._paths: dict[str, _PathGenerator] = {}
 
     def __repr__(self) -> str:
@@ -373,7 +375,29 @@ class SyntheticSource:
         if k1 <= k0:
             return empty_candles()
         values = self._path(market).generate(k0 - k_origin, k1 - k_origin)
-        return _frame(values, grid_offset_ms(tf) + k0 * step, step, tf)
+        frame = _frame(values, grid_offset_ms(tf) + k0 * step, step, tf)
+        return _apply_shocks(frame, self.shocks) if self.shocks else frame
+
+
+def _check_shocks(shocks: Mapping[str, float]) -> dict[int, float]:
+    """{UTC day: log jump} -> {day start ms: jump}; names the bad entry."""
+    out = {}
+    for day, jump in shocks.items():
+        if not isinstance(jump, int | float) or isinstance(jump, bool) or not math.isfinite(jump):
+            raise ValueError(f"shocks[{day!r}]: {jump!r} must be a finite log return (e.g. -0.3 for a 26% drop)")
+        out[to_epoch_ms(str(day)) // 86_400_000 * 86_400_000] = float(jump)
+    return out
+
+
+def _apply_shocks(frame: pl.DataFrame, shocks: dict[int, float]) -> pl.DataFrame:
+    """Planted events: a shock is a jump at its day's first candle; every price from then on is multiplied by
+    exp(shock) (volume unchanged). Deterministic, so incremental fetches still agree."""
+    ms = frame["timestamp"].dt.epoch("ms").to_numpy()
+    factor = np.ones(len(ms))
+    for start, jump in shocks.items():
+        factor[ms >= start] *= math.exp(jump)
+    scale = pl.Series(factor)
+    return frame.with_columns([(pl.col(c) * scale).alias(c) for c in ("open", "high", "low", "close")])
 
 
 __all__ = [

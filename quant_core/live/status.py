@@ -79,7 +79,7 @@ def forward_summary(records: list[ForwardRecord]) -> dict:
     return {
         "forward_days": len(records), "forward_trades": int(sum(x.n_trades for x in records)),
         "forward_return": float(math.expm1(r.sum())), "forward_benchmark_return": float(math.expm1(b.sum())),
-        "forward_sharpe": float(sharpe_of_returns(r)) if len(r) > 1 else None,
+        "forward_sharpe": float(sharpe_of_returns(r, xp=np)) if len(r) > 1 else None,
         "max_drawdown": float(np.min(path / np.maximum.accumulate(path) - 1.0)),
         "last_day": f"{records[-1].day:%Y-%m-%d}",
     }

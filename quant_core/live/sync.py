@@ -17,7 +17,7 @@ import polars as pl
 
 from quant_core.contract import Tunable
 from quant_core.data.schema import Market
-from quant_core.live.forward import DAY, ForwardDay, run_days, window_log_returns
+from quant_core.live.forward import BUCKET_DAYS, DAY, ForwardDay, pad_flat, run_days, window_log_returns
 from quant_core.live.timeline import Timeline, day_start, replay
 from quant_core.runspec import load_run_spec
 from quant_core.store import Comparison, ConfigurationStore, StoredConfiguration
@@ -57,21 +57,23 @@ class _Data:
     """TimelineData over one load of the universe's candles (see quant_core.live.timeline)."""
 
     def __init__(self, store: ConfigurationStore, registry: Registry, universe: Universe,
-                 versions: list[StoredConfiguration], source: CandleSource, through: str | None) -> None:
+                 versions: list[StoredConfiguration], source: CandleSource) -> None:
         self.store = store
         self.kind = universe.spec.kind
         self.market_keys = [universe.markets[t] for t in universe.spec.tokens]
         markets = {t: registry.market(universe.markets[t]).market for t in universe.spec.tokens}
+        markets_by_key = {m.key: m for m in markets.values()}
         warmup = math.ceil(max(v_spec_warmup(v) for v in versions)) if versions else 0
         first = min(comparison_window(v)[0] for v in versions) - timedelta(days=max(warmup, HISTORY_DAYS) + 2)
         self.first = _ymd(first)
         present = source.present_days(self.market_keys, self.first)
         day, self.last_complete = min(_ymd(v.available) for v in versions), None
-        while (through is None or day <= through) and day in present:
+        while day in present:
             self.last_complete, day = day, _ymd(day_start(day) + DAY)
         last = max(self.last_complete or self.first, max(_ymd(v.available - DAY) for v in versions))
         self.frames = source.frames(self.market_keys, self.first, last)
-        self.data = tunable_for(universe.spec).load_data(markets, self.frames)
+        padded = {k: pad_flat(f, markets_by_key[k].timeframe, BUCKET_DAYS) for k, f in self.frames.items()}
+        self.data = tunable_for(universe.spec).load_data(markets, padded)
         self._forward: dict[int, dict[str, ForwardDay]] = {}
         self._holdout: dict[int, np.ndarray] = {}
         closes = [self.frames[k].group_by_dynamic("timestamp", every="1d").agg(pl.col("close").last())
@@ -95,7 +97,8 @@ class _Data:
                 self._forward[v.id] = {}
             else:
                 t, params = self.tunable(v)
-                self._forward[v.id] = run_days(t, self.data, params, first, day_start(self.last_complete))
+                self._forward[v.id] = run_days(t, self.data, params, first, day_start(self.last_complete),
+                                               bucket=BUCKET_DAYS)
         return self._forward[v.id]
 
     def holdout(self, v: StoredConfiguration) -> np.ndarray:
@@ -134,19 +137,19 @@ class SyncResult:
     versions: list[StoredConfiguration]
 
 
-def sync_universe(store: ConfigurationStore, registry: Registry, universe: Universe, source: CandleSource,
-                  through: str | None = None) -> SyncResult:
-    """Replay the universe's timeline as far as its versions and landed candles go (or through `through`,
-    YYYY-MM-DD: a what-if that stops early), write its forward records and derived events, and return it.
+def sync_universe(store: ConfigurationStore, registry: Registry, universe: Universe, source: CandleSource
+                  ) -> SyncResult:
+    """Replay the universe's timeline as far as its versions and landed candles go, write its forward records
+    and derived events, and return it.
 
     Whichever day or version triggered it, the whole timeline is derived again, so a re-materialised old day
     never cuts off later ones and any order of backfill ends in the same state."""
     versions = store.list_configurations(universe_key=universe.name)
     if not versions:
         return SyncResult(Timeline(), [])
-    data = _Data(store, registry, universe, versions, source, through)
+    data = _Data(store, registry, universe, versions, source)
     last = max([_ymd(v.available) for v in versions] + [data.last_complete or ""])
-    timeline = replay(versions, min(last, through or last), data, universe.live,
+    timeline = replay(versions, last, data, universe.live,
                       universe.stage_thresholds.thresholds(), universe.effective_circuit_breakers)
     store.write_timeline(universe.name, timeline.records, timeline.events)
     return SyncResult(timeline, versions)

@@ -97,7 +97,7 @@ def gate(version: StoredConfiguration, settings: LiveSettings, kind: str) -> tup
 
 
 def _sharpe(log_returns: list[float]) -> float:
-    return float(sharpe_of_returns(np.asarray(log_returns, dtype=np.float64))) if len(log_returns) > 1 else 0.0
+    return float(sharpe_of_returns(np.asarray(log_returns, dtype=np.float64), xp=np)) if len(log_returns) > 1 else 0.0
 
 
 class _Replay:

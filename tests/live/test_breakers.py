@@ -318,6 +318,7 @@ def test_check_limits_messages():
         check_limits({"max_correlation_spike": math.inf})
     with pytest.raises(ValueError, match="^latency_threshold_ms: '500' must be"):
         check_limits({"latency_threshold_ms": "500"})  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="unknown circuit breaker 'max_loss' \\(did you mean 'max_daily_loss'\\?\\); valid names: max_daily_loss, ") as err:
+    with pytest.raises(ValueError, match=r"unknown circuit breaker 'max_loss' \(did you mean 'max_daily_loss'\?\); "
+                       r"valid names: max_daily_loss, ") as err:
         check_limits({"max_loss": 0.1})
     assert all(name in str(err.value) for name in DEFAULT_CIRCUIT_BREAKERS)

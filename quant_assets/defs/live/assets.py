@@ -26,6 +26,7 @@ from quant_core.universe import Registry, Universe
 
 LIVE_KEY = dg.AssetKey(["live_configurations"])
 LIVE_JOB = "refresh_live_configurations"
+LIVE_GROUP = "live"  # every universe's forward performance and the live overview
 
 
 def forward_job_name(universe: str) -> str:
@@ -66,7 +67,7 @@ def build_forward_assets(registry: Registry, universe: Universe) -> dg.Definitio
     unit = "trades" if tunable_for(universe.spec).trades else "days"
 
     @dg.asset(
-        key=key, group_name=name, partitions_def=partitions, kinds={"sql"},
+        key=key, group_name=LIVE_GROUP, partitions_def=partitions, kinds={"sql"},
         deps=[dg.AssetDep(OHLCV_KEY, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
             partition_dimension_name=DATE_DIM))],
         tags={"quant/kind": "forward", "quant/universe": name},
@@ -142,7 +143,7 @@ def build_live_overview(registry: Registry) -> dg.Definitions:
     if not registry.universes:
         return dg.Definitions()
 
-    @dg.asset(key=LIVE_KEY, group_name="live", kinds={"sql"},
+    @dg.asset(key=LIVE_KEY, group_name=LIVE_GROUP, kinds={"sql"},
               description="What to trade now: per universe the live configuration, its stage, forward return, "
               "Sharpe and drawdown, and each circuit breaker's reading against its limit; a plot per universe of "
               "the live forward equity against its benchmark. Refreshed after every forward or retrain run.")
