@@ -83,7 +83,7 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     from quant_assets.definitions import build_definitions
     from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week
     from quant_assets.registry import current_registry
-    from quant_core.live.status import live_status
+    from quant_core.live.status import current_stages, live_status
     from quant_core.reporting import configuration_rows, format_live, format_table
     from quant_core.store import ConfigurationStore
 
@@ -127,9 +127,12 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     store = ConfigurationStore()
     try:
         print(f"\nStored configurations ({store.url}):")
-        print(format_table(configuration_rows(store.list_configurations())))
+        statuses = [live_status(store, u.name) for u in universes]
+        stages = {k: v for u in universes for k, v in current_stages(store.timeline_events(u.name)).items()}
+        print(format_table(configuration_rows(store.list_configurations(), stages=stages,
+                                              live_ids={s.configuration_id for s in statuses})))
         print("\nWhat to trade now (quant configs live):")
-        print(format_live([live_status(store, u.name).to_dict() for u in universes]))
+        print(format_live([s.to_dict() for s in statuses]))
     finally:
         store.dispose()
     print("\nOpen the UI on these runs with:")

@@ -2,9 +2,9 @@
 available, so a pool's reserves and a strategy's open position carry from one day to the next.
 
 Day convention (one for both kinds): forward day d is [d 00:00, d+1 00:00) UTC; its log return takes the
-value at d's start to the value at d's end, and it exists once d's candles have landed. A pool reads prices at
-day boundaries (the row of day d closes day d), so its run starts one row earlier, at the last training price;
-a strategy trades the bars of each day.
+value at d's start to the value at d's end, and it exists once d's candles have landed. Both start at the day
+the version became available: a pool at the price observed then (its last training price), a strategy with
+the first bar of that day.
 """
 
 from __future__ import annotations
@@ -50,23 +50,25 @@ class ForwardDay:
     trades: list[dict] = field(default_factory=list)  # closed during the day
 
 
-def run_start(tunable: Tunable, first_day: datetime) -> datetime:
-    """Where a run whose first reported day is `first_day` starts (see the module docstring)."""
-    return first_day - DAY if tunable.kind == "pool" else first_day
-
-
-def day_of(label: str) -> str:
-    return label[:10]
+def label_shift(tunable: Tunable) -> timedelta:
+    """How far an Evaluation's date label is after the forward day it measures: a pool's row at boundary t holds
+    the close observed then (the candle of the day before), so its return labelled t is day t-1's move; a
+    strategy labels each day by itself."""
+    return DAY if tunable.kind == "pool" else timedelta(0)
 
 
 def run_days(tunable: Tunable, data, params: dict, first_day: datetime, last_day: datetime,
-             bucket: int = 1) -> dict[str, ForwardDay]:
-    """{YYYY-MM-DD: ForwardDay} for every day in [first_day, last_day] from one run of `params` (ending on a
-    multiple of `bucket` days from its start: the data must reach that far, padded with `pad_flat`)."""
-    start = run_start(tunable, first_day)
-    days = (last_day + DAY - start).days
-    ev = tunable.evaluate(data, [params], start, start + math.ceil(days / bucket) * bucket * DAY, summary=False,
-                          benchmarks=True, trades=tunable.trades)
+             bucket: int | None = None) -> dict[str, ForwardDay]:
+    """{YYYY-MM-DD: ForwardDay} for every day in [first_day, last_day] from one run of `params` starting at
+    first_day 00:00. Without `bucket` the run ends at last_day's close (a strategy's open position is closed
+    there, with its costs: right for a window that ends). With `bucket`, it runs on to a multiple of `bucket`
+    days and at least one day past last_day, on data padded with `pad_flat`: positions stay open across the
+    real days, as in live trading, and the compiled shape changes only every `bucket` days."""
+    shift = label_shift(tunable)
+    end = last_day + DAY + shift
+    if bucket:
+        end = first_day + math.ceil(((end - first_day).days + 1) / bucket) * bucket * DAY
+    ev = tunable.evaluate(data, [params], first_day, end, summary=False, benchmarks=True, trades=tunable.trades)
     bench = ev.benchmark_log_returns[tunable.benchmark]
     trades_by_day: dict[str, list[dict]] = {}
     for t in (ev.trades[0] if ev.trades else []):
@@ -75,7 +77,7 @@ def run_days(tunable: Tunable, data, params: dict, first_day: datetime, last_day
     first, last = first_day.strftime("%Y-%m-%d"), last_day.strftime("%Y-%m-%d")
     out = {}
     for i, label in enumerate(ev.dates):
-        d = day_of(label)
+        d = (datetime.fromisoformat(label[:10]) - shift).strftime("%Y-%m-%d")
         if not first <= d <= last:
             continue
         out[d] = ForwardDay(log_return=float(ev.log_returns[0, i]), value=float(ev.daily_values[0, i + 1]),

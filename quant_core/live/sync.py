@@ -72,7 +72,7 @@ class _Data:
             self.last_complete, day = day, _ymd(day_start(day) + DAY)
         last = max(self.last_complete or self.first, max(_ymd(v.available - DAY) for v in versions))
         self.frames = source.frames(self.market_keys, self.first, last)
-        padded = {k: pad_flat(f, markets_by_key[k].timeframe, BUCKET_DAYS) for k, f in self.frames.items()}
+        padded = {k: pad_flat(f, markets_by_key[k].timeframe, BUCKET_DAYS + 2) for k, f in self.frames.items()}
         self.data = tunable_for(universe.spec).load_data(markets, padded)
         self._forward: dict[int, dict[str, ForwardDay]] = {}
         self._holdout: dict[int, np.ndarray] = {}

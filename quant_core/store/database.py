@@ -156,9 +156,23 @@ def upgrade_to_head(engine: Engine) -> None:
     """`alembic upgrade head` in one locked transaction: idempotent and safe to run from many processes."""
     from alembic import command
 
-    with engine.connect().execution_options(**{SQLITE_IMMEDIATE: True}) as conn, conn.begin():
-        lock_for_write(conn, "quant_core.store:migrations")
-        command.upgrade(alembic_config(conn), "head")
+    with engine.connect().execution_options(**{SQLITE_IMMEDIATE: True}) as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite rebuilds a table to alter it (batch mode): dropping the old copy would cascade into the tables
+            # that reference it. Foreign keys can only be switched off outside a transaction, on the raw connection.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                lock_for_write(conn, "quant_core.store:migrations")
+                command.upgrade(alembic_config(conn), "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration left rows with broken references: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def head_revision() -> str:

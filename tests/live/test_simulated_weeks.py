@@ -78,7 +78,8 @@ def plant_challengers(p: Platform, monday: str, want: str) -> tuple[int, float]:
         champ_r = _holdout_returns(p, base, champion.parameters)
         scored = []
         for _ in range(24):
-            params = {q.name: float(rng.integers(q.low, q.high + 1) if q.kind == "int" else rng.uniform(q.low, q.high))
+            params = {q.name: float(rng.choice(q.choices) if q.kind == "choice" else
+                                    rng.integers(q.low, q.high + 1) if q.kind == "int" else rng.uniform(q.low, q.high))
                       for q in t.params()}
             diff = float(np.mean(_holdout_returns(p, base, params) - champ_r))
             scored.append((diff, params))
