@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_core.jax_cache import enable_compilation_cache
 from quant_core.store import ConfigurationStore
 from quant_core.universe import MarketEntry
 
@@ -65,6 +66,7 @@ class JaxResource(dg.ConfigurableResource):
         if not self.enable_x64:
             raise dg.Failure("jax_settings.enable_x64 must stay true: the simulator is validated in float64")
         jax.config.update("jax_enable_x64", True)
+        enable_compilation_cache()
         if self.platform:
             try:
                 jax.devices(self.platform)

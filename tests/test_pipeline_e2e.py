@@ -79,13 +79,13 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             wf = c.metrics["walk_forward"]
             assert np.isfinite(wf["oos_sharpe"]) and wf["n_folds"] == 3
             assert np.isfinite(c.metrics["in_sample"]["daily_log_sharpe"])
-            # the stage is the pure function of the stored evidence
+            # a new version's stage: forward data decide it (none yet), with the walk-forward's p-value and PBO
             sig = c.metrics["significance"]
-            evidence = StageEvidence(c.sample_size, wf["oos_sharpe"], p_value=sig["deflated_sharpe_p_value"],
-                                     pbo=sig.get("pbo"))
+            evidence = StageEvidence(0, float("nan"), p_value=sig["deflated_sharpe_p_value"], pbo=sig.get("pbo"))
             expected = assign_stage(evidence, universe.stage_thresholds.thresholds())
-            assert c.lifecycle_stage == expected.stage and c.stage_reason == expected.reason
-            assert c.lifecycle_stage in (LifecycleStage.VALIDATION, LifecycleStage.MATURE)
+            assert c.lifecycle_stage == expected.stage == LifecycleStage.DISCOVERY
+            assert c.stage_reason == f"no forward data yet: {expected.reason}"
+            assert np.isfinite(wf["oos_return"]) and np.isfinite(wf["oos_benchmark_return"])  # the live gate's
             # provenance: the hash of exactly the data it was trained on (the week's lookback of candles)
             reg = current_registry()
             first = WEEK_END - timedelta(weeks=61)
@@ -94,21 +94,24 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
                 m = reg.market(universe.markets[t]).market
                 frames[t] = PriceFileSource(quote="USD").fetch(m, first, WEEK_END)
             assert c.data_hash == build_panel(frames, "1d").data_hash
-            assert c.circuit_breakers["max_daily_loss"] == 0.02
+            assert c.circuit_breakers["max_daily_loss"] == 0.08  # the registry's override for this pool
             events = store.lifecycle_events(c.id)
-            assert [(e.from_stage, e.to_stage) for e in events] == [(None, str(c.lifecycle_stage))]
+            assert [(e.kind, e.from_stage, e.to_stage) for e in events][0] == ("created", None, c.lifecycle_stage)
+            # the version arrived on the live timeline: live (it passes the gate; nothing was live) or a candidate
+            arrival = [e for e in events if e.kind in ("live", "candidate")]
+            assert len(arrival) == 1 and arrival[0].reason.startswith("live gate: out-of-sample oos_return")
             first_id, first_updated = c.id, c.updated_at
         finally:
             store.dispose()
 
-        # idempotence: the same universe and window again -> still one row, updated in place
+        # idempotence: the same universe and window again -> the same version, nothing rewritten
         _materialise_all(instance)
         store = ConfigurationStore(url)
         try:
             rows = store.list_configurations(universe_key=UNIVERSE)
             assert len(rows) == 1 and rows[0].id == first_id
             assert rows[0].updated_at >= first_updated
-            assert len(store.lifecycle_events(first_id)) == 1
+            assert [e.kind for e in store.lifecycle_events(first_id)].count("created") == 1
             jobs = store.list_training_jobs(universe_key=UNIVERSE)
             assert [(j.status, j.configuration_id) for j in jobs] == [("stored", first_id)] * 2
             assert all(j.finished_at >= j.started_at and j.settings["budget"] == N_TRIALS for j in jobs)

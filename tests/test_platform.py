@@ -11,6 +11,7 @@ import pytest
 from upath import UPath
 
 from quant_assets.defs.automation import SENSOR_NAME, retrain_requests
+from quant_assets.defs.live.assets import forward_partitions
 from quant_assets.defs.market_data.assets import INGEST_JOB, OHLCV_KEY
 from quant_assets.defs.training.assets import TrainConfig
 from quant_assets.io import CandleIOManager
@@ -133,16 +134,23 @@ def test_backfill_of_30_days_x_2_markets_triggers_one_retrain(platform):
         checks = res.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks)
         result = sensor(dg.build_sensor_context(instance=instance))
-        assert [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests] == [
-            (f"retrain_{U}", week, week)]
+        assert [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests
+                if r.job_name.startswith("retrain_")] == [(f"retrain_{U}", week, week)]
+        # and one forward run per landed day of the universe's forward partitions, each day once
+        forward = [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests
+                   if r.job_name.startswith("forward_")]
+        first = forward_partitions(registry, registry.universe(U)).start.date()
+        expected_days = [last.date() - timedelta(days=i) for i in range(29, -1, -1)]
+        assert forward == [(f"forward_{U}", f"{d}", f"forward|{d}") for d in expected_days if d >= first]
         # more candles of the same lookback: the same run key, so the daemon launches nothing new
         res = _backfill(defs, instance, last - timedelta(days=2), last, markets=("AAA",))
         again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
-        assert [r.run_key for r in again.run_requests] == [week]
+        assert [r.run_key for r in again.run_requests if r.job_name.startswith("retrain_")] == [week]
         # a market outside the universe requests nothing
         _backfill(defs, instance, last, last, markets=("CCC",))
         cursor = again.cursor
-        assert not sensor(dg.build_sensor_context(instance=instance, cursor=cursor)).run_requests
+        assert not [r for r in sensor(dg.build_sensor_context(instance=instance, cursor=cursor)).run_requests
+                    if r.job_name.startswith("retrain_")]
         # the requested retrain runs and stores a configuration
         job = defs.resolve_job_def(f"retrain_{U}")
         run = job.execute_in_process(partition_key=week, instance=instance, resources=dict(defs.resources))

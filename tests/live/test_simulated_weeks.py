@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 FIRST_DAY, LAST_DAY = "2024-04-21", "2024-06-16"  # 57 days: Mondays 04-22 .. 06-10 retrain the week before
 UNIVERSES = ("pool", "sweep", "breakout")
-WORSE_WEEK, BETTER_WEEK = "2024-05-06", "2024-05-20"  # planted sweep challengers arrive on these Mondays
+WORSE_WEEK, BETTER_WEEK = "2024-05-06", "2024-05-20"  # planted breakout challengers arrive on these Mondays
 
 
 def days(first: str = FIRST_DAY, last: str = LAST_DAY) -> list[str]:
@@ -60,7 +60,7 @@ def _holdout_returns(p: Platform, version, params: dict) -> np.ndarray:
 
 
 def plant_challengers(p: Platform, monday: str, want: str) -> tuple[int, float]:
-    """Add a second revision of the sweep's version of the week ending `monday` with parameters chosen to beat
+    """Add a second revision of the breakout's version of the week ending `monday` with parameters chosen to beat
     (want='better') or lose to (want='worse') the live champion on the hold-out; returns (its id, mean diff)."""
     import dataclasses
 
@@ -71,20 +71,23 @@ def plant_challengers(p: Platform, monday: str, want: str) -> tuple[int, float]:
 
     store = _store(p)
     try:
-        base = next(v for v in store.list_configurations(universe_key="sweep") if ymd(v.available) == monday)
-        champion = store.get_configuration(live_status(store, "sweep").configuration_id)
+        base = next(v for v in store.list_configurations(universe_key="breakout") if ymd(v.available) == monday)
+        champion = store.get_configuration(live_status(store, "breakout").configuration_id)
         t = tunable_for(load_run_spec(base.run_spec))
         rng = np.random.default_rng(7)
         champ_r = _holdout_returns(p, base, champion.parameters)
         scored = []
-        for _ in range(24):
+        for _ in range(64):
             params = {q.name: float(rng.choice(q.choices) if q.kind == "choice" else
                                     rng.integers(q.low, q.high + 1) if q.kind == "int" else rng.uniform(q.low, q.high))
                       for q in t.params()}
-            diff = float(np.mean(_holdout_returns(p, base, params) - champ_r))
+            try:
+                diff = float(np.mean(_holdout_returns(p, base, params) - champ_r))
+            except ValueError:  # outside the strategy's constraints (e.g. exit_period >= entry_period)
+                continue
             scored.append((diff, params))
         diff, params = max(scored, key=lambda x: x[0]) if want == "better" else min(scored, key=lambda x: x[0])
-        assert (diff > 0) if want == "better" else (diff < 0), f"no {want} parameter set among 24: {diff}"
+        assert (diff > 0) if want == "better" else (diff < 0), f"no {want} parameter set among 64: {diff}"
         new = NewConfiguration(**{f.name: getattr(base, f.name) for f in dataclasses.fields(NewConfiguration)})
         planted = store.add_version(dataclasses.replace(new, parameters=params))
         assert planted.revision == 2
@@ -198,7 +201,7 @@ def test_planted_crash_trips_max_daily_loss_and_takes_the_pool_off_that_day(scen
 def test_worse_challenger_stays_a_candidate_better_one_goes_live(scenario_a):
     store = _store(scenario_a)
     try:
-        events = store.timeline_events("sweep")
+        events = store.timeline_events("breakout")
         worse_id, worse_diff = scenario_a.planted["worse"]
         better_id, better_diff = scenario_a.planted["better"]
         mine = [e for e in events if e.configuration_id == worse_id and e.kind in ("live", "candidate")]
@@ -290,3 +293,29 @@ def plant_challengers_like(a: Platform, b: Platform) -> None:
     finally:
         sa.dispose()
         sb.dispose()
+
+
+def test_live_overview_and_configuration_metadata_say_what_is_live(scenario_a):
+    import dagster as dg
+
+    from quant_core.live.status import live_status
+
+    p = scenario_a
+    result = p.defs.get_job_def("refresh_live_configurations").execute_in_process(instance=p.instance)
+    (mat,) = result.asset_materializations_for_node("live_configurations")
+    table = mat.metadata["live"].value
+    store = _store(p)
+    try:
+        for u in UNIVERSES:
+            s = live_status(store, u)
+            row = next(line for line in table.splitlines() if line.startswith(f"| {u} |"))
+            assert f"| {s.configuration_id or 'none'} |" in row
+    finally:
+        store.dispose()
+    assert mat.metadata["n_live"].value == sum(1 for u in UNIVERSES if "| none |" not in
+                                               next(x for x in table.splitlines() if x.startswith(f"| {u} |")))
+    assert "data:image/png;base64," in mat.metadata["forward_equity"].value
+    # every configuration materialisation says whether its version went live, and why
+    records = p.instance.fetch_materializations(dg.AssetKey(["breakout", "configuration"]), limit=20).records
+    metas = [r.asset_materialization.metadata for r in records]
+    assert len(metas) == 8 and all("live" in m and "live_reason" in m for m in metas)

@@ -17,6 +17,7 @@ from quant_assets.io import CandleIOManager, PartitionCandles
 from quant_assets.metadata import markdown_table, png_markdown
 from quant_assets.partitions import DATE_DIM, first_retrain_week
 from quant_assets.resources import ConfigurationStoreResource
+from quant_core.jax_cache import enable_compilation_cache
 from quant_core.live.breakers import BREAKERS
 from quant_core.live.status import live_periods, live_status
 from quant_core.live.sync import sync_universe
@@ -46,6 +47,7 @@ def candle_source(io_manager: CandleIOManager) -> PartitionCandles:
 
 def sync(source: PartitionCandles, store_resource: ConfigurationStoreResource, registry: Registry,
          universe: Universe):
+    enable_compilation_cache()  # a run is a fresh process: reuse the kernels earlier runs compiled
     store = store_resource.open()
     try:
         result = sync_universe(store, registry, universe, source)
