@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
+import polars as pl
 
 START = "2024-01-01"
 CRASH_DAY = "2024-05-29"  # a Wednesday in the sixth simulated week: BTC and ETH drop 30% at the open
@@ -172,3 +174,99 @@ class Platform:
         if nxt.weekday() == 0:
             for name in ("pool", "sweep", "breakout"):
                 self.tick_schedule(f"retrain_{name}_schedule", nxt + timedelta(hours=3))
+
+
+FIRST_DAY, LAST_DAY = "2024-04-21", "2024-06-15"  # 8 weeks; Mondays 04-22 .. 06-10 retrain the week before
+UNIVERSES = ("pool", "sweep", "breakout")
+WORSE_WEEK, BETTER_WEEK = "2024-05-06", "2024-05-20"  # planted breakout challengers arrive on these Mondays
+
+
+def days(first: str = FIRST_DAY, last: str = LAST_DAY) -> list[str]:
+    out, d = [], day(first)
+    while ymd(d) <= last:
+        out.append(ymd(d))
+        d += timedelta(days=1)
+    return out
+
+
+def store_of(p: Platform):
+    from quant_core.store import ConfigurationStore
+
+    return ConfigurationStore(p.store_url)
+
+
+def _holdout_returns(p: Platform, version, params: dict) -> np.ndarray:
+    """Daily log returns of `params` on `version`'s hold-out, computed here from the candle files (not through
+    the platform's forward code)."""
+    from quant_core.data.market_candles import MarketCandles
+    from quant_core.runspec import load_run_spec
+    from quant_core.tunables import tunable_for
+
+    files = sorted((p.home / "ohlcv" / "market_data" / "ohlcv").glob("*/synthetic.BTC-USDT.4h.parquet"))
+    data = MarketCandles(pl.read_parquet(files).sort("timestamp"), "4h")
+    t = tunable_for(load_run_spec(version.run_spec))
+    ev = t.evaluate(data, [t.params_from_stored(params)], version.test_start, version.test_end, benchmarks=False)
+    return ev.log_returns[0]
+
+
+def plant_challengers(p: Platform, monday: str, want: str) -> tuple[int, float]:
+    """Add a second revision of the breakout's version of the week ending `monday` with parameters chosen to beat
+    (want='better') or lose to (want='worse') the live champion on the hold-out; returns (its id, mean diff)."""
+    import dataclasses
+
+    from quant_core.live.status import live_status
+    from quant_core.runspec import load_run_spec
+    from quant_core.store import NewConfiguration
+    from quant_core.tunables import tunable_for
+
+    store = store_of(p)
+    try:
+        base = next(v for v in store.list_configurations(universe_key="breakout") if ymd(v.available) == monday)
+        champion = store.get_configuration(live_status(store, "breakout").configuration_id)
+        t = tunable_for(load_run_spec(base.run_spec))
+        rng = np.random.default_rng(7)
+        champ_r = _holdout_returns(p, base, champion.parameters)
+        scored = []
+        for _ in range(64):
+            params = {q.name: float(rng.choice(q.choices) if q.kind == "choice" else
+                                    rng.integers(q.low, q.high + 1) if q.kind == "int" else rng.uniform(q.low, q.high))
+                      for q in t.params()}
+            try:
+                diff = float(np.mean(_holdout_returns(p, base, params) - champ_r))
+            except ValueError:  # outside the strategy's constraints (e.g. exit_period >= entry_period)
+                continue
+            scored.append((diff, params))
+        diff, params = max(scored, key=lambda x: x[0]) if want == "better" else min(scored, key=lambda x: x[0])
+        assert (diff > 0) if want == "better" else (diff < 0), f"no {want} parameter set among 64: {diff}"
+        new = NewConfiguration(**{f.name: getattr(base, f.name) for f in dataclasses.fields(NewConfiguration)})
+        planted = store.add_version(dataclasses.replace(new, parameters=params))
+        assert planted.revision == 2
+        return planted.id, diff
+    finally:
+        store.dispose()
+
+
+
+
+def run_in_order(home: Path, url: str) -> Platform:
+    """Scenario A: history backfilled, then eight weeks landing day by day, challengers planted on two Mondays."""
+    p = Platform(home, url)
+    p.backfill_candles("2024-01-01", ymd(day(FIRST_DAY) - timedelta(days=1)))
+    p.planted = {}
+    for d in days():
+        p.live_day(d)
+        monday = ymd(day(d) + timedelta(days=1))
+        if monday == WORSE_WEEK:
+            p.planted["worse"] = plant_challengers(p, monday, "worse")
+        if monday == BETTER_WEEK:
+            p.planted["better"] = plant_challengers(p, monday, "better")
+    return p
+
+
+if __name__ == "__main__":  # python tests/live/scenario.py DIR: scenario A into DIR (SQLite), for a look
+    import pickle
+    import sys
+
+    home = Path(sys.argv[1])
+    p = run_in_order(home, f"sqlite:///{home}/store.db")
+    (home / "scenario.pickle").write_bytes(pickle.dumps({"runs": p.runs, "planted": p.planted}))

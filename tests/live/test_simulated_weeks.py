@@ -19,86 +19,25 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
-from scenario import CRASH_DAY, Platform, day, ymd
+from scenario import (
+    BETTER_WEEK,
+    CRASH_DAY,
+    LAST_DAY,
+    UNIVERSES,
+    Platform,
+    day,
+    days,
+    run_in_order,
+    store_of,
+    ymd,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-FIRST_DAY, LAST_DAY = "2024-04-21", "2024-06-16"  # 57 days: Mondays 04-22 .. 06-10 retrain the week before
-UNIVERSES = ("pool", "sweep", "breakout")
-WORSE_WEEK, BETTER_WEEK = "2024-05-06", "2024-05-20"  # planted breakout challengers arrive on these Mondays
-
-
-def days(first: str = FIRST_DAY, last: str = LAST_DAY) -> list[str]:
-    out, d = [], day(first)
-    while ymd(d) <= last:
-        out.append(ymd(d))
-        d += timedelta(days=1)
-    return out
-
-
-def _store(p: Platform):
-    from quant_core.store import ConfigurationStore
-
-    return ConfigurationStore(p.store_url)
-
-
-def _holdout_returns(p: Platform, version, params: dict) -> np.ndarray:
-    """Daily log returns of `params` on `version`'s hold-out, computed here from the candle files (not through
-    the platform's forward code)."""
-    from quant_core.data.market_candles import MarketCandles
-    from quant_core.runspec import load_run_spec
-    from quant_core.tunables import tunable_for
-
-    files = sorted((p.home / "ohlcv" / "market_data" / "ohlcv").glob("*/synthetic.BTC-USDT.4h.parquet"))
-    data = MarketCandles(pl.read_parquet(files).sort("timestamp"), "4h")
-    t = tunable_for(load_run_spec(version.run_spec))
-    ev = t.evaluate(data, [t.params_from_stored(params)], version.test_start, version.test_end, benchmarks=False)
-    return ev.log_returns[0]
-
-
-def plant_challengers(p: Platform, monday: str, want: str) -> tuple[int, float]:
-    """Add a second revision of the breakout's version of the week ending `monday` with parameters chosen to beat
-    (want='better') or lose to (want='worse') the live champion on the hold-out; returns (its id, mean diff)."""
-    import dataclasses
-
-    from quant_core.live.status import live_status
-    from quant_core.runspec import load_run_spec
-    from quant_core.store import NewConfiguration
-    from quant_core.tunables import tunable_for
-
-    store = _store(p)
-    try:
-        base = next(v for v in store.list_configurations(universe_key="breakout") if ymd(v.available) == monday)
-        champion = store.get_configuration(live_status(store, "breakout").configuration_id)
-        t = tunable_for(load_run_spec(base.run_spec))
-        rng = np.random.default_rng(7)
-        champ_r = _holdout_returns(p, base, champion.parameters)
-        scored = []
-        for _ in range(64):
-            params = {q.name: float(rng.choice(q.choices) if q.kind == "choice" else
-                                    rng.integers(q.low, q.high + 1) if q.kind == "int" else rng.uniform(q.low, q.high))
-                      for q in t.params()}
-            try:
-                diff = float(np.mean(_holdout_returns(p, base, params) - champ_r))
-            except ValueError:  # outside the strategy's constraints (e.g. exit_period >= entry_period)
-                continue
-            scored.append((diff, params))
-        diff, params = max(scored, key=lambda x: x[0]) if want == "better" else min(scored, key=lambda x: x[0])
-        assert (diff > 0) if want == "better" else (diff < 0), f"no {want} parameter set among 64: {diff}"
-        new = NewConfiguration(**{f.name: getattr(base, f.name) for f in dataclasses.fields(NewConfiguration)})
-        planted = store.add_version(dataclasses.replace(new, parameters=params))
-        assert planted.revision == 2
-        return planted.id, diff
-    finally:
-        store.dispose()
-
-
 def timeline(p: Platform) -> dict:
     """The store's state with database ids replaced by each version's natural key, for comparing two runs."""
-    store = _store(p)
+    store = store_of(p)
     try:
         out = {}
         for u in UNIVERSES:
@@ -128,56 +67,55 @@ def timeline(p: Platform) -> dict:
 @pytest.fixture(scope="module")
 def scenario_a(tmp_path_factory, postgres_server):
     url = postgres_server.create_database()
-    p = Platform(tmp_path_factory.mktemp("a"), url)
-    p.backfill_candles("2024-01-01", ymd(day(FIRST_DAY) - timedelta(days=1)))
-    planted = {}
-    for d in days():
-        p.live_day(d)
-        monday = ymd(day(d) + timedelta(days=1))
-        if monday == WORSE_WEEK:
-            planted["worse"] = plant_challengers(p, monday, "worse")
-        if monday == BETTER_WEEK:
-            planted["better"] = plant_challengers(p, monday, "better")
-    p.planted = planted
-    yield p
+    yield run_in_order(tmp_path_factory.mktemp("a"), url)
     postgres_server.drop_database(url)
 
 
 def test_every_universe_retrained_exactly_once_a_week(scenario_a):
-    mondays = [d for d in days() if day(d).weekday() == 0]
+    mondays = [day(d) + timedelta(days=1) for d in days() if (day(d) + timedelta(days=1)).weekday() == 0]
     assert len(mondays) == 8
     for u in UNIVERSES:
         weeks = [part for job, part in scenario_a.runs if job == f"retrain_{u}"]
-        assert weeks == [f"{u}|{ymd(day(m) - timedelta(days=7))}" for m in mondays]
+        assert weeks == [f"{u}|{ymd(m - timedelta(days=7))}" for m in mondays]
+
+
+def expected_live_days(events) -> list[str]:
+    """The days a live record must exist: each live period from its first day to the day it came off (a breaker
+    or a retirement: that day's close was still live) or to the day before a challenger replaced it."""
+    from quant_core.live.status import live_periods
+
+    out = []
+    for p in live_periods(events):
+        if p.until is None:
+            out += days(p.since, LAST_DAY)
+        elif p.ended_because.startswith("replaced by"):
+            out += [d for d in days(p.since, p.until) if d < p.until]
+        else:
+            out += days(p.since, p.until)
+    return out
 
 
 def test_forward_records_for_every_day_none_twice(scenario_a):
-    store = _store(scenario_a)
+    store = store_of(scenario_a)
     try:
         for u in UNIVERSES:
             forward_runs = [part for job, part in scenario_a.runs if job == f"forward_{u}"]
-            first = "2024-04-21" if u == "pool" else "2024-04-22"  # the forward partitions' first day
-            assert forward_runs == days(first), u  # each landed day once
+            # each landed day once, from the forward partitions' first day (the pool's history backfill included)
+            first = "2024-03-25" if u == "pool" else "2024-04-22"
+            assert forward_runs == days(first), u
             records = store.forward_records(u)
             pairs = [(r.configuration_id, r.day) for r in records]
             assert len(pairs) == len(set(pairs))
-            live_days = [ymd(r.day) for r in records if r.role == "live"]
-            assert len(live_days) == len(set(live_days))  # at most one live configuration a day
-            events = store.timeline_events(u)
-            on = {ymd(e.day) for e in events if e.kind == "live"}
-            assert on and min(on) == "2024-04-22"
-            # every day from the first live day on has a record of the live configuration, unless nothing was live
-            from quant_core.live.status import live_periods
-            for period in live_periods(events):
-                last = period.until or LAST_DAY
-                covered = [d for d in live_days if period.since <= d < last or (period.until is None and d == last)]
-                assert covered == [d for d in days(period.since, last) if d < last or period.until is None]
+            live_days = sorted(ymd(r.day) for r in records if r.role == "live")
+            assert len(live_days) == len(set(live_days))  # one live configuration a day at most
+            assert live_days == sorted(expected_live_days(store.timeline_events(u))), u
+            assert live_days[0] == "2024-04-22"
     finally:
         store.dispose()
 
 
 def test_planted_crash_trips_max_daily_loss_and_takes_the_pool_off_that_day(scenario_a):
-    store = _store(scenario_a)
+    store = store_of(scenario_a)
     try:
         live = [r for r in store.forward_records("pool") if ymd(r.day) == CRASH_DAY and r.role == "live"]
         assert len(live) == 1, "a pool configuration is live on the crash day"
@@ -199,7 +137,7 @@ def test_planted_crash_trips_max_daily_loss_and_takes_the_pool_off_that_day(scen
 
 
 def test_worse_challenger_stays_a_candidate_better_one_goes_live(scenario_a):
-    store = _store(scenario_a)
+    store = store_of(scenario_a)
     try:
         events = store.timeline_events("breakout")
         worse_id, worse_diff = scenario_a.planted["worse"]
@@ -229,7 +167,7 @@ def _killed_then_resumed(p: Platform, job: str, partition: str) -> None:
             f"build_definitions().get_job_def({job!r}).execute_in_process(instance=inst, partition_key={partition!r})")
     child = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), cwd=Path(__file__).parents[2],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    store = _store(p)
+    store = store_of(p)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and child.poll() is None:
@@ -284,7 +222,7 @@ def plant_challengers_like(a: Platform, b: Platform) -> None:
 
     from quant_core.store import NewConfiguration
 
-    sa, sb = _store(a), _store(b)
+    sa, sb = store_of(a), store_of(b)
     try:
         for planted_id, _ in a.planted.values():
             v = sa.get_configuration(planted_id)
@@ -304,7 +242,7 @@ def test_live_overview_and_configuration_metadata_say_what_is_live(scenario_a):
     result = p.defs.get_job_def("refresh_live_configurations").execute_in_process(instance=p.instance)
     (mat,) = result.asset_materializations_for_node("live_configurations")
     table = mat.metadata["live"].value
-    store = _store(p)
+    store = store_of(p)
     try:
         for u in UNIVERSES:
             s = live_status(store, u)
