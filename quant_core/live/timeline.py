@@ -178,7 +178,7 @@ class _Replay:
                                                                                    "limit": r.limit})
             if trips:
                 self.retire(v, day, "circuit breaker " + ", ".join(r.name for r in trips) + " tripped", evidence)
-            for r in tripped(readings, "pause"):
+            for r in [] if trips else tripped(readings, "pause"):  # a retired configuration has nothing to pause
                 self.event(v, "pause", day, f"circuit breaker {r.name}: {r.detail}", {"reading": r.value,
                                                                                      "limit": r.limit})
         for v in tracked:

@@ -73,17 +73,24 @@ class LiveRecords:
         raise NotImplementedError
 
     def write_timeline(self, universe_key: str, records: list[ForwardRecord], events: list[TimelineEvent]) -> None:
-        """Upsert the forward records (one per version and day) and make the universe's derived events equal
-        `events` (in order), in one transaction."""
+        """Make the universe's forward records equal `records` (one per version and day: rewritten in place,
+        and a record the timeline no longer derives — a version no longer tracked that day — removed) and its
+        derived events equal `events` (in order), in one transaction."""
         now = datetime.now(UTC)
         rows = [_record_values(r, now) for r in records]
         new_keys = [e.key() for e in events]
         with self._transaction(write=True) as conn:
             lock_for_write(conn, f"quant_core.store:universe:{universe_key}")
-            if rows:
-                f = forward_table
-                stmt = dialect_insert(conn, f).values(rows)
-                refreshed = [c.name for c in f.columns if c.name not in ("id", "configuration_id", "day")]
+            f = forward_table
+            keep = {(r["configuration_id"], r["day"]) for r in rows}
+            stored = conn.execute(sa.select(f.c.id, f.c.configuration_id, f.c.day)
+                                  .where(f.c.universe_key == universe_key)).all()
+            gone = [r.id for r in stored if (r.configuration_id, as_utc(r.day, "day")) not in keep]
+            for i in range(0, len(gone), 500):
+                conn.execute(sa.delete(f).where(f.c.id.in_(gone[i:i + 500])))
+            refreshed = [c.name for c in f.columns if c.name not in ("id", "configuration_id", "day")]
+            for i in range(0, len(rows), 500):  # SQLite caps the bound variables of one statement
+                stmt = dialect_insert(conn, f).values(rows[i:i + 500])
                 conn.execute(stmt.on_conflict_do_update(index_elements=[f.c.configuration_id, f.c.day],
                                                         set_={c: stmt.excluded[c] for c in refreshed}))
             stored = self._derived_events(conn, universe_key)

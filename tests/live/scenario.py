@@ -113,16 +113,21 @@ class Platform:
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "registry.yaml").write_text(REGISTRY)
-        os.environ["QUANT_REGISTRY"] = str(self.home / "registry.yaml")
-        os.environ["QUANT_HOME"] = str(self.home)
-        os.environ["QUANT_DATABASE_URL"] = self.store_url
+        self.activate()
         from quant_assets.definitions import build_definitions
 
         self.defs = build_definitions()
         (self.home / "dagster").mkdir(exist_ok=True)
         self.instance = dg.DagsterInstance.local_temp(tempdir=str(self.home / "dagster"))
 
-    def execute(self, job: str, partition: str, tags: dict | None = None) -> dg.ExecuteInProcessResult:
+    def activate(self) -> None:
+        """This deployment's registry, state directory and store for what runs next (resources read them)."""
+        os.environ["QUANT_REGISTRY"] = str(self.home / "registry.yaml")
+        os.environ["QUANT_HOME"] = str(self.home)
+        os.environ["QUANT_DATABASE_URL"] = self.store_url
+
+    def execute(self, job: str, partition: str | None, tags: dict | None = None) -> dg.ExecuteInProcessResult:
+        self.activate()
         result = self.defs.get_job_def(job).execute_in_process(instance=self.instance, partition_key=partition,
                                                                tags=tags or {}, raise_on_error=True)
         self.runs.append((job, partition))
@@ -141,6 +146,7 @@ class Platform:
         """History before the simulation: one single-run backfill per market (as the UI's backfill does)."""
         from quant_assets.partitions import DATE_DIM, MARKET_DIM
 
+        self.activate()
         job = self.defs.get_job_def("ingest_ohlcv")
         for m in self.markets:
             job.execute_in_process(instance=self.instance, tags={
@@ -154,11 +160,13 @@ class Platform:
         return [m.key for m in load_registry(self.home / "registry.yaml").markets]
 
     def tick_schedule(self, name: str, at: datetime) -> None:
+        self.activate()
         schedule = self.defs.get_schedule_def(name)
         ctx = dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at)
         self.launch(schedule.evaluate_tick(ctx).run_requests or [], schedule.job_name)
 
     def tick_sensor(self) -> None:
+        self.activate()
         sensor = self.defs.get_sensor_def("retrain_on_new_candles")
         ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs)
         result = sensor.evaluate_tick(ctx)

@@ -42,12 +42,14 @@ def derived_ids(store: ConfigurationStore) -> list[tuple[int, str, str]]:
 
 def test_a_day_rewritten_replaces_its_record_never_adds_one(store: ConfigurationStore) -> None:
     v = store.add_version(make_config())
-    store.write_timeline("btc_eth_momentum", [record(v.id, 0), record(v.id, 1)], [])
-    store.write_timeline("btc_eth_momentum", [record(v.id, 1, r=0.02), record(v.id, 2)], [])
+    w = store.add_version(later_window())
+    store.write_timeline("btc_eth_momentum", [record(v.id, 0), record(v.id, 1), record(w.id, 1, role="candidate")], [])
+    store.write_timeline("btc_eth_momentum", [record(v.id, 0), record(v.id, 1, r=0.02), record(v.id, 2)], [])
     got = store.forward_records("btc_eth_momentum")
-    assert [(r.day, r.log_return) for r in got] == [(D, 0.01), (D + timedelta(days=1), 0.02),
-                                                     (D + timedelta(days=2), 0.01)]
+    assert [(r.configuration_id, r.day, r.log_return) for r in got] == [
+        (v.id, D, 0.01), (v.id, D + timedelta(days=1), 0.02), (v.id, D + timedelta(days=2), 0.01)]
     assert got[0].trades == [{"return": 0.01}] and got[0].readings["max_daily_loss"]["limit"] == 0.02
+    # w's record is gone: the timeline no longer runs it that day (the records are what the last replay derived)
     assert count_rows(store, "forward_records") == 3
 
 

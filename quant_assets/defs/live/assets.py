@@ -160,14 +160,16 @@ def build_live_overview(registry: Registry) -> dg.Definitions:
         rows = [{"universe": s.universe, "configuration": s.configuration_id or "none", "stage": s.stage or "",
                  "live since": s.live_since or "", "forward days": s.forward_days, "forward trades": s.forward_trades,
                  "forward return": s.forward_return, "Sharpe": s.forward_sharpe, "max drawdown": s.max_drawdown,
-                 "paused": s.paused,
-                 "breakers": ", ".join(f"{k} {_fmt(v['value'])}/{v['limit']}" for k, v in s.breakers.items()
-                                       if BREAKERS[k].action != "live_only")}
+                 "paused": s.paused}
                 for s in statuses]
+        breakers = [{"universe": s.universe, "breaker": k, "reading": _fmt(v["value"]), "limit": v["limit"],
+                     "tripped": v["tripped"], "on trip": v["action"]}
+                    for s in statuses for k, v in s.breakers.items() if BREAKERS[k].action != "live_only"]
         live_plots = "\n\n".join(f"### {u}\n{png_markdown(p, u).value}" for u, p in plots.items()
                                  if any(s.universe == u and s.configuration_id for s in statuses))
         return dg.MaterializeResult(metadata={
             "live": markdown_table(rows),
+            "breakers": markdown_table(breakers),
             "n_live": sum(1 for s in statuses if s.configuration_id),
             "forward_equity": dg.MetadataValue.md(live_plots or "(nothing is live yet)"),
             "how_to_trade": dg.MetadataValue.md("`quant configs live` lists this table; `quant configs export "
