@@ -16,7 +16,6 @@ import numpy as np
 import polars as pl
 
 from quant_core.contract import Tunable
-from quant_core.data.schema import Market
 from quant_core.live.forward import BUCKET_DAYS, DAY, ForwardDay, pad_flat, run_days, window_log_returns
 from quant_core.live.timeline import Timeline, day_start, replay
 from quant_core.runspec import load_run_spec
@@ -155,4 +154,4 @@ def sync_universe(store: ConfigurationStore, registry: Registry, universe: Unive
     return SyncResult(timeline, versions)
 
 
-__all__ = ["CandleSource", "Market", "SyncResult", "sync_universe"]
+__all__ = ["CandleSource", "SyncResult", "sync_universe"]

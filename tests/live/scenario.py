@@ -117,8 +117,10 @@ class Platform:
         from quant_assets.definitions import build_definitions
 
         self.defs = build_definitions()
+        from dagster._core.instance.ref import InstanceRef
+
         (self.home / "dagster").mkdir(exist_ok=True)
-        self.instance = dg.DagsterInstance.local_temp(tempdir=str(self.home / "dagster"))
+        self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home / "dagster")))
 
     def activate(self) -> None:
         """This deployment's registry, state directory and store for what runs next (resources read them)."""

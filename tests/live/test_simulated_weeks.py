@@ -64,6 +64,15 @@ def timeline(p: Platform) -> dict:
         store.dispose()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_environment():
+    """The platforms set QUANT_REGISTRY / QUANT_HOME / QUANT_DATABASE_URL for their runs: restore them after."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def scenario_a(tmp_path_factory, postgres_server):
     url = postgres_server.create_database()

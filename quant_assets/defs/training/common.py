@@ -131,7 +131,12 @@ def store_configuration(context: dg.AssetExecutionContext, store_resource: Confi
         for job in store.list_training_jobs(universe_key=universe.name):
             if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
                 store.record_job_end(job.id, status="stored", configuration_id=stored.id)
-        sync_universe(store, registry, universe, candles)
+        try:
+            sync_universe(store, registry, universe, candles)
+        except Exception as exc:  # the version is stored; the next forward run derives the timeline again
+            context.log.warning(f"{universe.name}: version {stored.id} stored, live timeline not updated: {exc}")
+            return stored, "pending", f"the live timeline could not be updated ({exc}); the next forward run " \
+                "decides", store.url
         status = live_status(store, universe.name)
         arrival = next((e for e in reversed(store.timeline_events(universe.name))
                         if e.configuration_id == stored.id and e.kind in ("live", "candidate")), None)
