@@ -51,7 +51,7 @@ universes:
   - name: sweep
     markets: {{BTC: synthetic.BTC-USDT.4h}}
     walk_forward: {{train_days: 28, test_days: 14, gap_days: 0}}
-    spec:
+    spec: &strategy_spec
       strategy: liquidity_sweep
       tokens: [BTC]
       startDateString: "2024-01-15 00:00:00"
@@ -71,14 +71,8 @@ universes:
     # permissive on purpose: the planted challengers are decided by the paired test alone (p < 0.5: t > 0)
     live: {{gate: {{margin: -1.0}}, challenger: {{p_value: 0.5, min_days: 5}}}}
     spec:
+      <<: *strategy_spec
       strategy: donchian_breakout
-      tokens: [BTC]
-      startDateString: "2024-01-15 00:00:00"
-      endDateString: "2024-03-01 00:00:00"
-      endTestDateString: "2024-03-22 00:00:00"
-      max_memory_days: 34
-      return_val: net_profit
-      strategy_settings: {{taker_fee_bps: 10, slippage_bps: 2, min_trades: 1}}
       optimisation_settings:
         method: random
         initial_random_key: 0
