@@ -101,3 +101,20 @@ def sqlite_url(tmp_path: Path) -> str:
 def store_url(request: pytest.FixtureRequest) -> str:
     """A fresh database on each backend: tests using it run once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_state_storage() -> Iterator[None]:
+    """Fail the test that leaves Dagster's current defs-state storage set (an instance entered and never exited,
+    e.g. an unclosed schedule context): every later definitions load would then fail with "Attempted to resolve
+    undefined DagsterInstance weakref", far from the cause. The storage is cleared so later tests are unaffected."""
+    yield
+    try:
+        from dagster._core.storage.defs_state.base import _current_storage
+    except ImportError:  # a Dagster without defs-state storage has nothing to leak
+        return
+    leaked = _current_storage.get()
+    if leaked is not None:
+        _current_storage.set(None)
+        pytest.fail(f"this test left Dagster's defs-state storage set ({type(leaked).__name__}): enter schedule and "
+                    "sensor contexts and instances with `with` so they are closed")

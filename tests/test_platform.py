@@ -97,16 +97,16 @@ def test_schedules_request_yesterday_per_market_and_last_week(platform):
     ingest = defs.resolve_schedule_def(f"{INGEST_JOB}_schedule")
     at = datetime(TODAY.year, TODAY.month, TODAY.day, 0, 15, tzinfo=UTC)
     with dg.instance_for_test() as instance:
-        reqs = ingest.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-                                    ).run_requests
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as ctx:
+            reqs = ingest.evaluate_tick(ctx).run_requests
         yesterday = _day(TODAY - timedelta(days=1))
         assert sorted(r.partition_key for r in reqs) == [f"{yesterday}|synth.{t}-USD.1d" for t in ("AAA", "BBB", "CCC")]
         assert ingest.execution_timezone == "UTC" and ingest.cron_schedule == "15 0 * * *"
         retrain = defs.resolve_schedule_def(f"retrain_{U}_schedule")
         assert retrain.cron_schedule == "0 3 * * 1"
         monday = TODAY - timedelta(days=TODAY.weekday())
-        reqs = retrain.evaluate_tick(dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=monday.replace(hour=3))).run_requests
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=monday.replace(hour=3)) as ctx:
+            reqs = retrain.evaluate_tick(ctx).run_requests
         assert [r.partition_key for r in reqs] == [f"{U}|{_day(monday - timedelta(days=7))}"]
 
 

@@ -158,14 +158,17 @@ class Platform:
     def tick_schedule(self, name: str, at: datetime) -> None:
         self.activate()
         schedule = self.defs.get_schedule_def(name)
-        ctx = dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at)
-        self.launch(schedule.evaluate_tick(ctx).run_requests or [], schedule.job_name)
+        # as a context manager: a schedule context opens its own instance from the ref, and an unclosed one
+        # leaves Dagster's current defs-state storage pointing at it after it is gone
+        with dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at) as ctx:
+            requests = schedule.evaluate_tick(ctx).run_requests or []
+        self.launch(requests, schedule.job_name)
 
     def tick_sensor(self) -> None:
         self.activate()
         sensor = self.defs.get_sensor_def("retrain_on_new_candles")
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs)
-        result = sensor.evaluate_tick(ctx)
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs) as ctx:
+            result = sensor.evaluate_tick(ctx)
         self.cursor = result.cursor or self.cursor
         self.launch(result.run_requests or [])
 
