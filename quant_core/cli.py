@@ -50,7 +50,7 @@ def _panel(spec, prices: str | list[str]):
             continue
         if not Path(path).exists():
             raise ValueError(f"--prices {entry}: {path} does not exist")
-        candles = pl.read_parquet(path)
+        candles = pl.read_parquet(path, glob=False)  # a name may hold [ ] * ?
         missing = [c for c in ("timestamp", "close") if c not in candles.columns]
         if missing:
             raise ValueError(f"--prices {entry}: a candle file needs columns timestamp and close (missing {missing}); "

@@ -89,7 +89,7 @@ def _read_candle_file(
         if _suffix(path) in _PARQUET_SUFFIXES:
             if not path.exists():
                 raise CandleImportError(f"{path}: file does not exist")
-            raw = pl.read_parquet(path)
+            raw = pl.read_parquet(path, glob=False)  # a name may hold [ ] * ?
         else:
             raw = pl.read_csv(io.BytesIO(_read_text_bytes(path)), infer_schema=False)
     except (pl.exceptions.PolarsError, OSError) as exc:

@@ -81,7 +81,7 @@ def detect_format(path: str | Path) -> FileFormat:
     suffix = _suffix(path)
     if suffix in _PARQUET_SUFFIXES:
         try:
-            names = [c.lower() for c in pl.read_parquet_schema(path)]
+            names = [c.lower() for c in pl.scan_parquet(path, glob=False).collect_schema()]  # no globbing of [ ]
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise CandleImportError(f"{path}: cannot read the Parquet file: {exc}") from exc
         return "long" if {"token", "price_usd"} <= set(names) else "candles"

@@ -87,9 +87,9 @@ def read_long_prices(path: str | Path, value_column: str = "price_usd") -> pl.Da
     csv = name.endswith((".csv", ".csv.gz"))
     try:
         if csv:
-            raw = pl.read_csv(path, infer_schema=False)
+            raw = pl.read_csv(path, infer_schema=False, glob=False)  # a name may hold [ ] * ?
         elif name.endswith((".parquet", ".pq")):
-            raw = pl.read_parquet(path)
+            raw = pl.read_parquet(path, glob=False)  # a name may hold [ ] * ?
         else:
             raise PriceFileError(
                 f"{path}: unknown price file type; use a .csv (date,token,price_usd) "

@@ -166,7 +166,7 @@ def test_generic_csv_with_aliases(tmp_path: Path, time_name: str, time_values) -
 def test_generic_parquet_datetimes_and_explicit_columns(tmp_path: Path) -> None:
     src = candles(20, "1d")
     naive = src.with_columns(pl.col("timestamp").dt.replace_time_zone(None).dt.cast_time_unit("us"))
-    path = tmp_path / "daily.parquet"
+    path = tmp_path / "daily[v2].parquet"  # brackets are part of the name, not a glob
     naive.rename({"timestamp": "datetime", "volume": "v"}).write_parquet(path)
     assert import_candles(path).candles.equals(src)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -76,6 +77,20 @@ def test_shared_file_and_shipped_subset() -> None:
     src = PriceFileSource(SHARED)
     _, report = validate_candles(src.fetch(Market("shipped", "S/USD", "1d")), "1d")
     assert report.gaps and report.missing_candles == 4
+
+
+@pytest.mark.parametrize("name", ["prices[1].csv", "prices[btc]*?.csv.gz", "prices[1].parquet"])
+def test_any_legal_file_name(tmp_path: Path, name: str) -> None:
+    """Polars would take [ ] * ? in a path as a glob pattern and find no file; names are read literally."""
+    expected = read_long_prices(shipped_prices_path()).head(30)
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        expected.write_parquet(path)
+    else:
+        text = expected.with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("date")).select(
+            "date", "token", "price_usd").write_csv()
+        path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    assert read_long_prices(path).equals(expected)
 
 
 def test_parquet_and_iso_timestamps(tmp_path: Path) -> None:
