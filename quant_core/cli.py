@@ -76,19 +76,83 @@ def _market_caps(spec, path: str, panel):
     return caps.prices[:, [caps.tokens.index(t) for t in spec.sorted_tokens]]
 
 
+def _spreads(spec, path: str, panel):
+    """Fractional CEX spreads [minutes of the run, tokens alphabetical] for rvr__, from a long file
+    (date/timestamp, token, spread) at any step: each minute takes the last quote at or before it."""
+    import numpy as np
+
+    from quant_core.data.price_file import read_long_prices
+    from quant_core.sim.window import plan_window
+
+    window = plan_window(panel, spec)
+    start = panel.timestamps[window.start_row].astype("datetime64[ms]").astype(np.int64)
+    minutes = start + 60_000 * np.arange((window.n_steps - 1) * window.step_minutes + 1, dtype=np.int64)
+    quotes = read_long_prices(path, value_column="spread", allow_zero=True)
+    out = np.empty((len(minutes), len(spec.sorted_tokens)))
+    for j, token in enumerate(spec.sorted_tokens):
+        rows = quotes.filter(quotes["token"] == token)
+        if rows.height == 0:
+            raise ValueError(f"--spreads {path}: no spreads for token {token!r}; give one series per token of the "
+                             f"spec {spec.sorted_tokens}")
+        times = rows["timestamp"].dt.epoch("ms").to_numpy()
+        first = int(np.searchsorted(times, minutes[0], side="right")) - 1
+        if first < 0:
+            raise ValueError(f"--spreads {path}: {token!r} has no spread at or before the run's start "
+                             f"{panel.timestamps[window.start_row]}; add a quote at or before it")
+        values = rows["price_usd"].to_numpy()
+        if np.any(values >= 1):
+            raise ValueError(f"--spreads {path}: {token!r} has a spread >= 1; spreads are fractions of the price "
+                             "(0.001 = 10 bp)")
+        out[:, j] = values[np.searchsorted(times, minutes, side="right") - 1]
+    return out
+
+
+def _print_headline(result) -> None:
+    """The run's headline metrics, in one block (the full set is in `result.summary()`)."""
+    m = result.summary()
+    days = (len(result.values) - 1) / result.steps_per_day
+    lines = [f"  {'days':<22}{days:>12.2f}",
+             f"  {'total return':<22}{m['returns']:>12.2%}",
+             f"  {'vs HODL':<22}{m['returns_over_hodl']:>12.2%}",
+             f"  {'annualised return':<22}{m['annualised_returns']:>12.2%}",
+             f"  {'Sharpe (annualised)':<22}{m['sharpe']:>12.3f}",
+             f"  {'max drawdown':<22}{m['greatest_draw_down']:>12.2%}"]
+    if result.fee_revenue is not None and float(result.fee_revenue.sum()) > 0:
+        lines.append(f"  {'fees earned':<22}{float(result.fee_revenue.sum()):>12.2f}")
+    if result.lvr is not None:
+        label = "RVR" if result.engine == "rvr" else "LVR"
+        lines.append(f"  {label + ' (final)':<22}{float(result.lvr[-1]):>12.2f}")
+    print("headline metrics:\n" + "\n".join(lines))
+
+
 def cmd_simulate(args) -> int:
     from quant_core.runspec import load_run_spec
     from quant_core.sim.simulate import simulate
 
     spec = load_run_spec(args.spec)
     panel = _panel(spec, args.prices)
-    aux = {"market_cap": _market_caps(spec, args.market_caps, panel)} if args.market_caps else None
-    result = simulate(panel, spec, aux=aux)
+    aux = {}
+    if args.market_caps:
+        aux["market_cap"] = _market_caps(spec, args.market_caps, panel)
+    from quant_core.sim.pool import get_pool
+
+    pool = get_pool(spec.rule)
+    takes_spreads = pool.rebalancer == "rvr" or pool.engine == "trad_hodling"
+    if args.spreads and not takes_spreads:
+        raise ValueError(f"--spreads: rule {spec.rule!r} does not use spreads (rvr__ hooks and the trad_hodling pool "
+                         "do); drop --spreads or use an rvr__ rule")
+    if pool.rebalancer == "rvr" and not args.spreads:
+        raise ValueError(f"rule {spec.rule!r} pays half the CEX spread on what it trades: pass --spreads FILE "
+                         "(date,token,spread, fractions of the price)")
+    if args.spreads:
+        aux["spread"] = _spreads(spec, args.spreads, panel)
+    result = simulate(panel, spec, aux=aux or None)
     frame = result.to_frame(spec.tokens)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out)
     print(f"wrote {frame.height} rows to {out}: final value {result.values[-1]:.2f}")
+    _print_headline(result)
     return 0
 
 
@@ -384,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="CSV to write")
     s.add_argument("--market-caps", help="long-format market caps (date,token,market_cap_usd) on the price rows, "
                    "for index_market_cap")
+    s.add_argument("--spreads", help="long-format fractional CEX spreads (date,token,spread; any step: each minute "
+                   "takes the last quote at or before it), for rvr__")
     s.set_defaults(func=cmd_simulate)
     t = sub.add_parser("train", help="train the spec's parameters on its training window (pool specs read "
                        "--prices; CEX strategy specs, `strategy: ...`, read --candles)")

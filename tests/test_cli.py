@@ -35,7 +35,15 @@ def test_simulate_writes_one_row_per_step(tmp_path, capsys):
                           "reserve_USDC", "reserve_BTC", "reserve_ETH"]
     assert df["value"][0] == 1_000_000.0
     np.testing.assert_allclose(df.select(pl.sum_horizontal("^weight_.*$")).to_numpy().ravel(), 1.0, atol=1e-12)
-    assert "wrote 60 rows" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote 60 rows" in printed
+    # the headline metrics are those of the written value path
+    v = df["value"].to_numpy()
+    shown = {line[:24].strip(): line[24:].strip() for line in printed.splitlines() if line.startswith("  ")}
+    assert shown["total return"] == f"{100 * (v[-1] / v[0] - 1):.2f}%"
+    dd = 1 - min(v[i] / v[: i + 1].max() for i in range(len(v)))
+    assert shown["max drawdown"] == f"{-100 * dd:.2f}%"
+    assert {"days", "vs HODL", "annualised return", "Sharpe (annualised)"} <= set(shown)
 
 
 def test_simulate_index_market_cap_reads_market_caps(tmp_path):
@@ -56,6 +64,39 @@ def test_simulate_index_market_cap_reads_market_caps(tmp_path):
     assert df["weight_BTC"][-1] > df["weight_ETH"][-1] > df["weight_USDC"][-1]
     assert df["weight_BTC"][-1] > df["weight_BTC"][0]
     assert main(argv) == 2  # without market caps: a clear error, exit code 2
+
+
+def test_simulate_rvr_reads_spreads_from_a_file(tmp_path, capsys):
+    """--spreads: a long file at any step; each minute takes the last quote at or before it. Equals the library
+    call with the same per-minute spreads; refused for rules that do not use spreads, demanded by rvr__."""
+    from quant_core.data.panel import panel_from_long_prices
+    from quant_core.runspec import load_run_spec
+    from quant_core.sim.simulate import simulate
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("rule: momentum", "rule: rvr__momentum") + "fees: 0.003\n")
+    spreads = tmp_path / "spreads [daily].csv"
+    spreads.write_text("date,token,spread\n2023-12-01,BTC,0.0004\n2023-12-01,ETH,0.0006\n2023-12-01,USDC,0\n"
+                       "2024-02-01,BTC,0.002\n")
+    out = tmp_path / "out.csv"
+    argv = ["simulate", str(spec), "--prices", str(shipped_prices_path()), "--out", str(out)]
+    assert main(argv + ["--spreads", str(spreads)]) == 0
+    assert "RVR (final)" in capsys.readouterr().out
+    run = load_run_spec(spec)
+    minutes = 59 * 1440 + 1  # 60 daily steps, stepped through minutes
+    expected = np.tile([0.0004, 0.0006, 0.0], (minutes, 1))
+    expected[31 * 1440:, 0] = 0.002  # from 2024-02-01 00:00 (day 31 of the run) on
+    ref = simulate(panel_from_long_prices(shipped_prices_path(), run.tokens), run, aux={"spread": expected})
+    np.testing.assert_allclose(pl.read_csv(out)["value"].to_numpy(), ref.values, rtol=1e-12)
+    assert main(argv) == 2
+    assert "pass --spreads FILE" in capsys.readouterr().err
+    late = tmp_path / "late.csv"
+    late.write_text("date,token,spread\n2024-01-02,BTC,0.1\n2024-01-02,ETH,0.1\n2024-01-02,USDC,0.1\n")
+    assert main(argv + ["--spreads", str(late)]) == 2
+    assert "'BTC' has no spread at or before the run's start" in capsys.readouterr().err
+    spec.write_text(SPEC)
+    assert main(argv + ["--spreads", str(spreads)]) == 2
+    assert "does not use spreads" in capsys.readouterr().err
 
 
 def test_bad_spec_exits_2_naming_the_key(tmp_path, capsys):

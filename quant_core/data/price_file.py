@@ -70,11 +70,12 @@ def parse_utc_times(text: pl.Series) -> pl.Series:
     return frame.select(pl.coalesce(frame.columns).alias(text.name))[text.name]
 
 
-def read_long_prices(path: str | Path, value_column: str = "price_usd") -> pl.DataFrame:
+def read_long_prices(path: str | Path, value_column: str = "price_usd", allow_zero: bool = False) -> pl.DataFrame:
     """Read a long price file: CSV `date,token,price_usd` or Parquet `timestamp,token,price_usd`.
 
     `value_column` reads another positive per-(time, token) series in the same layout (e.g.
-    `market_cap_usd` for index pools); it is returned under the name `price_usd`.
+    `market_cap_usd` for index pools, or `spread` with `allow_zero`, which may be 0); it is returned under the
+    name `price_usd`.
 
     Times are UTC (naive values are taken as UTC; CSV dates may be plain dates or ISO timestamps).
     Returns `timestamp` (Datetime ms UTC), `token`, `price_usd` sorted by timestamp then token.
@@ -124,7 +125,7 @@ def read_long_prices(path: str | Path, value_column: str = "price_usd") -> pl.Da
     elif price_raw.dtype.is_numeric():
         price = price_raw.cast(pl.Float64)
     else:
-        raise PriceFileError(f"{path}: column 'price_usd' has dtype {price_raw.dtype}; expected numbers")
+        raise PriceFileError(f"{path}: column {value_column!r} has dtype {price_raw.dtype}; expected numbers")
     df = df.with_columns(timestamp=ts.alias("timestamp"), price_usd=price.alias("price_usd"))
 
     def fail(mask: pl.Expr, what: str, fix: str) -> None:
@@ -144,14 +145,14 @@ def read_long_prices(path: str | Path, value_column: str = "price_usd") -> pl.Da
     )
     fail(
         pl.col("price_usd").is_null() | ~pl.col("price_usd").is_finite(),
-        "a missing or non-numeric 'price_usd'",
-        "drop those rows (missing days are reported as gaps) or correct the price",
+        f"a missing or non-numeric {value_column!r}",
+        "drop those rows (missing days are reported as gaps) or correct the value",
     )
-    fail(
-        pl.col("price_usd") <= 0,
-        "a non-positive 'price_usd'",
-        "prices must be > 0; correct or drop those rows",
-    )
+    if allow_zero:
+        fail(pl.col("price_usd") < 0, f"a negative {value_column!r}", "values must be >= 0; correct or drop those rows")
+    else:
+        fail(pl.col("price_usd") <= 0, f"a non-positive {value_column!r}",
+             "values must be > 0; correct or drop those rows")
 
     df = df.sort("timestamp", "token", "_row")
     dups = df.filter(repeated_pairs("timestamp", "token"))
