@@ -82,6 +82,8 @@ def build_configuration(
         "mean_is_sharpe": report.mean_is_sharpe,
         "mean_oos_sharpe": report.mean_oos_sharpe,
         "oos_is_ratio": report.oos_is_ratio,
+        "walk_forward_efficiency": report.mean_walk_forward_efficiency,
+        "worst_walk_forward_efficiency": report.worst_walk_forward_efficiency,
         **{f"oos_{name}_sharpe": b["sharpe"] for name, b in report.other_benchmarks.items()},
         "n_folds": float(len(report.folds)),
     }

@@ -99,9 +99,29 @@ def test_walk_forward_report():
     assert sig["deflated_sharpe_p_value"] == pytest.approx(1 - sig["deflated_sharpe"])
     assert 0 <= sig["pbo"] <= 1 and sig["n_candidates"] == 8 and len(sig["candidate_p_bh"]) == 8
     assert all(b >= p for b, p in zip(sig["candidate_p_bh"], sig["candidate_p_values"], strict=True))
+    # walk-forward efficiency (Pardo): per fold OOS / IS annualised Sharpe, NaN where IS <= 0; mean and worst
+    for f in rep.folds:
+        is_s, oos_s = f.in_sample["sharpe"], f.out_of_sample["sharpe"]
+        if is_s > 0:
+            assert f.walk_forward_efficiency == pytest.approx(oos_s / is_s, rel=1e-12)
+        else:
+            assert np.isnan(f.walk_forward_efficiency)
+    wfe = np.array([f.walk_forward_efficiency for f in rep.folds])
+    assert rep.undefined_efficiency_folds == int(np.isnan(wfe).sum())
+    np.testing.assert_equal(rep.mean_walk_forward_efficiency, np.mean(wfe))
+    np.testing.assert_equal(rep.worst_walk_forward_efficiency, np.min(wfe))
     import json
 
     json.dumps(rep.to_dict())
+
+
+def test_walk_forward_efficiency_edge_cases():
+    from quant_core.validate.walk_forward import walk_forward_efficiency
+
+    assert walk_forward_efficiency(2.0, 1.0) == 0.5
+    assert walk_forward_efficiency(1.0, -0.5) == -0.5
+    assert np.isnan(walk_forward_efficiency(0.0, 1.0)) and np.isnan(walk_forward_efficiency(-1.0, -2.0))
+    assert np.isnan(walk_forward_efficiency(float("nan"), 1.0))
 
 
 def test_out_of_sample_ignores_prices_after_the_test_window():

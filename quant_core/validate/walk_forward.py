@@ -9,6 +9,11 @@ out-of-sample daily log returns of all folds are concatenated into one equity cu
 (daily_log_sharpe formula) and its sample size (days for a pool, trades for a strategy: the tunable's
 `sample_unit`) are the evidence the lifecycle stage is decided from. A fold whose training finds no
 admissible parameter set stays out of the market where the tunable can (`Tunable.stay_out`).
+
+Walk-forward efficiency (Pardo; as the reference simulator reports it): per fold, the annualised out-of-sample
+Sharpe over the annualised in-sample Sharpe (the `sharpe` metric), undefined (NaN) where the in-sample Sharpe is
+<= 0; the report gives the mean and the worst over folds, NaN when any fold is undefined (as the reference), and
+how many folds were undefined. 0.5 or more is read as a robust transfer from training to unseen data.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class FoldResult:
     out_of_sample: dict[str, float]
     oos_benchmark: dict[str, float]  # the tunable's benchmark (HODL / buy-and-hold) over the test window
     oos_log_returns: list[float]
+    walk_forward_efficiency: float = float("nan")  # this fold's OOS / IS Sharpe (NaN when IS Sharpe <= 0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,6 +69,9 @@ class WalkForwardReport:
     other_benchmarks: dict[str, dict] = field(default_factory=dict)  # name -> {"sharpe", "equity"}
     significance: dict = field(default_factory=dict)  # see quant_core.validate.significance / evidence()
     trades: list[dict] = field(default_factory=list)  # tunables that trade: the out-of-sample trades, fold by fold
+    mean_walk_forward_efficiency: float = float("nan")  # mean over folds (NaN if any fold's is undefined)
+    worst_walk_forward_efficiency: float = float("nan")
+    undefined_efficiency_folds: int = 0  # folds whose in-sample Sharpe was <= 0
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "folds"}
@@ -119,7 +128,9 @@ def walk_forward(
             trades.extend({"fold": fold.index, **t} for t in oos.trades[0])
         results.append(FoldResult(fold=fold, params=params, in_sample=in_sample, out_of_sample=oos.metrics[0],
                                   oos_benchmark=oos.benchmark_metrics[tunable.benchmark],
-                                  oos_log_returns=r.tolist()))
+                                  oos_log_returns=r.tolist(),
+                                  walk_forward_efficiency=walk_forward_efficiency(in_sample["sharpe"],
+                                                                                  oos.metrics[0]["sharpe"])))
         if log:
             f = results[-1]
             counts = (f" ({f.in_sample['n_trades']:.0f} trades)", f" ({f.out_of_sample['n_trades']:.0f} trades)") \
@@ -142,6 +153,7 @@ def walk_forward(
               for name, b in b_all.items()}
     mean_is = float(np.mean([f.in_sample["daily_log_sharpe"] for f in results]))
     mean_oos = float(np.mean([f.out_of_sample["daily_log_sharpe"] for f in results]))
+    wfe = np.array([f.walk_forward_efficiency for f in results])
     return WalkForwardReport(
         metric=spec.return_val,
         folds=results,
@@ -159,7 +171,18 @@ def walk_forward(
         other_benchmarks=others,
         significance=significance,
         trades=trades,
+        mean_walk_forward_efficiency=float(np.mean(wfe)),
+        worst_walk_forward_efficiency=float(np.min(wfe)),
+        undefined_efficiency_folds=int(np.sum(~np.isfinite(wfe))),
     )
+
+
+def walk_forward_efficiency(is_sharpe: float, oos_sharpe: float) -> float:
+    """Pardo's walk-forward efficiency of one fold: annualised OOS Sharpe / annualised IS Sharpe; NaN where the
+    in-sample Sharpe is not positive (a ratio to a losing fit means nothing)."""
+    if not (np.isfinite(is_sharpe) and is_sharpe > 0):
+        return float("nan")
+    return float(oos_sharpe / is_sharpe)
 
 
 def evidence(oos_returns: np.ndarray, n_configurations: int, candidates: np.ndarray | None,

@@ -16,6 +16,8 @@ ADDED = {"benchmark"}  # metrics.benchmark: which benchmark oos_benchmark_sharpe
 # issue 16: the live gate reads the walk-forward's total returns; stages come from forward data, so a new version
 # is written DISCOVERY (its walk-forward evidence is kept in the metrics, unchanged)
 ADDED_WALK_FORWARD = {"oos_return", "oos_benchmark_return"}
+# issue 17: walk-forward efficiency (Pardo), from the recorded folds' in- and out-of-sample Sharpe
+ADDED_EFFICIENCY = {"walk_forward_efficiency", "worst_walk_forward_efficiency"}
 RESTAGED = ("stage", "stage_reason", "stage_evidence")
 
 
@@ -49,6 +51,9 @@ def test_golden_run(name):
     for key in ADDED:
         got["metrics"].pop(key)
     added = {k: got["metrics"]["walk_forward"].pop(k) for k in ADDED_WALK_FORWARD}
+    wfe = {k: got["metrics"]["walk_forward"].pop(k) for k in ADDED_EFFICIENCY}
+    if None not in wfe.values():  # NaN (stored as None) where a fold's in-sample Sharpe is <= 0
+        assert wfe["worst_walk_forward_efficiency"] <= wfe["walk_forward_efficiency"]
     equity = want["oos_equity"]
     assert added["oos_return"] == equity[-1] - 1  # from the recorded equity (growth of 1)
     restaged = {k: (got.pop(k), want.pop(k)) for k in RESTAGED}

@@ -165,7 +165,8 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                  "IS sharpe": f.in_sample["daily_log_sharpe"],
                  **{f"OOS {k}": f.out_of_sample[m] for k, m in counted.items()},
                  "OOS sharpe": f.out_of_sample["daily_log_sharpe"], "OOS return": f.out_of_sample["returns"],
-                 f"{benchmark} OOS return": f.oos_benchmark["returns"]}
+                 f"{benchmark} OOS return": f.oos_benchmark["returns"],
+                 "efficiency (OOS/IS Sharpe)": f.walk_forward_efficiency}
                 for f in report.folds]
         yield dg.Output(report, metadata={
             "folds": markdown_table(rows),
@@ -174,6 +175,9 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
             **{f"oos_{k}_sharpe": dg.MetadataValue.float(b["sharpe"]) for k, b in report.other_benchmarks.items()},
             "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
             "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
+            # Pardo's walk-forward efficiency: mean and worst over folds (NaN where a fold's IS Sharpe <= 0)
+            "walk_forward_efficiency": dg.MetadataValue.float(report.mean_walk_forward_efficiency),
+            "worst_walk_forward_efficiency": dg.MetadataValue.float(report.worst_walk_forward_efficiency),
             "sample_size": report.sample_size,
             "sample_unit": report.sample_unit,
             **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
