@@ -5,7 +5,12 @@ Users already write run fingerprints (plain dicts with keys such as `rule`, `tok
 reference simulator's defaults; a spec that names a `strategy` is a `StrategySpec` (a CEX strategy on one
 market's candles), and a key of the other kind is refused rather than ignored. `RunSpec` is the
 discriminated union of the two. Unknown or inconsistent keys are rejected with a message that names the
-key and the fix. Defaults live here and nowhere else.
+key and the fix. Defaults live here and in the spec's sections (quant_core.spec_sections) and nowhere else.
+
+Every key of the reference simulator's default fingerprint is accepted (docs/fingerprint-keys.md): keys that
+change results are honoured; a key that has no effect on results here prints one `SpecNotice` line when set
+to anything but its default; a value asking for a reference feature not built yet is refused by name.
+One-element lists broadcast to every token, as in the reference.
 
 This module checks what a spec can check alone; whether a rule or strategy exists and its `parameters`
 and search ranges fit its schema is checked by its tunable (`quant_core.runspec.load_run_spec`), so this
@@ -17,12 +22,11 @@ from __future__ import annotations
 import difflib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -32,9 +36,34 @@ from pydantic import (
     model_validator,
 )
 
-# the training methods (quant_core.train.trainer); the CLI and the Dagster launchpad offer these
-Method = Literal["gradient_descent", "optuna", "grid", "random"]
-METHODS: tuple[str, ...] = get_args(Method)
+from quant_core.spec_sections import (  # noqa: F401  (re-exported: the spec's sections live there)
+    INITIAL_VALUE_KEYS,
+    ISSUE,
+    METHODS,
+    REFERENCE_PARAMETER_CONFIG,
+    TOP_LEVEL_ENSEMBLE_KEYS,
+    BfgsSettings,
+    CmaEsSettings,
+    HessianTraceSettings,
+    LearnableBoundsSettings,
+    Method,
+    OptimisationSettings,
+    OptunaEarlyStopping,
+    OptunaSettings,
+    OptunaStorage,
+    Range,
+    SearchSettings,
+    SpecNotice,
+    StrategySettings,
+    StrictModel,
+    emit_notices,
+    initial_value,
+    is_reference_default_range,
+    learnable_bounds_as_parameters,
+    scalar_if_one,
+    spec_notices,
+)
+from quant_core.train.method_settings import check_method_settings
 
 
 class RunSpecError(ValueError):
@@ -60,125 +89,7 @@ def parse_utc(value: str | datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Range(_Strict):
-    """A search range of one parameter in user units (optuna_settings.parameter_config and
-    search_settings.parameter_space)."""
-
-    low: float
-    high: float
-    log_scale: bool = False
-    n: int = Field(5, ge=2, description="grid points (method grid; geometric when log_scale)")
-    scalar: bool | None = Field(None, description="one value for every token (true) or each token searched "
-                                "separately (false); default: true for grid/random, false for Optuna")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
-        if self.log_scale and self.low <= 0:
-            raise ValueError(f"log_scale needs low > 0 (got {self.low}); raise low or set log_scale: false")
-        return self
-
-
-class OptunaStorage(_Strict):
-    type: Literal["sqlite", "mysql", "postgresql"] = "sqlite"
-    url: str | None = None
-
-
-class OptunaEarlyStopping(_Strict):
-    enabled: bool = False
-    patience: int = Field(100, ge=1)
-    min_improvement: float = Field(0.001, ge=0)
-
-
-class OptunaSettings(_Strict):
-    study_name: str | None = None
-    storage: OptunaStorage = Field(default_factory=OptunaStorage)
-    n_trials: int = Field(20, ge=1)
-    n_jobs: int = Field(4, ge=1, description="trials evaluated together in one batched (vmapped) call")
-    timeout: float | None = Field(7200, gt=0)
-    n_startup_trials: int = Field(10, ge=0)
-    sampler: Literal["tpe", "cmaes", "gp", "random"] = "tpe"
-    early_stopping: OptunaEarlyStopping = Field(default_factory=OptunaEarlyStopping)
-    expand_around: bool = True
-    multi_objective: bool = False
-    make_scalar: bool = False
-    overfitting_penalty: float = Field(0.0, ge=0)
-    n_sub_periods: int = Field(4, ge=2, description="multi_objective: sub-periods of the training part")
-    parameter_config: dict[str, Range] = Field(default_factory=dict)
-
-
-class SearchSettings(_Strict):
-    """Grid and random search (methods grid / random); see quant_core.train.grid."""
-
-    parameter_space: dict[str, list[float] | Range] = Field(default_factory=dict)
-    default_points: int = Field(5, ge=2, description="grid points for a parameter not in parameter_space")
-    n_samples: int = Field(256, ge=1, description="random search: candidates drawn")
-    batch_size: int = Field(256, ge=1, description="candidates scored together in one vmapped call")
-    top_k: int = Field(10, ge=1)
-
-    @field_validator("parameter_space")
-    @classmethod
-    def _values(cls, v: dict) -> dict:
-        for name, entry in v.items():
-            if isinstance(entry, list) and not entry:
-                raise ValueError(f"parameter_space.{name}: list at least one value, or give {{low, high}}")
-        return v
-
-
-class StrategySettings(_Strict):
-    """Costs, sizing and guards of a CEX strategy backtest (`strategy: liquidity_sweep`)."""
-
-    taker_fee_bps: float = Field(10.0, ge=0, lt=10_000, description="taker fee charged on entry and on exit")
-    slippage_bps: float = Field(2.0, ge=0, lt=10_000, description="adverse fill vs the bar price, both sides")
-    position_fraction: float = Field(1.0, gt=0, le=1, description="share of the equity each trade commits")
-    initial_capital: float = Field(10_000.0, gt=0, description="starting equity in the quote currency")
-    min_trades: int = Field(5, ge=0, description="training: candidates with fewer trades in the scored part "
-                            "score -inf, so a handful of lucky trades cannot win the search")
-
-
-class OptimisationSettings(_Strict):
-    method: Method = "gradient_descent"
-    optimiser: Literal["adam", "adamw", "sgd"] = "adamw"
-    base_lr: float = Field(0.1, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    batch_size: int = Field(8, ge=1)
-    n_iterations: int = Field(1000, ge=1)
-    n_parameter_sets: int = Field(4, ge=1)
-    noise_scale: float = Field(0.1, ge=0)
-    sample_method: Literal["uniform", "exponential"] = "uniform"
-    training_data_kind: Literal["historic"] = "historic"
-    use_gradient_clipping: bool = True
-    clip_norm: float = Field(10.0, gt=0)
-    lr_schedule_type: Literal["constant", "warmup_cosine"] = "constant"
-    warmup_steps: int = Field(100, ge=0)
-    min_lr: float = Field(1e-6, ge=0)
-    use_plateau_decay: bool = False
-    decay_lr_plateau: int = Field(100, ge=1)
-    decay_lr_ratio: float = Field(0.8, gt=0, le=1)
-    early_stopping: bool = True
-    early_stopping_patience: int = Field(200, ge=1)
-    early_stopping_metric: str = "daily_log_sharpe"
-    val_fraction: float = Field(0.2, ge=0, lt=1)
-    use_swa: bool = False
-    swa_start_frac: float = Field(0.75, ge=0, le=1)
-    swa_freq: int = Field(5, ge=1)
-    initial_random_key: int = 0
-    n_ensemble_members: int = Field(1, ge=1)
-    ensemble_init_method: Literal["lhs", "sobol", "grid", "gaussian"] = "lhs"
-    ensemble_init_scale: float = Field(1.0, ge=0)
-    ensemble_init_seed: int = 42
-    track_checkpoints: bool = False
-    checkpoint_interval: int = Field(50, ge=1)
-    optuna_settings: OptunaSettings = Field(default_factory=OptunaSettings)
-    search_settings: SearchSettings = Field(default_factory=SearchSettings)
-
-
-class SpecBase(_Strict):
+class SpecBase(StrictModel):
     """What every run spec holds, whatever it tunes: tokens, windows, the objective, the training method."""
 
     kind: ClassVar[str]
@@ -203,6 +114,22 @@ class SpecBase(_Strict):
             raise ValueError(f"duplicate tokens {dupes}: list each token once")
         return v
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _broadcast_parameters(cls, v: Any, info: Any) -> Any:
+        """A one-element list is one value for every token, as the reference broadcasts size-1 arrays
+        (`k_per_day: [5]` for three tokens is 5 each); so is a one-element row of an ensemble member."""
+        if not isinstance(v, dict):
+            return v
+        n = len(info.data.get("tokens") or [None])
+        out = {}
+        for name, value in v.items():
+            value = scalar_if_one(value)
+            if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+                value = [row * n if len(row) == 1 else row for row in value]
+            out[name] = value
+        return out
+
     @field_validator("startDateString", "endDateString", "endTestDateString")
     @classmethod
     def _date(cls, v: str | None) -> str | None:
@@ -224,6 +151,7 @@ class SpecBase(_Strict):
             raise ValueError("optimisation_settings.optuna_settings.overfitting_penalty compares the training and "
                              "validation scores: set optimisation_settings.val_fraction > 0 (e.g. 0.2) or the "
                              "penalty to 0")
+        check_method_settings(self)  # bfgs / cma_es / the Hessian-trace penalty against the rest of the spec
         return self
 
     @property
@@ -272,16 +200,29 @@ class PoolSpec(SpecBase):
     # weights
     maximum_change: float = Field(3e-4, gt=0)
     minimum_weight: float | None = Field(None, gt=0, lt=1)
+    # `optimal` is the reference's `approx_optimal` (accepted under both names)
     weight_interpolation_method: Literal["linear", "optimal"] = "linear"
     weight_calculation_method: Literal["auto", "vectorized", "scan"] = "auto"
     ste_max_change: bool = False
     ste_min_max_weight: bool = False
+    # target-weight rules (min_variance, index_market_cap and its hodling variants): "first_target" is the
+    # reference (start at the guardrailed first target, no first-chunk hold; min_variance then sees the price at
+    # the end of the chunk it trades in); "initial_weights" starts at the initial weights, holds them one chunk and
+    # follows each target a chunk later, as delta rules do (causal)
+    target_weights_start: Literal["first_target", "initial_weights"] = "first_target"
+    # momentum_fee__ hook: "causal" computes a chunk's fee from prices up to its start; "reference" uses the
+    # reference hook's alignment (the price one minute after the chunk it is charged in: a look-ahead)
+    momentum_fee_timing: Literal["causal", "reference"] = "causal"
+    # momentum_fee__ hook: the reference's hard-coded parameters (fee_logit 10, scaling 1, logit_lamb 0.5)
+    momentum_fee_reference_constants: bool = False
     use_alt_lamb: bool = False
     use_pre_exp_scaling: bool = True
+    # execution settings of the reference's fused zero-fee reserve path: no effect on results here (notice)
     use_fused_reserves: bool = True
-    checkpoint_fused: str = "scan"
+    checkpoint_fused: Literal["none", "vmap", "scan"] = "scan"
     # market
     fees: float = Field(0.0, ge=0, lt=1)
+    # the share of each swap fee the protocol takes out of the pool (TFMM pools; see docs/fingerprint-keys.md)
     protocol_fee_split: float = Field(0.0, ge=0, le=1)
     arb_fees: float = Field(0.0, ge=0, lt=1)
     gas_cost: float = Field(0.0, ge=0)
@@ -302,12 +243,71 @@ class PoolSpec(SpecBase):
     initial_raw_exponents: float = 0.0
     initial_pre_exp_scaling: float = 0.5
     subsidary_pools: list[dict[str, Any]] = Field(default_factory=list)
+    # bounded__ rules: the bounds' starting values (kept fixed during training here; see learnable_bounds_as_parameters)
+    learnable_bounds_settings: LearnableBoundsSettings = Field(default_factory=LearnableBoundsSettings)
+    # reCLAMM pools (rule reclamm; quant_core/sim/amm/reclamm.py): no effect on other rules (notice)
+    reclamm_interpolation_method: Literal["geometric", "constant_arc_length"] = "geometric"
+    reclamm_arc_length_speed: float | None = Field(None, gt=0)
+    reclamm_centeredness_scaling: bool = False
+    reclamm_learn_arc_length_speed: bool = False
+    reclamm_use_shift_exponent: bool = False
+    reclamm_learn_fees: bool = False
+    initial_arc_length_speed: float = Field(1e-4, gt=0)
+    initial_shift_exponent: float = 1.0
+    initial_price_ratio: float = Field(4.0, gt=1)
+    initial_centeredness_margin: float = Field(0.2, ge=0, le=1)
+    initial_daily_price_shift_base: float = Field(1.0 - 1.0 / 124000.0, gt=0, le=1)
     # objective and robustness
     price_noise_sigma: float = Field(0.0, ge=0)
     turnover_penalty: float = Field(0.0, ge=0)
     include_flipped_training_data: bool = False
     # additions (see docs/run-spec.md)
     initial_weights: list[float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_layout(cls, data: Any) -> Any:
+        """The reference fingerprint's layout and shapes, read as this model's (docs/fingerprint-keys.md):
+        its top-level ensemble keys and optimisation_settings.include_flipped_training_data move to where this
+        model keeps them (given in both places they must agree), one-element lists become one number, the
+        bounded__ starting bounds of learnable_bounds_settings become `parameters`, and `approx_optimal` is
+        `optimal`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        rule = data.get("rule", cls.model_fields["rule"].default)
+        if data.get("subsidary_pools"):
+            raise ValueError("subsidary_pools: composite pools (several rules over sub-pools) are not implemented yet "
+                             f"({ISSUE}); remove subsidary_pools or set it to []")
+        moved = {key: data.pop(key) for key in TOP_LEVEL_ENSEMBLE_KEYS if key in data}
+        opt = data.get("optimisation_settings")
+        if isinstance(opt, BaseModel) and moved:
+            opt = opt.model_dump(exclude_unset=True)
+        if opt is None and moved:
+            opt = {}
+        if isinstance(opt, dict):
+            opt = dict(opt)
+            for key, value in moved.items():
+                if key in opt and opt[key] != value:
+                    raise ValueError(f"{key} ({value!r}) and optimisation_settings.{key} ({opt[key]!r}) disagree: "
+                                     "give it in one place")
+                opt[key] = value
+            if "include_flipped_training_data" in opt:
+                value = opt.pop("include_flipped_training_data")
+                top = data.get("include_flipped_training_data", value)
+                if top != value:
+                    raise ValueError(f"include_flipped_training_data ({top!r}) and optimisation_settings."
+                                     f"include_flipped_training_data ({value!r}) disagree: give it in one place")
+                data["include_flipped_training_data"] = value
+            data["optimisation_settings"] = opt
+        if data.get("weight_interpolation_method") == "approx_optimal":
+            data["weight_interpolation_method"] = "optimal"
+        for key in INITIAL_VALUE_KEYS:
+            if key in data:
+                data[key] = initial_value(key, data[key])
+        if "initial_weights_logits" in data:
+            data["initial_weights_logits"] = scalar_if_one(data["initial_weights_logits"])
+        return learnable_bounds_as_parameters(data, rule)
 
     @property
     def ensemble(self) -> bool:
@@ -431,6 +431,10 @@ def _known_keys(kind: str) -> dict[str, list[str]]:
         "optimisation_settings": list(OptimisationSettings.model_fields),
         "optimisation_settings.optuna_settings": list(OptunaSettings.model_fields),
         "optimisation_settings.search_settings": list(SearchSettings.model_fields),
+        "optimisation_settings.bfgs_settings": list(BfgsSettings.model_fields),
+        "optimisation_settings.cma_es_settings": list(CmaEsSettings.model_fields),
+        "optimisation_settings.hessian_trace_settings": list(HessianTraceSettings.model_fields),
+        "learnable_bounds_settings": list(LearnableBoundsSettings.model_fields),
         "strategy_settings": list(StrategySettings.model_fields),
     }
 
@@ -440,8 +444,9 @@ def parse_run_spec(source: dict[str, Any] | str | Path | SpecBase) -> RunSpec:
     consistency). What a pool rule or a strategy accepts is checked on top by quant_core.runspec."""
     if isinstance(source, SpecBase):
         return source
+    where = "<run spec>"
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = where = Path(source)
         if not path.exists():
             raise RunSpecError(f"run spec file {path} does not exist")
         data = yaml.safe_load(path.read_text())
@@ -449,6 +454,8 @@ def parse_run_spec(source: dict[str, Any] | str | Path | SpecBase) -> RunSpec:
             raise RunSpecError(f"run spec file {path} must hold a mapping of settings, got {type(data).__name__}")
         source = data
     try:
-        return _ADAPTER.validate_python(source)
+        spec = _ADAPTER.validate_python(source)
     except ValidationError as exc:
         raise RunSpecError(_format_errors(exc, _known_keys(spec_kind(source)))) from None
+    emit_notices(spec_notices(spec), str(where))
+    return spec
