@@ -123,6 +123,13 @@ class Universe(BaseModel):
     @model_validator(mode="after")
     def _tokens_match(self) -> Universe:
         check_spec(self.spec)  # what its pool rule or strategy accepts, at registry load
+        if (self.spec.kind == "pool" and self.spec.rule.split("__")[-1] == "min_variance"
+                and self.spec.target_weights_start == "first_target"):
+            # the platform trains for live trading: no configuration may be chosen on prices it could not have seen
+            raise ValueError("spec.target_weights_start: 'first_target' (the reference's timing, the default) lets "
+                             "min_variance trade each chunk on a variance that includes the chunk's closing price, a "
+                             "one-chunk look-ahead; a universe trains for live trading, so set "
+                             "target_weights_start: initial_weights")
         if self.spec.kind == "strategy" and len(self.markets) != 1:
             raise ValueError(f"strategy {self.spec.strategy!r} trades one market; markets lists {len(self.markets)}: "
                              "give one `TOKEN: market key` entry (and spec.tokens: [TOKEN])")

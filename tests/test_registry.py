@@ -74,6 +74,9 @@ def test_a_strategy_universe_trades_one_market(tmp_path):
          "live: {challenger: {p_value: 0}}}", "universes.0.live.challenger.p_value: Input should be greater than 0"),
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
          "live: {gaet: {}}}", "universes.0.live.gaet: Extra inputs are not permitted"),
+
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d, USDC: shipped.USDC-USD.1d}, "
+         "spec: {rule: min_variance, tokens: [BTC, USDC]}}", "set target_weights_start: initial_weights"),
     ],
 )
 def test_bad_registry_names_the_entry(tmp_path, universe, needle):

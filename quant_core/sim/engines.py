@@ -17,6 +17,7 @@ from quant_core.sim.amm.g3m import g3m_log_reserves_from_minute_weights
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
 from quant_core.sim.amm.gyroscope import gyroscope_reserves
 from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
+from quant_core.sim.amm.reclamm import reclamm_pool_reserves
 from quant_core.sim.hooks import ensemble_mean, rebalancing_log_growth
 from quant_core.sim.pool import BOUND_PARAMS, Pool
 from quant_core.sim.settings import StaticSettings
@@ -63,13 +64,25 @@ def _gyroscope(st: StaticSettings, prices, weights, params, w0, v0, aux):
     return gyroscope_engine(st, prices, params, v0), _no_fees(prices)
 
 
+def _reclamm(st: StaticSettings, prices, weights, params, w0, v0, aux):
+    out = reclamm_pool_reserves(
+        prices, v0, params, fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees,
+        protocol_fee_split=st.protocol_fee_split, arb_frequency=st.arb_frequency,
+        interpolation_method=st.reclamm_interpolation_method, arc_length_speed=st.reclamm_arc_length_speed,
+        centeredness_scaling=st.reclamm_centeredness_scaling, use_shift_exponent=st.reclamm_use_shift_exponent,
+        learn_arc_length_speed=st.reclamm_learn_arc_length_speed, learn_fees=st.reclamm_learn_fees,
+        invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb)
+    return out.reserves, out.fee_revenue
+
+
 def _trad_hodling_engine(st: StaticSettings, prices, weights, params, w0, v0, aux):
     return _trad_hodling(st, prices, weights, v0, aux), _no_fees(prices)
 
 
 def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=None):
     out = g3m_reserves_with_fees(
-        prices, weights, v0 * w0 / prices[0], fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees,
+        prices, weights, v0 * w0 / prices[0], fees=aux.get("dynamic_fees", st.fees), gas_cost=st.gas_cost,
+        arb_fees=st.arb_fees, protocol_fee_split=st.protocol_fee_split,
         arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio,
         trades=aux["trades"] if st.do_trades else None,
         invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb, trade_mask=trade_mask,
@@ -100,7 +113,7 @@ def _hodling(st: StaticSettings, prices, weights, params, w0, v0, aux):
 # the minute-grid engine of each pool (a rebalancing hook replaces the pool's own): one value per name,
 # each (st, prices, weights, params, w0, v0, aux) -> (reserves [T, n], fee revenue [T])
 MINUTE_ENGINES = {"lvr": _rebalancer(None), "rvr": _rebalancer("spread"), "cow": _cow, "gyroscope": _gyroscope,
-                  "trad_hodling": _trad_hodling_engine, "hodling": _hodling, "g3m": _g3m}
+                  "trad_hodling": _trad_hodling_engine, "hodling": _hodling, "g3m": _g3m, "reclamm": _reclamm}
 
 
 def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
@@ -138,6 +151,17 @@ def gyroscope_engine(st: StaticSettings, prices, params, v0):
 
 
 def weight_schedule(pool: Pool, st: StaticSettings, rows, params, w0, aux) -> WeightSchedule:
+    """The rule's weights over the bout. Row c of `bout` is the reference's rule output for bout chunk c.
+
+    Delta rules start at w0, hold it for the first chunk and ramp block c in chunk c+1. Target-weight
+    rules follow the reference by default (st.target_weights_start == "first_target"): they start at
+    the guardrailed first target, ignoring w0, and ramp block c in chunk c from minute 0, so the pool's
+    initial reserves come from that target. For min_variance this timing has a one-chunk look-ahead:
+    its bout row c includes the return into chunk c+1 (the reference's variances drop their first
+    row, as its gradients do, but only delta rules get the compensating first-chunk hold), so the
+    start weights, and the ramp during chunk c, know the price at the end of the chunk.
+    "initial_weights" gives target rules the delta rules' start and timing instead: w0, a one-chunk hold,
+    block c in chunk c+1; causal for min_variance, one chunk later than the reference."""
     if pool.rule.kind != "dynamic":
         return WeightSchedule.constant(w0, st.chunk_period)
     rule = pool.rule
@@ -145,7 +169,8 @@ def weight_schedule(pool: Pool, st: StaticSettings, rows, params, w0, aux) -> We
     n_chunks = math.ceil(st.n_steps * st.step_minutes / st.chunk_period) + 1
     start_chunk = st.warmup_rows // st.stride
     last_row = rows.shape[0] - 1
-    # chunk prices up to the one that informs the last bout chunk; never past the window's last row
+    # chunk prices up to the one that informs the last bout chunk; never past the last row given (the
+    # window's, or for a target rule one past it, `simulate.rows_past_end`)
     idx = jnp.minimum(jnp.arange(start_chunk + n_chunks + 1) * st.stride, last_row)
     chunk_prices = rows[idx]
     rule_params = {k: v for k, v in params.items() if k not in BOUND_PARAMS}
@@ -163,9 +188,12 @@ def weight_schedule(pool: Pool, st: StaticSettings, rows, params, w0, aux) -> We
         blend = (jnp.mean(jax.vmap(lambda p: rule.blend_lamb(p, ctx))(rule_params), axis=0) if ensemble
                  else rule.blend_lamb(rule_params, ctx))
     bounds = (params[BOUND_PARAMS[0]], params[BOUND_PARAMS[1]]) if pool.has("bounded") else None
+    first_target = rule.outputs_weights and st.target_weights_start == "first_target"
     w_start, d = chunk_weights(
         w0, bout, minimum_weight=st.minimum_weight, maximum_change=st.maximum_change,
         interpolation_period=st.interpolation_period, blend=blend, bounds=bounds,
         ste_max_change=st.ste_max_change, ste_min_max_weight=st.ste_min_max_weight,
+        start_at_first_target=first_target,
     )
-    return WeightSchedule(w0, w_start, d, st.chunk_period, st.interpolation_period, st.interpolation_method)
+    return WeightSchedule(w_start[0] if first_target else w0, w_start, d, st.chunk_period, st.interpolation_period,
+                          st.interpolation_method, hold_first_chunk=not first_target)

@@ -7,7 +7,9 @@
 - `lvr__` / `rvr__`: instead of an AMM under arbitrage, the pool's weights are held by a CEX
   portfolio rebalanced every minute, paying `fees` on what it sells (loss-versus-rebalancing) and,
   for `rvr__`, half the quoted spread on everything it trades (rebalancing-versus-rebalancing;
-  the spreads are an auxiliary series `spread` [T, n] the caller provides).
+  the spreads are an auxiliary series `spread` [T, n] the caller provides). On CoW pools the portfolio holds the
+  pool's fixed weights; on Gyroscope pools, the E-CLP's empirical weights on its zero-fee path (as the reference).
+- `momentum_fee__`: a per-minute swap fee from the first token's momentum (quant_core.sim.dynamic_fees).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from quant_core.params import Param
+from quant_core.sim.dynamic_fees import MOMENTUM_FEE_PARAMS
 from quant_core.sim.token_sum import token_sum
 
 # The bounded__ hook's parameters (user units: weights, one per token).
@@ -56,6 +59,8 @@ HOOKS: dict[str, Hook] = {h.name: h for h in (
          wraps_weights=True),
     Hook("ensemble", "the rule runs once per ensemble member and the members' outputs are averaged",
          wraps_weights=True),
+    Hook("momentum_fee", "the pool's swap fee follows the first token's price momentum each chunk (the reference's "
+         "momentum dynamic-fee hook; quant_core.sim.dynamic_fees)", MOMENTUM_FEE_PARAMS),
 )}
 
 

@@ -16,7 +16,7 @@ from quant_core.sim.hooks import BOUND_PARAMS, RuleName, parse_rule_name  # noqa
 from quant_core.sim.registry import PoolRule, available_rules, get_rule
 
 # Which reserve engine holds a static rule's weights, by its kind (dynamic rules name theirs).
-_ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope"}
+_ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope", "reclamm": "reclamm"}
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,12 @@ class Pool:
         if wrapping and self.rule.kind != "dynamic":
             raise ValueError(f"rule {self.name.full!r}: {' and '.join(wrapping)} wrap a dynamic (TFMM) rule, and "
                              f"{self.name.base!r} has fixed weights")
-        if self.rebalancer and self.engine != "g3m":
-            raise ValueError(f"{self.rebalancer}__ tracks a weighted pool; {self.name.base!r} is not one")
+        if self.rebalancer and self.engine not in ("g3m", "cow", "gyroscope"):
+            raise ValueError(f"{self.rebalancer}__ tracks a pool's weights (a G3M/TFMM, CoW or Gyroscope pool); "
+                             f"{self.name.base!r} is not one")
+        if self.has("momentum_fee") and (self.engine != "g3m" or self.rebalancer):
+            raise ValueError(f"rule {self.name.full!r}: momentum_fee__ sets the swap fee of a G3M/TFMM pool under "
+                             "arbitrage; use it on balancer or a dynamic rule without lvr__/rvr__")
 
 
 @functools.lru_cache(maxsize=256)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from quant_core.sim.amm.cow import COW_PARAMS
 from quant_core.sim.amm.gyroscope import GYROSCOPE_PARAMS
+from quant_core.sim.amm.reclamm import RECLAMM_PARAMS
 from quant_core.sim.rules import ALL_RULES
 from quant_core.sim.schema import PoolRule, RuleContext  # noqa: F401  (re-exported)
 
@@ -24,6 +25,11 @@ _STATIC_RULES = (
         "gyroscope", "gyroscope", GYROSCOPE_PARAMS,
         description="Gyroscope E-CLP: two tokens, liquidity concentrated on a rotated, stretched ellipse over "
         "the price range [alpha, beta]", n_tokens=2,
+    ),
+    PoolRule(
+        "reclamm", "reclamm", RECLAMM_PARAMS,
+        description="reCLAMM: two tokens, constant product on real + virtual balances whose price range re-centres "
+        "towards the market", n_tokens=2,
     ),
 )
 

@@ -58,7 +58,7 @@ class PoolRule:
     """A pool rule: what it is called, what it trains, and how it moves (or holds) weights."""
 
     name: str
-    kind: Literal["dynamic", "static_weights", "hodl", "cow", "gyroscope"]
+    kind: Literal["dynamic", "static_weights", "hodl", "cow", "gyroscope", "reclamm"]
     params: tuple[Param, ...] = ()
     deltas: DeltaFn | None = None
     description: str = ""

@@ -38,8 +38,22 @@ class StaticSettings:
     ste_min_max_weight: bool = False
     use_pre_exp_scaling: bool = True
     use_alt_lamb: bool = False
+    # target-weight rules: "first_target" starts at the guardrailed first target with no first-chunk hold
+    # (the reference); "initial_weights" starts at the initial weights and holds them a chunk (see engines)
+    target_weights_start: str = "first_target"
+    momentum_fee_timing: str = "causal"
+    momentum_fee_reference_constants: bool = False
+    # reCLAMM (quant_core.sim.amm.reclamm)
+    reclamm_interpolation_method: str = "geometric"
+    reclamm_arc_length_speed: float | None = None
+    reclamm_centeredness_scaling: bool = False
+    reclamm_use_shift_exponent: bool = False
+    reclamm_learn_arc_length_speed: bool = False
+    reclamm_learn_fees: bool = False
     # market: any cost or arb spacing selects the sequential minute scan
     fees: float = 0.0
+    # the protocol's share of each swap fee, taken out of the pool (TFMM G3M pools; docs/fingerprint-keys.md)
+    protocol_fee_split: float = 0.0
     gas_cost: float = 0.0
     arb_fees: float = 0.0
     arb_frequency: int = 1
@@ -58,7 +72,8 @@ class StaticSettings:
 
     @property
     def with_costs(self) -> bool:
-        return (self.fees > 0 or self.gas_cost > 0 or self.arb_fees > 0 or self.arb_frequency > 1
+        return (self.fees > 0 or self.pool.has("momentum_fee")
+                or self.gas_cost > 0 or self.arb_fees > 0 or self.arb_frequency > 1
                 or self.noise_trader_ratio > 0 or not self.do_arb or self.do_trades)
 
     @property
@@ -66,13 +81,22 @@ class StaticSettings:
         """Step through every minute (prices interpolated between data rows) rather than summing the
         zero-fee closed form per data step."""
         p = self.pool
-        return self.with_costs or p.rebalancer is not None or p.engine in ("cow", "hodling", "trad_hodling") or (
+        return self.with_costs or p.rebalancer is not None or (
+            p.engine in ("cow", "hodling", "trad_hodling", "reclamm")) or (
             self.interpolation_method != "linear" and p.engine == "g3m")
 
     @property
     def rule_context(self) -> RuleContext:
         return RuleContext(self.chunk_period, self.max_memory_days, self.weight_method,
                            self.use_pre_exp_scaling, self.use_alt_lamb)
+
+
+def protocol_fee_applies(pool: Pool) -> bool:
+    """Whether protocol_fee_split acts on this pool: the reference takes it out of TFMM (dynamic-weight G3M)
+    pools' swap fees and reCLAMM's only; balancer, CoW, Gyroscope, HODL, the hodling index pools and lvr__/rvr__
+    ignore it."""
+    tfmm = pool.rule.kind == "dynamic" and pool.engine == "g3m" and pool.rebalancer is None
+    return pool.engine == "reclamm" or tfmm
 
 
 def resolve_weight_method(spec: RunSpec) -> str:
@@ -110,7 +134,17 @@ def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -
         ste_min_max_weight=spec.ste_min_max_weight,
         use_pre_exp_scaling=spec.use_pre_exp_scaling,
         use_alt_lamb=spec.use_alt_lamb,
+        target_weights_start=spec.target_weights_start,
+        momentum_fee_timing=spec.momentum_fee_timing,
+        momentum_fee_reference_constants=spec.momentum_fee_reference_constants,
+        reclamm_interpolation_method=spec.reclamm_interpolation_method,
+        reclamm_arc_length_speed=spec.reclamm_arc_length_speed,
+        reclamm_centeredness_scaling=spec.reclamm_centeredness_scaling,
+        reclamm_use_shift_exponent=spec.reclamm_use_shift_exponent,
+        reclamm_learn_arc_length_speed=spec.reclamm_learn_arc_length_speed,
+        reclamm_learn_fees=spec.reclamm_learn_fees,
         fees=spec.fees,
+        protocol_fee_split=spec.protocol_fee_split if protocol_fee_applies(get_pool(spec.rule)) else 0.0,
         gas_cost=spec.gas_cost,
         arb_fees=spec.arb_fees,
         arb_frequency=spec.arb_frequency,

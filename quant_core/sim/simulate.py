@@ -3,13 +3,16 @@
 Index conventions follow the reference simulator (docs/tfmm-reference-details.md, sections 0-5):
 the estimator runs on chunk prices from the warm-up start; the weight change applied in bout
 chunk c comes from the gradient that includes the price at the start of chunk c+1, and the
-weights start ramping at that same minute, so nothing uses a later price. Outputs are reported
-at every data step from the start (inclusive) to the end (exclusive).
+weights start ramping at that same minute, so nothing uses a later price. Target-weight rules
+start and move as the reference runs them (`engines.weight_schedule`): for min_variance that
+reads one chunk ahead, up to one chunk past the window's end (`rows_past_end`). Outputs are
+reported at every data step from the start (inclusive) to the end (exclusive).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +24,7 @@ import polars as pl
 
 from quant_core.data.panel import PricePanel
 from quant_core.sim.amm.g3m import g3m_minute_log_growth, g3m_minute_log_growth_at, g3m_step_log_growth
+from quant_core.sim.dynamic_fees import momentum_fee_hook
 from quant_core.sim.engines import (
     gyroscope_engine,
     minute_engine,
@@ -40,9 +44,10 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
     """values [S], weights [S, n], reserves [S, n] (and, with st.report, a dict of extras)."""
     pool = st.pool
     aux = aux or {}
+    raw_rows = rows  # in the data's quote: what the momentum_fee__ hook reads, as the reference's
     if st.numeraire_index is not None:
         rows = rows / rows[:, st.numeraire_index : st.numeraire_index + 1]
-    prices = rows[st.warmup_rows :]
+    prices = rows[st.warmup_rows : st.warmup_rows + st.n_steps]  # rows may run past the end (`rows_past_end`)
     log_prices = jnp.log(prices)
     m = st.step_minutes
     boundary_minutes = jnp.arange(st.n_steps) * m
@@ -68,6 +73,7 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
         return values, weights, reserves
 
     schedule = weight_schedule(pool, st, rows, params, w0, aux)
+    w0 = schedule.initial  # the weights at minute 0 (a target rule's first target): R_0 = V_0 w_0 / p_0
     weights = schedule.per_minute(st.n_steps) if m == 1 else schedule.at(boundary_minutes)
     if not st.minute_grid:
         if m == 1:  # minute data: the per-minute sums directly (no sub-step sums to take)
@@ -81,10 +87,18 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
         minute_lp = minute_log_prices(log_prices, m)
         minute_prices = jnp.exp(minute_lp)
         minute_weights = schedule.per_minute(minute_lp.shape[0])
+        if pool.engine == "gyroscope" and pool.rebalancer:
+            minute_weights = _gyroscope_zero_fee_weights(st, minute_prices, params, v0)
+        if pool.has("momentum_fee"):
+            aux = {**aux, "dynamic_fees": momentum_fee_hook(
+                raw_rows, params, stride=st.stride, start_row=st.warmup_rows, n_minutes=minute_lp.shape[0],
+                chunk_period=st.chunk_period, max_memory_days=st.max_memory_days, token_index=0,
+                timing=st.momentum_fee_timing, reference_constants=st.momentum_fee_reference_constants,
+                method=st.rule_context.method)}
         minute_reserves, fee_revenue = minute_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux)
         reserves = minute_reserves[::m]
         values = token_sum(reserves * prices, keepdims=False)
-        if pool.engine == "gyroscope":
+        if pool.engine in ("gyroscope", "reclamm"):  # weights as the value shares the reserves hold
             weights = reserves * prices / values[:, None]
         # fees earned within each data step, booked at the step's end
         per_step = jnp.sum(fee_revenue[1:].reshape(st.n_steps - 1, m), axis=1)
@@ -93,11 +107,20 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
         if minute_prices is None:
             minute_prices = jnp.exp(minute_log_prices(log_prices, m))
             minute_weights = schedule.per_minute(minute_prices.shape[0])
-        if pool.engine == "gyroscope":
+        if pool.engine in ("gyroscope", "reclamm") and not pool.rebalancer:
             minute_weights = jnp.repeat(weights, m, axis=0)[: minute_prices.shape[0]]
         extras["rebalancing_values"] = rebalancing_values(v0, minute_prices, minute_weights, m)
         return values, weights, reserves, extras
     return values, weights, reserves
+
+
+def _gyroscope_zero_fee_weights(st: StaticSettings, minute_prices, params, v0):
+    """What lvr__/rvr__ rebalance to on a Gyroscope pool: the E-CLP's empirical weights (value shares) on its
+    zero-fee path, as the reference's hooks take them (GyroscopePool.calculate_weights)."""
+    reserves = gyroscope_engine(dataclasses.replace(st, fees=0.0, gas_cost=0.0, arb_fees=0.0), minute_prices,
+                                params, v0)
+    value = reserves * minute_prices
+    return value / token_sum(value)
 
 
 def values_at_supported(st: StaticSettings) -> bool:
@@ -114,7 +137,22 @@ def values_at(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array],
     if st.numeraire_index is not None:
         rows = rows / rows[:, st.numeraire_index : st.numeraire_index + 1]
     schedule = weight_schedule(st.pool, st, rows, params, w0, {})
-    return v0 * jnp.exp(g3m_minute_log_growth_at(jnp.log(rows[st.warmup_rows :]), schedule, minutes))
+    prices = rows[st.warmup_rows : st.warmup_rows + st.n_steps]
+    return v0 * jnp.exp(g3m_minute_log_growth_at(jnp.log(prices), schedule, minutes))
+
+
+def rows_past_end(st: StaticSettings) -> int:
+    """Price rows after the window's end that the rule reads when the data has them.
+
+    A target rule started at its first target (the reference's timing, `weight_schedule`) ramps in
+    chunk c towards its output row c+1; min_variance's row c+1 holds the return into the next chunk,
+    so the last chunk reads the price at the next chunk boundary, up to one chunk past the window, as
+    the reference does. Delta rules and target rules started at their initial weights (one chunk
+    later) read nothing past the end. Without those rows the last chunk uses the window's last price."""
+    if not (st.pool.rule.kind == "dynamic" and st.pool.rule.outputs_weights
+            and st.target_weights_start == "first_target"):
+        return 0
+    return -(-st.n_steps // st.stride) * st.stride - st.n_steps + 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,15 +230,16 @@ def simulate(
     and `trades` for do_trades (see quant_core.sim.amm.g3m_fees)."""
     window = plan_window(panel, spec, start, end)
     st = static_settings(spec, window, report=True)
-    rows = sorted_panel_rows(panel, spec)[window.first_row : window.end_row]
+    tail = min(rows_past_end(st), len(panel.timestamps) - window.end_row)
+    rows = sorted_panel_rows(panel, spec)[window.first_row : window.end_row + tail]
     with run_device(st):
         resolved = {k: jnp.asarray(v) for k, v in resolve_params(spec, params).items()}
-        aux_arrays = _check_aux(st, spec, window, aux, len(panel.timestamps))
+        aux_arrays = _check_aux(st, spec, window, aux, len(panel.timestamps), tail)
         values, weights, reserves, extras = compiled_forward(st)(
             jnp.asarray(rows), resolved, jnp.asarray(initial_weights(spec)), jnp.float64(spec.initial_pool_value),
             aux_arrays,
         )
-    prices = rows[window.warmup_rows :]
+    prices = rows[window.warmup_rows : window.end_row - window.first_row]
     if spec.numeraire:
         prices = prices / prices[:, [spec.sorted_tokens.index(spec.numeraire)]]
     return SimResult(
@@ -219,12 +258,12 @@ def simulate(
 
 
 def _check_aux(st: StaticSettings, spec: RunSpec, window: SimWindow, aux: dict[str, np.ndarray] | None,
-               panel_rows: int) -> dict[str, jax.Array]:
+               panel_rows: int, tail: int = 0) -> dict[str, jax.Array]:
     """The extra series the pool needs, checked and cut to the run.
 
     Rule inputs (e.g. `market_cap` for index_market_cap) are per panel row [rows, n], like the prices,
-    so the estimators can warm up on them; market series (`spread` for rvr__, `trades` for do_trades)
-    are per minute of the evaluated window [T, ...]."""
+    so the estimators can warm up on them (cut as the prices are, `tail` rows past the end included);
+    market series (`spread` for rvr__, `trades` for do_trades) are per minute of the evaluated window [T, ...]."""
     aux = dict(aux or {})
     n_minutes = (st.n_steps - 1) * st.step_minutes + 1
     per_row, per_minute = required_series(st)
@@ -245,7 +284,7 @@ def _check_aux(st: StaticSettings, spec: RunSpec, window: SimWindow, aux: dict[s
                                        f"and token (alphabetical): ({panel_rows}, {st.n_tokens})")
         if not bool(jnp.all(jnp.isfinite(arr))):
             raise SimulationInputError(f"aux[{k!r}] holds NaN or infinite values; fill or drop those rows")
-        out[k] = arr[window.first_row : window.end_row]
+        out[k] = arr[window.first_row : window.end_row + tail]
     for k in per_minute:
         arr = jnp.asarray(aux[k], dtype=jnp.float64)
         if arr.shape[0] != n_minutes:

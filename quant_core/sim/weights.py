@@ -9,6 +9,13 @@ Per chunk c (order matters and follows the reference simulator):
     max|d_c| > maximum_change (direction kept);
  4. W_{c+1} = W_c + wip d_c: the carry is the position reached, not the target.
 The weights then ramp linearly from W_c by d_c per minute for wip minutes (see `weight_at`).
+
+Start and timing (the reference's calc_fine_weight_output): delta rules start at the initial weights,
+hold them for the first chunk and ramp block c in chunk c+1. Target-weight rules (min_variance,
+index_market_cap) by default start at the guardrailed first target, W_0 = guardrail(r_0) (the
+initial weights are ignored), and ramp block c in chunk c, with no hold. `start_at_first_target`
+and `WeightSchedule.hold_first_chunk` select the two; `target_weights_start` in the run spec can
+give target rules the delta rules' start and timing instead (see quant_core.sim.engines).
 """
 
 from __future__ import annotations
@@ -74,27 +81,41 @@ def chunk_weights(
     bounds: tuple[jax.Array, jax.Array] | None = None,
     ste_max_change: bool = False,
     ste_min_max_weight: bool = False,
+    start_at_first_target: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Weights at the start of each chunk W [C, n] (W[0] = initial) and per-minute steps d [C, n].
+    """Weights at the start of each chunk W [C, n] and per-minute steps d [C, n].
 
     `deltas` are weight changes; with `blend` (the smoothing lambda of a target-weight rule such as
     min_variance) they are target weights and raw = blend W + (1 - blend) target. `bounds` are the
     per-asset (low, high) of the `bounded__` hook. The ste_* flags keep the forward values and pass
-    gradients as if the guardrail clip / the maximum_change cap were absent."""
+    gradients as if the guardrail clip / the maximum_change cap were absent.
 
-    def step(w, out):
+    W[0] is `initial_weights`, or with `start_at_first_target` (target rules only) the first target
+    put through the same blend, normalisation and guardrails with itself as the previous weights,
+    as the reference seeds its scan (fine_weights.py:346-369); the scan then starts again at that
+    same first target, so d[0] is only rounding."""
+
+    def target(w, out):
         raw = w + out if blend is None else blend * w + (1.0 - blend) * out
         u = raw / jnp.sum(raw)
         if bounds is not None:
             u = per_asset_bounds(u, bounds[0], bounds[1])
-        target = guardrail(u, minimum_weight, ste=ste_min_max_weight)
-        d = (target - w) / interpolation_period
+        return guardrail(u, minimum_weight, ste=ste_min_max_weight)
+
+    def step(w, out):
+        d = (target(w, out) - w) / interpolation_period
         biggest = jnp.max(jnp.abs(d))
         capped = jnp.where(biggest > maximum_change, d * maximum_change / (biggest + 1e-10), d)
         d = straight_through(d, capped) if ste_max_change else capped
         return w + interpolation_period * d, (w, d)
 
-    _, (w_start, d) = jax.lax.scan(step, jnp.asarray(initial_weights), deltas)
+    if start_at_first_target:
+        if blend is None:
+            raise ValueError("start_at_first_target needs a target-weight rule (blend)")
+        start = target(deltas[0], deltas[0])
+    else:
+        start = jnp.asarray(initial_weights)
+    _, (w_start, d) = jax.lax.scan(step, start, deltas)
     return w_start, d
 
 
@@ -107,14 +128,16 @@ def weight_at(
     chunk_period: int,
     interpolation_period: int,
     method: str = "linear",
+    hold_first_chunk: bool = True,
 ) -> jax.Array:
     """Weights held at bout minute t: W_0 during the first chunk, then block b = t//cp - 1 moves
     from W_b towards E_b = W_b + wip d_b over `interpolation_period` minutes and holds E_b.
+    Without `hold_first_chunk` (target rules, as the reference) block b = t//cp from minute 0.
 
     `linear` ramps by d_b per minute. `optimal` (Willetts & Harrington 2024, arXiv 2403.18737)
     follows the normalised sum of the linear and the geometric path W_b (E_b/W_b)^(m/wip), which
     hands arbitrageurs less than the linear ramp for the same start and end."""
-    block = minutes // chunk_period - 1
+    block = minutes // chunk_period - int(hold_first_chunk)
     offset = jnp.minimum(minutes % chunk_period, interpolation_period)
     idx = jnp.clip(block, 0, w_start.shape[0] - 1)
     start = w_start[idx]
@@ -129,7 +152,10 @@ def weight_at(
 
 class WeightSchedule(NamedTuple):
     """Piecewise weights over bout minutes: W_0 for the first chunk, then in chunk b+1 a move from
-    w_start[b] by d[b] per minute for `interpolation_period` minutes (linear or `optimal`), then a hold."""
+    w_start[b] by d[b] per minute for `interpolation_period` minutes (linear or `optimal`), then a hold.
+    Without `hold_first_chunk` the move from w_start[b] happens in chunk b, from minute 0 (target rules
+    as the reference runs them); `initial` is then w_start[0]. Either way `initial` is the weight at
+    minute 0, from which the pool's initial reserves follow."""
 
     initial: jax.Array  # [n]
     w_start: jax.Array  # [C, n]
@@ -137,6 +163,7 @@ class WeightSchedule(NamedTuple):
     chunk_period: int
     interpolation_period: int
     method: str = "linear"
+    hold_first_chunk: bool = True
 
     @classmethod
     def constant(cls, weights: jax.Array, chunk_period: int = 1440) -> WeightSchedule:
@@ -149,14 +176,16 @@ class WeightSchedule(NamedTuple):
 
     def at(self, minutes: jax.Array) -> jax.Array:
         return weight_at(minutes, self.initial, self.w_start, self.d, chunk_period=self.chunk_period,
-                         interpolation_period=self.interpolation_period, method=self.method)
+                         interpolation_period=self.interpolation_period, method=self.method,
+                         hold_first_chunk=self.hold_first_chunk)
 
     def per_minute(self, n_minutes: int) -> jax.Array:
         """Weights at minutes 0..n_minutes-1 [n_minutes, n], built chunk by chunk by broadcasting
         rather than gathered per minute: identical to `at(arange(n_minutes))`, and cheap enough for
         XLA to recompute inside every consumer (a fused per-minute gather was 25 ms of a 40 ms pass)."""
         cp = self.chunk_period
-        n_blocks = min(self.w_start.shape[0], -(-n_minutes // cp) - 1)
+        hold = int(self.hold_first_chunk)
+        n_blocks = min(self.w_start.shape[0], -(-n_minutes // cp) - hold)
         offset = jnp.minimum(jnp.arange(cp), self.interpolation_period).astype(self.d.dtype)
         start, d = self.w_start[:n_blocks], self.d[:n_blocks]
         ramped = start[:, None, :] + offset[None, :, None] * d[:, None, :]
@@ -165,15 +194,16 @@ class WeightSchedule(NamedTuple):
             end = start + self.interpolation_period * d
             mixed = ramped + start[:, None, :] * (end / start)[:, None, :] ** frac
             ramped = jnp.where(frac < 1.0, mixed / jnp.sum(mixed, axis=-1, keepdims=True), end[:, None, :])
-        first = jnp.broadcast_to(self.initial, (cp, self.initial.shape[0]))
-        dense = jnp.concatenate([first, ramped.reshape(-1, self.initial.shape[0])], axis=0)
+        dense = ramped.reshape(-1, self.initial.shape[0])
+        if hold:
+            dense = jnp.concatenate([jnp.broadcast_to(self.initial, (cp, self.initial.shape[0])), dense], axis=0)
         if dense.shape[0] < n_minutes:  # more minutes than blocks (not from simulate): as `at` does
             dense = jnp.concatenate([dense, self.at(jnp.arange(dense.shape[0], n_minutes))])
         return dense[:n_minutes]
 
     def segment(self, minutes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """For chunk-local clock: the ramp start W_b [.., n], slope d_b [.., n] and offset in the chunk [..]."""
-        block = minutes // self.chunk_period - 1
+        block = minutes // self.chunk_period - int(self.hold_first_chunk)
         idx = jnp.clip(block, 0, self.w_start.shape[0] - 1)
         before = (block < 0)[..., None]
         w_b = jnp.where(before, self.initial, self.w_start[idx])

@@ -46,13 +46,18 @@ def _compiled_scores(st, metric_names: tuple[str, ...], segments: tuple[Segment,
     """One compiled scorer per static settings: folds of equal length share it."""
     forward = compiled_forward(st, batched=True)
 
+    # a target-weight rule started at its first target holds those weights at minute 0: HODL starts from them
+    # (as the reference's benchmark and SimResult.summary); every other pool starts at w0
+    starts_at_target = st.pool.rule.outputs_weights and st.target_weights_start == "first_target"
+
     @jax.jit
     def score(rows, params, w0, v0):
-        values, _, _ = forward(rows, params, w0, v0, {})
-        prices = rows[st.warmup_rows :]
+        values, weights, _ = forward(rows, params, w0, v0, {})
+        prices = rows[st.warmup_rows : st.warmup_rows + st.n_steps]
         if st.numeraire_index is not None:
             prices = prices / prices[:, st.numeraire_index : st.numeraire_index + 1]
-        return jax.vmap(lambda v: segment_scores(v, prices, w0, v0, metric_names, segments, steps_per_day))(values)
+        return jax.vmap(lambda v, w: segment_scores(v, prices, w[0] if starts_at_target else w0, v0, metric_names,
+                                                    segments, steps_per_day))(values, weights)
 
     return score
 

@@ -48,7 +48,8 @@ def test_weights_valid_and_scan_equals_vectorized(rule, panel):
     np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)
     assert res.weights.min() >= min_w - 1e-12 and res.weights.max() <= 1 - 2 * min_w + 1e-12
     assert np.all(np.isfinite(res.values)) and np.all(res.values > 0)
-    assert np.ptp(res.weights[:, 0]) > 1e-6, "the rule never moved the weights"
+    # (any token: a target rule starts at its guardrailed first target, where one token may stay floored)
+    assert np.ptp(res.weights, axis=0).max() > 1e-6, "the rule never moved the weights"
     if get_rule(rule).supports_vectorized:
         vec = simulate(panel, _spec(rule, weight_calculation_method="vectorized"), aux=_aux(rule, panel))
         np.testing.assert_allclose(vec.weights, res.weights, rtol=0, atol=1e-10)

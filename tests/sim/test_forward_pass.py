@@ -26,11 +26,13 @@ def _minute_panel(daily: PricePanel) -> PricePanel:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("wip", [1440, 360])
-def test_daily_substeps_equal_minute_data(wip):
-    """Stepping daily data through minutes == simulating the interpolated minute data itself."""
+@pytest.mark.parametrize("rule,wip", [("momentum", 1440), ("momentum", 360), ("min_variance", 720)])
+def test_daily_substeps_equal_minute_data(rule, wip):
+    """Stepping daily data through minutes == simulating the interpolated minute data itself (min_variance:
+    a target rule, started at its first target with no first-chunk hold)."""
     daily = random_walk_panel(30)
-    spec = _spec(weight_interpolation_period=wip)
+    params = {"memory_days": 3, "memory_days_2": 2} if rule == "min_variance" else {"memory_days": 3, "k_per_day": 30}
+    spec = _spec(rule=rule, weight_interpolation_period=wip, parameters=params)
     d = simulate(daily, spec)
     m = simulate(_minute_panel(daily), spec)
     np.testing.assert_allclose(m.values[::1440], d.values, rtol=1e-10)

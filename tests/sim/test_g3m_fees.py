@@ -329,3 +329,92 @@ def test_trade_mask_closes_the_pool_between_windows():
     everywhere = g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trade_mask=np.ones(len(prices), bool))
     plain = g3m_reserves_with_fees(prices, weights, r0, fees=0.003)
     np.testing.assert_array_equal(np.asarray(everywhere.reserves), np.asarray(plain.reserves))
+
+
+# ---- dynamic inputs: per-minute fees, gas_cost and arb_fees ------------------------------------------
+
+
+def np_fee_path_per_minute(prices, weights, r0, *, fees, gas=0.0, arb_fees=0.0, noise=0.0, tol=1e-9, trades=None):
+    """The restatement above with minute t's fees / gas / arb_fees (scalar or [T]) for all of step t's trades."""
+    def at(x, t):
+        return x[t] if np.ndim(x) else x
+
+    r = np.array(r0, dtype=float)
+    w_prev = weights[0]
+    rows, income, volume = [], [], []
+    for t in range(len(prices)):
+        p, w, fee = prices[t], weights[t], at(fees, t)
+        r, f1, v1 = _np_arb(r, w_prev, p, fee, at(gas, t), at(arb_fees, t), noise, tol)
+        f2 = v2 = 0.0
+        if trades is not None:
+            r, f2, v2 = _np_trade(r, w, p, trades[t], fee)
+        r, f3, v3 = _np_arb(r, w, p, fee, at(gas, t), at(arb_fees, t), noise, tol)
+        rows.append(r)
+        income.append(f1 + f2 + f3)
+        volume.append(v1 + v2 + v3)
+        w_prev = w
+    return np.array(rows), np.array(income), np.array(volume)
+
+
+def _fee_series(t_len: int, seed: int = 0) -> np.ndarray:
+    """Fees between 0.0005 and 0.01 that change every minute, with zero-fee minutes inside."""
+    rng = np.random.default_rng(seed)
+    fees = 0.0005 + 0.0095 * rng.uniform(size=t_len) ** 2
+    fees[[40, 41, 42, 150, 151, 333]] = 0.0
+    return fees
+
+
+def test_per_minute_inputs_match_numpy_restatement():
+    tol = 1e-9  # (the knife-edge test, tolerance 0, matches only statistically; see the module docstring)
+    prices, weights, r0 = _path(500, seed=11, vol=2e-3)
+    fees = _fee_series(len(prices))
+    gas = np.linspace(0.0, 20.0, len(prices))
+    arb_fees = np.where(np.arange(len(prices)) % 7 == 0, 0.0, 1e-4)
+    trades = np.zeros((len(prices), 3))
+    trades[41] = [0, 2, 0.01 * r0[0]]  # a trade in a zero-fee minute
+    trades[200] = [2, 1, 0.02 * r0[2]]
+    kw = dict(gas_cost=gas, arb_fees=arb_fees, noise_trader_ratio=0.5, trades=trades, invariant_tolerance=tol)
+    out = g3m_reserves_with_fees(prices, weights, r0, fees=fees, **kw)
+    ref_r, ref_f, ref_v = np_fee_path_per_minute(prices, weights, r0, fees=fees, gas=gas, arb_fees=arb_fees,
+                                                 noise=0.5, tol=tol, trades=trades)
+    assert _close(out.reserves, ref_r) < 1e-12
+    assert np.max(np.abs(np.asarray(out.fee_revenue) - ref_f)) < 1e-12 * 1e6
+    assert np.max(np.abs(np.asarray(out.arb_volume) - ref_v)) < 1e-12 * 1e6
+    vol = np.asarray(out.arb_volume)
+    assert np.all(vol[[40, 42, 150, 151]] > 0)  # zero-fee minutes trade (the all-token trade) ...
+    assert np.all(np.asarray(out.fee_revenue)[[40, 42, 150, 151]] == 0.0)  # ... and earn nothing
+    # the fee of minute t, not t - 1, prices step t's price arbitrage: shifting the series changes the path
+    shifted = g3m_reserves_with_fees(prices, weights, r0, fees=np.roll(fees, 1), **kw)
+    assert _close(shifted.reserves, ref_r) > 1e-6
+
+
+def test_constant_series_equal_scalars():
+    prices, weights, r0 = _path(600, seed=12)
+    t_len = len(prices)
+    scalar = g3m_reserves_with_fees(prices, weights, r0, fees=0.003, gas_cost=2.0, arb_fees=1e-4)
+    series = g3m_reserves_with_fees(prices, weights, r0, fees=np.full(t_len, 0.003), gas_cost=np.full(t_len, 2.0),
+                                    arb_fees=np.full(t_len, 1e-4))
+    assert _close(series.reserves, scalar.reserves) < 1e-12
+    assert np.max(np.abs(np.asarray(series.fee_revenue) - np.asarray(scalar.fee_revenue))) < 1e-12 * 1e6
+    assert np.max(np.abs(np.asarray(series.arb_volume) - np.asarray(scalar.arb_volume))) < 1e-12 * 1e6
+
+
+def test_per_minute_inputs_under_arb_frequency_and_vmap():
+    prices, weights, r0 = _path(500, seed=11, vol=2e-3)
+    fees = _fee_series(len(prices))  # zero-fee minutes included
+    f = 4
+    out = g3m_reserves_with_fees(prices, weights, r0, fees=fees, gas_cost=1.0, arb_frequency=f)
+    sub = g3m_reserves_with_fees(prices[::f], weights[::f], r0, fees=fees[::f], gas_cost=1.0)
+    np.testing.assert_array_equal(np.asarray(out.reserves), np.repeat(np.asarray(sub.reserves), f, 0)[: len(prices)])
+    # vmap over fee series (on the subsampled path: the single calls reuse the compiled engine above)
+    batch = np.stack([fees, 0.5 * fees, np.roll(fees, 3)])[:, ::f]
+    many = jax.jit(jax.vmap(lambda fs: g3m_reserves_with_fees(prices[::f], weights[::f], r0, fees=fs, gas_cost=1.0)))(
+        batch
+    )
+    for k in range(len(batch)):
+        one = g3m_reserves_with_fees(prices[::f], weights[::f], r0, fees=batch[k], gas_cost=1.0)
+        assert _close(many.reserves[k], one.reserves) < 1e-13
+    with pytest.raises(ValueError):
+        g3m_reserves_with_fees(prices, weights, r0, fees=fees[:-1])
+    with pytest.raises(ValueError):
+        g3m_reserves_with_fees(prices, weights, r0, fees=np.full(len(prices), 1.2))

@@ -26,6 +26,10 @@ class _Static(NamedTuple):
     do_arb: bool
     has_trades: bool
     has_mask: bool = False
+    # protocol_fee_split: "none" (a Python 0 or no fees), "each" (taken after each executed arbitrage, noise
+    # income reduced: the reference's scalar path) or "step" (summed and taken at the end of the step, noise
+    # income not reduced: its dynamic-inputs path); see the g3m_fees module docstring
+    protocol: str = "none"
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +154,13 @@ def _arb_terms(
     arb_fees: jax.Array,
     noise: jax.Array,
     static: _Static,
+    split: jax.Array | None = None,
 ) -> jax.Array:
-    """[executed (0/1), fee income, traded value, reserves after the trade (n)] for the trade delta."""
+    """[executed (0/1), LPs' fee income, traded value, reserves after the trade (n)] for the trade delta,
+    followed in protocol mode "step" by the protocol's share (n, token units), taken later.
+
+    split: protocol_fee_split (None in mode "none"). The arbitrage's size and acceptance do not depend on it.
+    """
     flow = delta * p
     abs_flow = _total(jnp.abs(flow))
     inflow = _total(jnp.maximum(flow, 0.0))
@@ -160,33 +169,51 @@ def _arb_terms(
     income = fees * inflow
     volume = abs_flow
     after = reserves + delta
+    noise_base = income
+    if static.protocol != "none":
+        taken = (split * fees)[..., None] * jnp.maximum(delta, 0.0)
+        income = (1.0 - split) * income  # the LPs' share of the swap fee
+        if static.protocol == "each":  # the noise traders' fees are split too
+            noise_base = income
     if static.noise:
-        noise_income = noise * income
+        noise_income = noise * noise_base
         # elementwise divide by the broadcast pool value: a scalar divide would be a kernel of its own
         after = after + (after * noise_income[..., None]) / _total(after * p)[..., None]
         income = income + noise_income
         volume = volume * (1.0 + noise)
-    return jnp.concatenate([jnp.stack([accept.astype(income.dtype), income, volume], axis=-1), after], axis=-1)
+    parts = [jnp.stack([accept.astype(income.dtype), income, volume], axis=-1), after]
+    if static.protocol == "each":
+        parts[1] = after - taken
+    elif static.protocol == "step":
+        parts.append(taken)
+    return jnp.concatenate(parts, axis=-1)
 
 
 def _arb_execute(
     reserves: jax.Array, log_reserves: jax.Array, terms: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """New reserves, their logs, fee income and volume (zero if the trade is not executed)."""
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """New reserves, their logs, fee income, volume and (mode "step", else None) the protocol's share,
+    all unchanged or zero if the trade is not executed."""
+    n = reserves.shape[-1]
     accept = terms[..., 0:1] > 0.5
-    after = terms[..., 3:]
+    after = terms[..., 3:3 + n]
+    taken = jnp.where(accept, terms[..., 3 + n:], 0.0) if terms.shape[-1] > 3 + n else None
     return (
         jnp.where(accept, after, reserves),
         jnp.where(accept, jnp.log(after), log_reserves),
         jnp.where(accept[..., 0], terms[..., 1], 0.0),
         jnp.where(accept[..., 0], terms[..., 2], 0.0),
+        taken,
     )
 
 
 def _explicit_trade(
-    reserves: jax.Array, w: jax.Array, p: jax.Array, trade: jax.Array, fees: jax.Array, gamma: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """G3M swap of trade = (token-in index, token-out index, amount in) at weights w."""
+    reserves: jax.Array, w: jax.Array, p: jax.Array, trade: jax.Array, fees: jax.Array, gamma: jax.Array,
+    split: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """G3M swap of trade = (token-in index, token-out index, amount in) at weights w: new reserves, their
+    logs, the LPs' fee income, the traded value and (split given, else None) the protocol's share of the
+    fee in token units, split * fees * amount in on the token paid in, taken at the end of the step."""
     n = reserves.shape[-1]
     idx = jnp.arange(n)
     i_in = trade[0].astype(jnp.int32)
@@ -203,4 +230,9 @@ def _explicit_trade(
     delta = jnp.where(active, jnp.where(one_in, amount, 0.0) - jnp.where(one_out, paid_out, 0.0), 0.0)
     flow = delta * p
     after = reserves + delta
-    return after, jnp.log(after), fees * _total(jnp.maximum(flow, 0.0)), _total(jnp.abs(flow))
+    log_after = jnp.log(after)
+    income = fees * _total(jnp.maximum(flow, 0.0))
+    if split is None:
+        return after, log_after, income, _total(jnp.abs(flow)), None
+    taken = (split * fees) * jnp.maximum(delta, 0.0)
+    return after, log_after, (1.0 - split) * income, _total(jnp.abs(flow)), taken

@@ -61,8 +61,46 @@ rows of the simulated minutes 0, f, 2f, ... are used (the reference's trade arra
 arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times
 (cut to T). fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the
 repeated ones. fee_revenue[t] = fees * sum_i p_i (inflows of the executed arbitrages and trade) +
-the noise income; arb_volume[t] = sum_i |Delta_i| p_i over executed arbitrages, times
-1 + noise_trader_ratio, plus the explicit trade's two legs.
+the noise income (with protocol_fee_split > 0 the LPs' share only, see below); arb_volume[t] =
+sum_i |Delta_i| p_i over executed arbitrages, times 1 + noise_trader_ratio, plus the explicit trade's
+two legs.
+
+Dynamic inputs (the reference's calculate_reserves_with_dynamic_inputs, TFMM_base_pool.py:378-457, and
+_jax_calc_quantAMM_reserves_with_dynamic_inputs, quantamm_reserves.py:742-928): fees, gas_cost and arb_fees
+may each be a scalar or one value per minute [T]. Step t uses fees[t], gas_cost[t], arb_fees[t] for all
+three of its trades: the price arbitrage at the old weights w_{t-1} too (the reference builds its lagged
+per-signature terms from the lagged weights but the current gamma, quantamm_reserves.py:864-877, and scans
+gamma, arb_thresh, arb_fees as step t's inputs, :540-542), the explicit trade and the weight arbitrage.
+A step whose fee is exactly 0 (1 - fees == 1 in floating point) takes the zero-fee all-token trade and the
+others the pair trades, decided step by step (fees_are_being_charged = gamma != 1.0, :546), so a zero
+inside a non-zero series switches that one minute to the zero-fee trade. (Before the engine, the
+reference's loader of fee files treats every 0 as missing and overwrites it, windowing_utils.py:265-272,
+so a zero from data never reaches this switch there; ours takes the series as given.) With arb_frequency f the
+values of the simulated minutes 0, f, 2f, ... are used (the reference wants the series already cut to one
+value per simulated step, (T - 1)//f of them, TFMM_base_pool.py:416-429). A constant series gives the
+scalar's result to rounding (the scalar path keeps its own, faster, code). Minutes with fees == 0 compute
+their discarded pair-trade terms from a stand-in gamma so that gradients stay finite.
+
+Protocol fee split (phi = protocol_fee_split in [0, 1], f = fees, Delta an executed trade's pool-side
+amounts, rho = noise_trader_ratio; quantamm_reserves.py:80-86 for the share, :303 and :363-370 / :430-437
+for the scalar scan, :547, :630-646 and :722-730 for the dynamic-inputs scan). The protocol takes
+phi f max(Delta_i, 0) of each token paid in, out of the reserves; the arbitrage's size and acceptance test
+are computed as without it, a trade not executed takes nothing, and with f = 0 (also a zero-fee minute of
+a series) it is 0. When it leaves depends on which of the reference's two scans the inputs select (its
+forward pass takes the dynamic-inputs scan when any of fees, gas_cost, arb_fees is a per-minute series or
+there are trades, forward_pass.py:1035-1038; so do we):
+  - scalar inputs, no trades ("each"): after each executed arbitrage (price leg, then weight leg),
+    R + Delta is scaled by the noise income, which is reduced to rho f (1 - phi) sum_i max(Delta_i, 0) p_i
+    (the reference's gamma_for_noise_trader_fees), then phi f max(Delta, 0) is subtracted; the weight
+    arbitrage meets the reserves after the price leg's deduction;
+  - per-minute inputs or trades ("step"): the noise income keeps the full fee, rho f sum max(Delta, 0) p;
+    the shares of the step's executed arbitrages and of its explicit trade (phi f x amount in, on the token
+    paid in) are summed and subtracted once at the end of the step, so the trade and the weight arbitrage
+    meet the reserves before any deduction.
+fee_revenue reports what stays with the LPs: (1 - phi) f sum_i max(Delta_i, 0) p_i per executed trade plus
+the noise income above (the reference's G3M scans report none; its reCLAMM one reports the LPs' share the
+same way, reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops
+all of this at trace time: the compiled program is the one without the option.
 
 Speed. A scan step is a few dozen tiny kernels, and on XLA:CPU (jax 0.10) launching a kernel costs
 more than its arithmetic; a sequence of more than 8 kernels also switches to a concurrent executor
@@ -125,20 +163,28 @@ def _engine(
     noise: jax.Array,
     trades: jax.Array | None,
     trade_mask: jax.Array | None,
+    split: jax.Array | None,
     static: _Static,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     n = static.n
     first, second = _pairs(n)
+    fee_series = fees.ndim == 1  # one fee per step (dynamic inputs); shapes are static under jit
     gamma = 1.0 - fees
-    inv_gamma = 1.0 / gamma
-    log_gamma = jnp.log(gamma)
+    # pair-trade terms; a zero-fee step of a series takes the zero-fee trade and gets a stand-in gamma
+    gamma_c = jnp.where(gamma == 1.0, 0.5, gamma) if fee_series else gamma
+    inv_gamma = 1.0 / gamma_c
+    log_gamma = jnp.log(gamma_c)
     # What depends only on (w, p) is computed here, vectorised over time, one array per quantity
     # (each block slices its rows; the slices fuse into its kernels).
     w1, w2 = _take(weights, first), _take(weights, second)
     w_sum = w1 + w2
     s_fwd = w2 / w_sum  # outgoing token's weight share when the pair's first token flows in
     arrays = {"lw": jnp.log(weights), "lp": jnp.log(prices), "p": prices, "w": weights, "s": s_fwd}
-    if static.do_arb and static.tolerance > 0.0 and static.fee_mode != "zero":
+    if static.do_arb and static.tolerance > 0.0 and static.fee_mode != "zero" and fee_series:
+        # the price arbitrage of step t meets w_{t-1} with step t's fee: thresholds from both
+        arrays["zf"], arrays["zb"] = _thresholds(s_fwd, w_sum, gamma_c[:, None], static.tolerance)
+        arrays["zfl"], arrays["zbl"] = _thresholds(_lag(s_fwd), _lag(w_sum), gamma_c[:, None], static.tolerance)
+    elif static.do_arb and static.tolerance > 0.0 and static.fee_mode != "zero":
         arrays["zf"], arrays["zb"] = _thresholds(s_fwd, w_sum, gamma, static.tolerance)
     else:
         arrays["zf"] = arrays["zb"] = jnp.zeros((prices.shape[0], 0), prices.dtype)
@@ -146,42 +192,72 @@ def _engine(
         arrays["trade"] = trades
     if static.has_mask:
         arrays["open"] = trade_mask
-    # state = [R (n), fee income, volume, log R (n)]; its first n + 2 entries are the output row
+    if fee_series:
+        arrays.update(fee=fees, gam=gamma, gc=gamma_c, igc=inv_gamma, lgc=log_gamma)
+    if gas.ndim == 1:
+        arrays["gas"] = gas
+    if arb_fees.ndim == 1:
+        arrays["arbf"] = arb_fees
+    lag_z = "zfl" in arrays
+    # state = [R (n), fee income, volume, log R (n)] and, in protocol mode "step", the protocol's share of the
+    # step so far (n); its first n + 2 entries are the output row
     lr_at = n + 2
+    taken_at = 2 * n + 2
+    step_mode = static.protocol == "step"
 
     def row(arrs: dict[str, jax.Array], name: str, t: jax.Array) -> jax.Array:
         return jax.lax.dynamic_index_in_dim(arrs[name], t, keepdims=False)
+
+    def at(arrs: dict[str, jax.Array], name: str, scalar: jax.Array, t: jax.Array) -> jax.Array:
+        """Step t's value of a per-step input, or the scalar."""
+        return row(arrs, name, t) if name in arrs else scalar
 
     # Stages map (state, delta, t, arrays) -> (state, delta); each runs as its own kernel sequence.
     def find(old_weights: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
         tw = jnp.maximum(t - 1, 0) if old_weights else t
         w, lw, s, zf, zb = (row(arrs, k, tw) for k in ("w", "lw", "s", "zf", "zb"))
+        if old_weights and lag_z:
+            zf, zb = row(arrs, "zfl", t), row(arrs, "zbl", t)
         p, lp = row(arrs, "p", t), row(arrs, "lp", t)
         r, lr = state[:n], state[lr_at:lr_at + n]
         a = lw - lp
         if static.fee_mode == "zero":
             return state, _zero_fee_trade(r, lr, a, w)
-        cand = _pair_candidates(r, lr, a, w, p, s, zf, zb, gamma, inv_gamma, log_gamma, static)
+        g, ig, lg = at(arrs, "gc", gamma, t), at(arrs, "igc", inv_gamma, t), at(arrs, "lgc", log_gamma, t)
+        cand = _pair_candidates(r, lr, a, w, p, s, zf, zb, g, ig, lg, static)
         delta = _pair_choose(cand, static)
         if static.fee_mode == "traced":
-            delta = jnp.where(gamma == 1.0, _zero_fee_trade(r, lr, a, w), delta)
+            delta = jnp.where(at(arrs, "gam", gamma, t) == 1.0, _zero_fee_trade(r, lr, a, w), delta)
         return state, delta
 
     def apply(first_in_step: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
         r, lr = state[:n], state[lr_at:lr_at + n]
-        terms = _arb_terms(r, delta, row(arrs, "p", t), fees, gas, arb_fees, noise, static)
-        r, lr, f, v = _arb_execute(r, lr, terms)
-        if not first_in_step:
-            f, v = f + state[n], v + state[n + 1]
-        return jnp.concatenate([r, f[None], v[None], lr]), delta
+        fee_t, gas_t, arb_t = at(arrs, "fee", fees, t), at(arrs, "gas", gas, t), at(arrs, "arbf", arb_fees, t)
+        terms = _arb_terms(r, delta, row(arrs, "p", t), fee_t, gas_t, arb_t, noise, static, split)
+        r, lr, f, v, taken = _arb_execute(r, lr, terms)
+        return merge(first_in_step, state, r, lr, f, v, taken), delta
 
     def trade(first_in_step: bool, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
-        r, lr, f, v = _explicit_trade(
-            state[:n], row(arrs, "w", t), row(arrs, "p", t), row(arrs, "trade", t), fees, gamma
+        r, lr, f, v, taken = _explicit_trade(
+            state[:n], row(arrs, "w", t), row(arrs, "p", t), row(arrs, "trade", t), at(arrs, "fee", fees, t),
+            at(arrs, "gam", gamma, t), split if step_mode else None,
         )
+        return merge(first_in_step, state, r, lr, f, v, taken), delta
+
+    def merge(first_in_step: bool, state: jax.Array, r, lr, f, v, taken) -> jax.Array:
+        """The state after a stage: its reserves, the step's income and volume so far (and protocol share)."""
         if not first_in_step:
             f, v = f + state[n], v + state[n + 1]
-        return jnp.concatenate([r, f[None], v[None], lr]), delta
+        parts = [r, f[None], v[None], lr]
+        if step_mode:
+            parts.append(taken if first_in_step else state[taken_at:] + taken)
+        return jnp.concatenate(parts)
+
+    def settle(fn, state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
+        """The last stage of a step, then (mode "step") the step's protocol share leaves the reserves."""
+        state, delta = fn(state, delta, t, arrs)
+        r = state[:n] - state[taken_at:]
+        return jnp.concatenate([r, state[n:lr_at], jnp.log(r), jnp.zeros(n, state.dtype)]), delta
 
     stages = []
     if static.do_arb:
@@ -190,6 +266,8 @@ def _engine(
         stages.append(partial(trade, not stages))
     if static.do_arb:
         stages += [partial(find, False), partial(apply, False)]
+    if step_mode and stages:
+        stages[-1] = partial(settle, stages[-1])
 
     def run_stages(state: jax.Array, delta: jax.Array, t: jax.Array, arrs: dict) -> tuple:
         for fn in stages:
@@ -208,8 +286,31 @@ def _engine(
 
     zeros = jnp.zeros(2, prices.dtype)
     init_state = jnp.concatenate([initial_reserves, zeros, jnp.log(initial_reserves)])
+    if step_mode:
+        init_state = jnp.concatenate([init_state, jnp.zeros(n, prices.dtype)])
     _, out = jax.lax.scan(step, (jnp.int32(0), init_state), None, length=prices.shape[0])
     return out[:, :n], out[:, n], out[:, n + 1]
+
+
+def _lag(x: jax.Array) -> jax.Array:
+    """Row t holds x[t - 1] (row 0 holds x[0])."""
+    return jnp.concatenate([x[:1], x[:-1]], axis=0)
+
+
+def _per_step(x: ArrayLike, name: str, n_steps: int, f: int) -> ArrayLike:
+    """A scalar as given; a per-minute array [T] cut to the simulated minutes 0, f, 2f, ..."""
+    if _static_value(x) is not None or jnp.ndim(x) == 0:
+        return x
+    arr = jnp.asarray(x, dtype=jnp.float64)
+    if arr.shape == (1,):  # a one-element array, as the reference passes its scalars
+        return arr.reshape(())
+    if arr.shape != (n_steps,):
+        raise ValueError(f"{name} must be a scalar or one value per minute [T] = ({n_steps},), got {arr.shape}")
+    if name == "fees" and not isinstance(arr, jax.core.Tracer):
+        values = np.asarray(arr)
+        if not np.all((values >= 0.0) & (values < 1.0)):
+            raise ValueError("fees must be in [0, 1)")
+    return arr[::f]
 
 
 def _static_value(x: ArrayLike) -> float | None:
@@ -235,17 +336,22 @@ def g3m_reserves_with_fees(
     invariant_tolerance: float = 1e-9,
     do_arb: bool = True,
     trade_mask: ArrayLike | None = None,
+    protocol_fee_split: ArrayLike = 0.0,
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
     prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive,
     rows sum to 1); initial_reserves [n]. fees, gas_cost, arb_fees, noise_trader_ratio: scalars,
     Python numbers or traced arrays (a Python 0.0 drops its term at trace time; fees == 0 selects the
-    zero-fee trade, traced fees select it per value). trades: optional float array [T, 3] of
-    (token-in index, token-out index, amount in) per minute, amount 0 for no trade. arb_frequency,
+    zero-fee trade, traced fees select it per value). fees, gas_cost and arb_fees may also be one value
+    per minute [T] (minute t's value applies to all of step t's trades; see "Dynamic inputs").
+    trades: optional float array [T, 3] of (token-in index, token-out index, amount in) per minute,
+    amount 0 for no trade. arb_frequency,
     invariant_tolerance and do_arb are static. trade_mask: optional bool [T]; where False the pool is
     closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between
-    its weight updates. Works under jit, vmap and reverse-mode grad.
+    its weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee, taken out of
+    the reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
+    Works under jit, vmap and reverse-mode grad.
     See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
@@ -275,10 +381,22 @@ def g3m_reserves_with_fees(
         if trade_mask.shape != (n_steps,):
             raise ValueError(f"trade_mask must be [T] = ({n_steps},), got {trade_mask.shape}")
         trade_mask = trade_mask[::f].astype(jnp.float64)
+    fees = _per_step(fees, "fees", n_steps, f)
+    gas_cost = _per_step(gas_cost, "gas_cost", n_steps, f)
+    arb_fees = _per_step(arb_fees, "arb_fees", n_steps, f)
     fee_value = _static_value(fees)
     if fee_value is not None and not 0.0 <= fee_value < 1.0:
         raise ValueError("fees must be in [0, 1)")
     noise_value = _static_value(noise_trader_ratio)
+    split_value = _static_value(protocol_fee_split)
+    if split_value is not None and not 0.0 <= split_value <= 1.0:
+        raise ValueError("protocol_fee_split must be in [0, 1]")
+    if jnp.ndim(protocol_fee_split) != 0:
+        raise ValueError(f"protocol_fee_split must be a scalar, got shape {jnp.shape(protocol_fee_split)}")
+    # the reference's dynamic-inputs path (any per-minute input or trades) sums the step's protocol share
+    # and takes it at the end of the step; its scalar path takes it after each arbitrage
+    dynamic = trades is not None or any(jnp.ndim(x) == 1 for x in (fees, gas_cost, arb_fees))
+    protocol = "none" if split_value == 0.0 or fee_value == 0.0 else ("step" if dynamic else "each")
     static = _Static(
         n=n,
         fee_mode="traced" if fee_value is None else ("zero" if fee_value == 0.0 else "positive"),
@@ -288,11 +406,13 @@ def g3m_reserves_with_fees(
         do_arb=bool(do_arb),
         has_trades=trades is not None,
         has_mask=trade_mask is not None,
+        protocol=protocol,
     )
     scalar = partial(jnp.asarray, dtype=jnp.float64)
     reserves, fee, vol = _engine(
         prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost), scalar(arb_fees),
-        scalar(noise_trader_ratio), trades, trade_mask, static,
+        scalar(noise_trader_ratio), trades, trade_mask, None if protocol == "none" else scalar(protocol_fee_split),
+        static,
     )
     if f != 1:
         reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]

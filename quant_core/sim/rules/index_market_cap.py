@@ -3,9 +3,11 @@
     target_c = mcap_{c-1} / sum_j mcap_{c-1, j}   (row 0: mcap_0 / sum mcap_0)
 aux["market_cap"] [C, n] is the chunk-sampled market cap (price x circulating supply). The one-chunk
 lag reproduces the reference's alignment: it slices its market-cap weights at the bout's first chunk
-where delta rules take the gradient one chunk later, so the first update uses the market cap at the
-bout start. The simulator blends raw = lambda W + (1 - lambda) target, lambda from memory_days
-(the reference uses the rule's lambda with a zero, untrained logit delta).
+where delta rules take the gradient one chunk later. So, run as the reference runs target rules (the
+default, quant_core.sim.engines), the pool starts at the guardrailed market-cap shares at the bout
+start and ramps in chunk c towards the shares at chunk c's start: no look-ahead. The simulator blends
+raw = lambda W + (1 - lambda) target, lambda from memory_days (the reference uses the rule's lambda
+with a zero, untrained logit delta).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@
 var is the EWMA variance of chunk returns with memory_days (`ewma_return_variance`; rows 0 and 1,
 before any spread is seen, give equal weights). The simulator blends the target into the weights,
 raw = lambda2 W + (1 - lambda2) target, with lambda2 the EWMA decay of memory_days_2.
+
+Row c holds the return into chunk c (up to the price at chunk c's start). As in the reference, the pool
+starts at the guardrailed row 1 of the bout and ramps in chunk c towards row c+1: both have seen the
+price at the end of the chunk they act in (one chunk of look-ahead). The run spec's
+target_weights_start = "initial_weights" runs it one chunk later instead (quant_core.sim.engines).
 """
 
 from __future__ import annotations
