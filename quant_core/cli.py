@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "strategies: parameters, train/test metrics and trades, top candidates, the run spec)")
     t.add_argument("--seed", type=int, help="overrides optimisation_settings.initial_random_key")
     t.add_argument("--budget", "--n-trials", dest="budget", type=int,
-                   help="iterations (gradient_descent), trials (optuna) or candidates (random)")
+                   help="iterations (gradient_descent, bfgs), generations (cma_es), trials (optuna) or candidates "
+                   "(random)")
     t.add_argument("--print-every", type=int, default=50, help="progress every N iterations (gradient descent)")
     t.set_defaults(func=cmd_train)
     ls = sub.add_parser("list", help="every pool rule, hook and CEX strategy with its parameters (default, range, "

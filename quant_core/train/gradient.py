@@ -6,7 +6,9 @@ One iteration (one compiled call for all parameter sets):
 2. with price_noise_sigma > 0, multiply each window's prices by exp(sigma * N(0, 1)) (fresh noise
    per iteration, row and token);
 3. loss = -(mean over windows of return_val) + turnover_penalty * mean daily one-way turnover
-   (0.5 * sum_i |w_t,i - w_t-1,i| summed over the window, per day);
+   (0.5 * sum_i |w_t,i - w_t-1,i| summed over the window, per day); with train_on_hessian_trace,
+   + weight * trace of this loss's Hessian on the training part's first window
+   (quant_core.train.hessian_trace; the history records the objective's trace per set);
 4. gradients in the unconstrained space -> clip_by_global_norm(clip_norm) -> adam | adamw
    (decoupled weight_decay) | sgd (weight_decay as L2) -> the learning-rate schedule (constant
    base_lr, or warmup_cosine: min_lr -> base_lr over warmup_steps, cosine to min_lr at n_iterations)
@@ -52,6 +54,8 @@ from quant_core.sim.settings import static_settings
 from quant_core.sim.simulate import _forward, run_device, values_at, values_at_supported
 from quant_core.sim.window import plan_window, sorted_panel_rows
 from quant_core.spec import OptimisationSettings, RunSpec
+from quant_core.train.hessian_trace import window_objective
+from quant_core.train.method_settings import HessianTraceSettings, hessian_trace_settings
 from quant_core.train.objective import PoolEvaluator, check_trainable_series
 from quant_core.train.params import ParamLayout, initial_sets, parameter_layout
 from quant_core.train.split import TrainSplit, plan_split
@@ -211,8 +215,11 @@ def train_gradient(
     n_iterations: int | None = None,
     iterations_per_print: int | None = None,
     log: Callable[[str], None] | None = None,
+    hessian: HessianTraceSettings | bool | None = None,
 ) -> GradientResult:
-    """Maximise spec.return_val over [start, end) (default: the spec's training window) by gradient descent."""
+    """Maximise spec.return_val over [start, end) (default: the spec's training window) by gradient descent.
+
+    `hessian`: the trace penalty's settings (False: off); default: the spec's train_on_hessian_trace."""
     began = time.perf_counter()
     opt = spec.optimisation_settings
     if seed is not None:
@@ -229,19 +236,27 @@ def train_gradient(
     has_val = split.val_steps > 0
     mon_idx, mon_seg = metric_names.index(monitor), (1 if has_val else 0)
 
+    if hessian is None:
+        hessian = hessian_trace_settings(opt)
+    elif hessian is True:
+        hessian = HessianTraceSettings()
+    hessian = hessian or None
+
     with loss.device():
         sources = jnp.asarray(loss.sources)
+        objective = window_objective(loss, sources, hessian, opt.initial_random_key)  # loss [+ trace term]
 
         @jax.jit
         def step(u, state, key, lr_scale):
             k_off, k_noise = jax.random.split(key)
             starts, phases = loss.sample(k_off)
             rows = loss.windows(sources, starts, k_noise)
-            values, grads = jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None))(u, rows, phases)
+            (values, traces), grads = jax.vmap(jax.value_and_grad(objective, has_aux=True), in_axes=(0, None, None))(
+                u, rows, phases)
             updates, state = jax.vmap(tx.update)(grads, state, u)
             updates = jax.tree_util.tree_map(
                 lambda x: x * lr_scale.reshape((-1,) + (1,) * (x.ndim - 1)), updates)
-            return optax.apply_updates(u, updates), state, values, _tree_norm(grads), _tree_norm(updates)
+            return optax.apply_updates(u, updates), state, values, traces, _tree_norm(grads), _tree_norm(updates)
 
         u = {k: jnp.asarray(v) for k, v in initial_sets(layout, spec).items()}
         state = jax.vmap(tx.init)(u)
@@ -274,7 +289,7 @@ def train_gradient(
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
         with loss.device():
-            u, state, losses, gnorm, unorm = step(u, state, sub, jnp.asarray(lr_scale))
+            u, state, losses, traces, gnorm, unorm = step(u, state, sub, jnp.asarray(lr_scale))
             jax.block_until_ready(u)
         if it == 1:
             compile_s = time.perf_counter() - t0
@@ -286,6 +301,8 @@ def train_gradient(
         lr_now = learning_rate(opt, it - 1) * lr_scale
         history.append(_record(it, np.asarray(losses), scores, metric_names, split, lr_now, np.asarray(gnorm),
                                np.asarray(unorm)))
+        if hessian is not None:  # the trace of the objective's Hessian on the first window, per set
+            history[-1]["hessian_trace"] = np.asarray(traces).tolist()
         mon = scores[:, mon_idx, mon_seg]
         improved = mon > best_val
         best_val = np.where(improved, mon, best_val)

@@ -1,9 +1,11 @@
 """One trainer for every tunable: the method the run spec names, on a window of the tunable's data.
 
-`gradient_descent` trains differentiable pool rules (quant_core.train.gradient); `optuna`, `grid` and
+`gradient_descent` trains differentiable pool rules (quant_core.train.gradient), `bfgs` too
+(quant_core.train.bfgs); `cma_es` trains any tunable (quant_core.train.cma_search); `optuna`, `grid` and
 `random` search any tunable's `SearchProblem` (quant_core.train.search, quant_core.train.grid). The
 result is one type, `TrainedParameters`, with the parameters as the tunable reports them (pools: one
-value per token; strategies: one number each).
+value per token; strategies: one number each). The method settings are checked against the rest of the
+spec (quant_core.train.method_settings) before any work.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from quant_core.spec import METHODS, RunSpec
+from quant_core.train.method_settings import check_method_settings
 from quant_core.tunables import tunable_for
 
 
@@ -28,7 +31,7 @@ class TrainedParameters:
     seed: int
     start: datetime
     end: datetime
-    n_evaluations: int  # iterations (gradient descent), trials (optuna) or candidates (grid / random)
+    n_evaluations: int  # iterations (gradient descent, bfgs), trials (optuna) or candidates (grid, random, cma_es)
     seconds: float
     history: list[dict] = field(default_factory=list)
     # configurations the method weighed, best first (user units): evidence for the overfitting statistics
@@ -51,12 +54,13 @@ def train(
     """Maximise spec.return_val over [start, end) (default: the spec's training window) of `data` (a
     PricePanel for a pool, MarketCandles for a CEX strategy).
 
-    `n_trials` overrides the method's budget: iterations (gradient descent), trials (optuna) or random
-    candidates (random; a grid's size is its own)."""
+    `n_trials` overrides the method's budget: iterations (gradient descent, bfgs), trials (optuna),
+    generations (cma_es) or random candidates (random; a grid's size is its own)."""
     tunable = tunable_for(spec)
     method = spec.optimisation_settings.method
     start, end = start or spec.start, end or spec.end
     seed = spec.optimisation_settings.initial_random_key if seed is None else seed
+    check_method_settings(spec, differentiable=tunable.differentiable)
     tunable.validate_data(data, start, end)
     common: dict[str, Any] = {"metric": spec.return_val, "method": method, "seed": seed, "start": start, "end": end}
     if method == "gradient_descent":
@@ -91,6 +95,20 @@ def train(
                       seconds=r.seconds, history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
                       details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
                                "batch_size": r.batch_size})
+    elif method in ("bfgs", "cma_es"):
+        if method == "bfgs":
+            from quant_core.train.bfgs import train_bfgs  # JAX compiles only when asked for
+
+            r = train_bfgs(data, spec, start=start, end=end, seed=seed, maxiter=n_trials, log=log,
+                           iterations_per_print=iterations_per_print)
+        else:
+            from quant_core.train.cma_search import train_cma_es
+
+            r = train_cma_es(tunable, data, spec, start=start, end=end, seed=seed, n_generations=n_trials, log=log,
+                             iterations_per_print=iterations_per_print)
+        common.update(params=r.params, objective=r.objective, n_evaluations=r.n_evaluations, seconds=r.seconds,
+                      history=r.history, candidates=r.candidates, n_configurations=r.n_configurations,
+                      details=r.details)
     else:  # the spec model admits only METHODS
         raise ValueError(f"optimisation_settings.method {method!r}: use one of {list(METHODS)}")
     common["params"] = tunable.user_params(common["params"])

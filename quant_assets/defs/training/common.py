@@ -52,8 +52,8 @@ class TrainConfig(dg.Config):
     """Launchpad settings of a retrain; unset fields keep the universe's run spec."""
 
     method: Method | None = Field(None, description="optimisation_settings.method (default: the run spec's)")
-    budget: int | None = Field(None, description="iterations (gradient_descent), trials (optuna) or candidates "
-                               "(random); default: the run spec's")
+    budget: int | None = Field(None, description="iterations (gradient_descent, bfgs), generations (cma_es), trials "
+                               "(optuna) or candidates (random); default: the run spec's")
     seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
     # a string, not an enum: Dagster config enums cannot hold names such as daily_var_95%
     metric: str | None = Field(None, description=f"return_val, the metric trained on (default: the spec's); one of "
