@@ -86,6 +86,8 @@ def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=
         arb_frequency=st.arb_frequency, noise_trader_ratio=st.noise_trader_ratio,
         trades=aux["trades"] if st.do_trades else None,
         invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb, trade_mask=trade_mask,
+        # the reference's BalancerPool arbitrages once per step (no weight arbitrage: its weights never move)
+        weight_arbitrage=st.pool.rule.kind != "static_weights",
     )
     return out.reserves, out.fee_revenue
 

@@ -418,3 +418,50 @@ def test_per_minute_inputs_under_arb_frequency_and_vmap():
         g3m_reserves_with_fees(prices, weights, r0, fees=fees[:-1])
     with pytest.raises(ValueError):
         g3m_reserves_with_fees(prices, weights, r0, fees=np.full(len(prices), 1.2))
+
+
+def np_balancer_path(prices, w, r0, *, fees, gas=0.0, arb_fees=0.0, tol=1e-9, trades=None):
+    """The reference's BalancerPool scan (balancer_reserves.py): at its constant weights one arbitrage per
+    minute (minute t's fees / gas / arb_fees, scalar or [T]), then minute t's explicit trade; no noise traders."""
+    def at(x, t):
+        return x[t] if np.ndim(x) else x
+
+    r = np.array(r0, dtype=float)
+    rows, income, volume = [], [], []
+    for t in range(len(prices)):
+        p, fee = prices[t], at(fees, t)
+        r, f1, v1 = _np_arb(r, w, p, fee, at(gas, t), at(arb_fees, t), 0.0, tol)
+        f2 = v2 = 0.0
+        if trades is not None:
+            r, f2, v2 = _np_trade(r, w, p, trades[t], fee)
+        rows.append(r)
+        income.append(f1 + f2)
+        volume.append(v1 + v2)
+    return np.array(rows), np.array(income), np.array(volume)
+
+
+def test_without_weight_arbitrage_one_arbitrage_per_step():
+    """weight_arbitrage=False (the constant-weight balancer): the reference's one arbitrage per minute."""
+    prices, weights, r0 = _path(600, seed=13, vol=2e-3)
+    w = weights[0]
+    const = np.broadcast_to(w, prices.shape)
+    out = g3m_reserves_with_fees(prices, const, r0, fees=0.003, gas_cost=0.1, arb_fees=1e-4, weight_arbitrage=False)
+    ref_r, ref_f, ref_v = np_balancer_path(prices, w, r0, fees=0.003, gas=0.1, arb_fees=1e-4)
+    assert _close(out.reserves, ref_r) < 1e-12
+    assert np.max(np.abs(np.asarray(out.fee_revenue) - ref_f)) < 1e-12 * 1e6
+    assert np.max(np.abs(np.asarray(out.arb_volume) - ref_v)) < 1e-12 * 1e6
+    # with 3 tokens the default's second (weight) arbitrage trades even at constant weights: a pair trade
+    # cannot reach the 3-token optimum in one step
+    twice = g3m_reserves_with_fees(prices, const, r0, fees=0.003, gas_cost=0.1, arb_fees=1e-4)
+    assert _close(twice.reserves, ref_r) > 1e-4
+    # per-minute fees (zero-fee minutes included) with trades: the reference's dynamic-inputs scan, the trade
+    # after the arbitrage
+    fees = _fee_series(len(prices))
+    trades = np.zeros((len(prices), 3))
+    trades[41] = [0, 2, 0.01 * r0[0]]
+    trades[200] = [2, 1, 0.02 * r0[2]]
+    dyn = g3m_reserves_with_fees(prices, const, r0, fees=fees, gas_cost=1.0, trades=trades, weight_arbitrage=False)
+    ref_r, ref_f, ref_v = np_balancer_path(prices, w, r0, fees=fees, gas=1.0, trades=trades)
+    assert _close(dyn.reserves, ref_r) < 1e-12
+    assert np.max(np.abs(np.asarray(dyn.fee_revenue) - ref_f)) < 1e-12 * 1e6
+    assert np.max(np.abs(np.asarray(dyn.arb_volume) - ref_v)) < 1e-12 * 1e6

@@ -57,10 +57,6 @@ _STRICT = ("the reference's arbitrage test is post-trade invariant >= pre-trade 
            "recording")
 XFAIL: dict[str, str] = {
     **{name: _STRICT for name in CASES if name.endswith("@strict")},
-    "balancer@fees0.003@tol1e-9": (
-        "the reference's BalancerPool arbitrages once per minute (balancer_reserves.py:139: one trade search per scan "
-        "step), our G3M engine twice (price, then weights, as for TFMM pools); with 3 tokens the second pair trade "
-        "is material. Ours equals the reference's TFMM pool held at constant weights to 2e-9"),
     "cow@fees0.003": (
         "the reference's one-arbitrageur path takes the less profitable of its two closed-form trades even inside "
         "the fee band (cow_reserves.py:426-435); ours trades only outside it (reference_quirks=True reproduces it: "

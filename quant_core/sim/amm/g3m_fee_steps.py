@@ -30,6 +30,7 @@ class _Static(NamedTuple):
     # income reduced: the reference's scalar path) or "step" (summed and taken at the end of the step, noise
     # income not reduced: its dynamic-inputs path); see the g3m_fees module docstring
     protocol: str = "none"
+    weight_arb: bool = True  # False: no weight arbitrage (stage 3), one arbitrage per step (static weights)
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

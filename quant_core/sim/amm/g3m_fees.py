@@ -9,8 +9,25 @@ shared/docs/tfmm-reference-details.md sections 6-7); the code is our own.
 Per step t (prices p_t, weights w_t, previous weights w_{t-1}, reserves R; step 0 uses w_{-1} = w_0):
   1. price arbitrage at the OLD weights: best trade against (R, w_{t-1}) at p_t;
   2. the explicit trade of step t, if any (a G3M swap at w_t, with the fee);
-  3. weight arbitrage at the NEW weights: best trade against (R, w_t) at p_t.
+  3. weight arbitrage at the NEW weights: best trade against (R, w_t) at p_t (not with
+     weight_arbitrage=False, see "One arbitrage per step").
 An arbitrage is executed if -Delta.p - gas_cost >= arb_fees/2 * sum_i |Delta_i| p_i.
+
+One arbitrage per step (weight_arbitrage=False; engines passes it for static-weight rules, `balancer`).
+The reference's constant-weight BalancerPool does not share the TFMM scan: its scan step
+(balancer/balancer_reserves.py, _jax_calc_balancer_reserves_with_fees_scan_function_using_precalcs,
+:114-182, and the dynamic-inputs twin :349-424) makes ONE trade search per minute,
+parallelised_optimal_trade_sifter at its constant weights (:139 / :377; the same pair candidates and
+invariant test as here), the zero-fee all-token trade where gamma == 1 (:153 / :391), the same
+gas/arb_fees test (:163-169 / :401-407), and then, on the dynamic-inputs path only, the explicit trade
+(:416-417). So stages 1-2 here, stage 3 dropped. It matters with fees: for n >= 3 a pair trade cannot
+reach the n-token optimum in one step, and with constant weights the second search finds another
+profitable pair (8.6e-5 of the value after two months of minutes, 3 tokens: the reference case
+balancer@fees0.003 of tests/sim/test_reference_outputs.py). The BalancerPool has
+no noise traders and no protocol fee (balancer.py:138-170, 304-355 pass neither), and its arb_frequency
+is the same subsampling of prices. (protocol_fee_split is already 0 for balancer: settings.
+protocol_fee_applies. noise_trader_ratio is still honoured here if given, as an extension; the
+reference's balancer ignores it.) The compiled program for weight_arbitrage=True is unchanged.
 
 Best trade (arXiv 2402.06731). Candidates are the n(n-1) one-in/one-out signatures (token I into
 the pool, J out). With gamma = 1 - fees, s = w_J/(w_I + w_J) and the log mispricing
@@ -264,7 +281,7 @@ def _engine(
         stages += [partial(find, True), partial(apply, True)]
     if static.has_trades:
         stages.append(partial(trade, not stages))
-    if static.do_arb:
+    if static.do_arb and static.weight_arb:
         stages += [partial(find, False), partial(apply, False)]
     if step_mode and stages:
         stages[-1] = partial(settle, stages[-1])
@@ -337,6 +354,7 @@ def g3m_reserves_with_fees(
     do_arb: bool = True,
     trade_mask: ArrayLike | None = None,
     protocol_fee_split: ArrayLike = 0.0,
+    weight_arbitrage: bool = True,
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
@@ -351,6 +369,8 @@ def g3m_reserves_with_fees(
     closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between
     its weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee, taken out of
     the reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
+    weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage,
+    at w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step").
     Works under jit, vmap and reverse-mode grad.
     See the module docstring for the order of operations and each option's exact meaning.
     """
@@ -407,6 +427,7 @@ def g3m_reserves_with_fees(
         has_trades=trades is not None,
         has_mask=trade_mask is not None,
         protocol=protocol,
+        weight_arb=bool(weight_arbitrage),
     )
     scalar = partial(jnp.asarray, dtype=jnp.float64)
     reserves, fee, vol = _engine(
