@@ -205,7 +205,7 @@ def test_list_shows_every_rule_hook_and_strategy_from_the_schemas(capsys):
     assert [e["name"] for e in listed["rules"]] == available_rules()
     assert {"liquidity_sweep", "donchian_breakout"} <= {e["name"] for e in listed["strategies"]}
     assert [e["name"] for e in listed["strategies"]] == available_strategies()
-    assert {e["name"] for e in listed["hooks"]} == {"lvr__", "rvr__", "bounded__", "ensemble__"}
+    assert {e["name"] for e in listed["hooks"]} == {"lvr__", "rvr__", "bounded__", "ensemble__", "momentum_fee__"}
     donchian = next(e for e in listed["strategies"] if e["name"] == "donchian_breakout")
     schema = get_strategy("donchian_breakout")
     assert [p["name"] for p in donchian["parameters"]] == [p.name for p in schema.params]
