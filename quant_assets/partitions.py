@@ -14,7 +14,10 @@ Retrain weeks run Monday 00:00 to Monday 00:00 UTC. A universe's first week is t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -60,9 +63,23 @@ def lookback_weeks(universe: Universe) -> int:
     return math.ceil(lookback_days(universe.spec) / 7)
 
 
+@contextlib.contextmanager
+def beta_api() -> Iterator[None]:
+    """Around a use of a Dagster API marked beta (the partition mappings this platform is built on): Dagster warns
+    once per universe, tens of lines in every run's output that say nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        yield
+
+
 def candles_for_retrain(universe: Universe) -> dg.MultiPartitionMapping:
     """Week W of the universe reads the days of W and of the lookback_weeks before it, for its markets only."""
     markets = sorted(set(universe.markets.values()))
+    with beta_api():
+        return _retrain_mapping(universe, markets)
+
+
+def _retrain_mapping(universe: Universe, markets: list[str]) -> dg.MultiPartitionMapping:
     return dg.MultiPartitionMapping({
         MARKET_DIM: dg.DimensionPartitionMapping(UNIVERSE_DIM, dg.StaticPartitionMapping(
             {m: universe.name for m in markets})),
