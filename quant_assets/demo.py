@@ -81,6 +81,7 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     import dagster as dg
 
     from quant_assets.definitions import build_definitions
+    from quant_assets.defs.live.assets import LIVE_JOB
     from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week
     from quant_assets.registry import current_registry
     from quant_core.live.status import current_stages, live_status
@@ -124,6 +125,13 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
             forward = f", forward to {day:%Y-%m-%d}: {'ok' if fwd.success else 'FAILED'}"
         print(f"universe {universe.name}, week {week}: ok{forward} ({time.monotonic() - began:.0f} s, "
               f"run {result.run_id})", flush=True)
+    # what is live now, as the UI's `live_configurations` asset (its sensor needs the daemon, which the demo does
+    # not start): without this run the asset would read "never materialized" after the demo
+    live = defs.resolve_job_def(LIVE_JOB).execute_in_process(instance=instance, run_config=quiet,
+                                                              raise_on_error=False)
+    if not live.success:
+        print(f"live_configurations: FAILED (run {live.run_id})")
+        return 1
     store = ConfigurationStore()
     try:
         print(f"\nStored configurations ({store.url}):")
