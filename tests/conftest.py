@@ -118,3 +118,23 @@ def _no_leaked_dagster_state_storage() -> Iterator[None]:
         _current_storage.set(None)
         pytest.fail(f"this test left Dagster's defs-state storage set ({type(leaked).__name__}): enter schedule and "
                     "sensor contexts and instances with `with` so they are closed")
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_jax_cache_between_tests() -> Iterator[None]:
+    """The Dagster assets turn JAX's persistent compilation cache on for their process (quant_core.jax_cache);
+    in the test process that would leak into every later test, writing each compiled kernel into a temporary
+    state directory of an earlier test (in the full suite the Hessian-trace training then aborted the process in
+    the cache write). Each test that turned it on has it turned off again."""
+    yield
+    import sys
+
+    if "jax" not in sys.modules:
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        from jax._src import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()
