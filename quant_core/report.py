@@ -78,7 +78,8 @@ class TrainingResult:
         lines = [f"{what}, {self.method}: {self.objective} "
                  + " -> ".join(f"{p.replace('initial_train', 'start')} {num(self.metrics[p]['objective'])}"
                                for p in parts)
-                 + f" ({budget} in {self.seconds:.1f} s{speed}; the search's best: {num(self.search_objective)})"]
+                 + f" ({budget} in {self.seconds:.1f} s{speed}; chosen on a score of {num(self.search_objective)} "
+                   "on the part it scored)"]
         if self.trades:
             def each(key: str, fmt: Callable[[float], str]) -> str:
                 return ", ".join(f"{p} {fmt(self.metrics[p][key])}" for p in parts if p != "initial_train")
