@@ -120,6 +120,24 @@ def _no_leaked_dagster_state_storage() -> Iterator[None]:
                     "sensor contexts and instances with `with` so they are closed")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_kernels_after_each_module() -> Iterator[None]:
+    """Every compiled XLA kernel keeps a few memory mappings of JIT code alive for as long as JAX caches it; over the
+    whole suite (one process) they passed 15,900 mappings by a fifth of the way and the kernel's per-process limit
+    (vm.max_map_count, 65,530) near the end, where the next compile aborted the process inside XLA (CI exit 134 in
+    test_hessian_trace). Kernels are not shared between modules, so their caches are dropped after each."""
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        import gc
+
+        import jax
+
+        jax.clear_caches()
+        gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _no_persistent_jax_cache_between_tests() -> Iterator[None]:
     """The Dagster assets turn JAX's persistent compilation cache on for their process (quant_core.jax_cache);
