@@ -16,6 +16,7 @@ from quant_core.sim.amm.cow import cow_reserves
 from quant_core.sim.amm.g3m import g3m_log_reserves_from_minute_weights
 from quant_core.sim.amm.g3m_fees import g3m_reserves_with_fees
 from quant_core.sim.amm.gyroscope import gyroscope_reserves
+from quant_core.sim.amm.gyroscope_fit import solve_lam_phi
 from quant_core.sim.amm.hodling import trad_hodling_reserves, trading_mask, trading_steps_per_year
 from quant_core.sim.amm.reclamm import reclamm_pool_reserves
 from quant_core.sim.hooks import ensemble_mean, rebalancing_log_growth
@@ -142,11 +143,16 @@ def _trad_hodling(st: StaticSettings, prices, weights, v0, aux):
 
 def gyroscope_engine(st: StaticSettings, prices, params, v0):
     """E-CLP reserves: its price range is quoted in the numeraire, which sits second (default: the
-    last token alphabetically, as in the reference)."""
+    last token alphabetically, as in the reference). With target weights (st.gyro_weights) lam and phi are
+    solved at this run's first price, as the reference does at each window's (gyroscope_fit)."""
     flip = st.gyro_numeraire_first
     ordered = prices[:, ::-1] if flip else prices
+    alpha, beta, lam, phi = (params[k][0] for k in ("alpha", "beta", "lam", "phi"))
+    if st.gyro_weights is not None:
+        target = st.gyro_weights[1] if flip else st.gyro_weights[0]  # the share of the token priced in the other
+        lam, phi = solve_lam_phi(target, alpha, beta, ordered[0, 0] / ordered[0, 1])
     reserves = gyroscope_reserves(
-        ordered, v0, alpha=params["alpha"][0], beta=params["beta"][0], lam=params["lam"][0], phi=params["phi"][0],
+        ordered, v0, alpha=alpha, beta=beta, lam=lam, phi=phi,
         fees=st.fees, gas_cost=st.gas_cost, arb_fees=st.arb_fees, arb_frequency=st.arb_frequency,
     )
     return reserves[:, ::-1] if flip else reserves

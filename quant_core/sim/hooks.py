@@ -1,7 +1,9 @@
 """Hooks: prefixes that wrap a pool rule, chained by `__`, e.g. `ensemble__bounded__momentum`.
 
 - `bounded__`: per-asset weight bounds (`min_weights_per_asset`, `max_weights_per_asset`), applied
-  after normalising each chunk's raw weights and before the uniform minimum_weight guardrail.
+  after normalising each chunk's raw weights and before the uniform minimum_weight guardrail. With
+  learnable_bounds_settings.freeze_bounds false, training moves them jointly, never one by one (a lone
+  bound can leave no feasible weight vector): quant_core.train.learnable_bounds.
 - `ensemble__`: the rule runs once per ensemble member (parameters with a leading member axis) and
   the members' rule outputs are averaged before they become weights.
 - `lvr__` / `rvr__`: instead of an AMM under arbitrage, the pool's weights are held by a CEX
@@ -41,12 +43,15 @@ class Hook:
 
 
 _BOUNDS = (
-    # default bounds are the uniform guardrail's, so bounded__ alone changes nothing
+    # default bounds are the uniform guardrail's, so bounded__ alone changes nothing. trainable=False: they
+    # have no per-parameter transform; quant_core.train.params trains the pair jointly when freeze_bounds is false
     Param(BOUND_PARAMS[0], 0.0, 0.5, initial_key="minimum_weight", unit="weight",
-          description="bounded__ hook: the lowest weight each token may have", trainable=False,
+          description="bounded__ hook: the lowest weight each token may have (trained, with the highest, "
+          "when learnable_bounds_settings.freeze_bounds is false)", trainable=False,
           initial=lambda spec: spec.effective_minimum_weight),
     Param(BOUND_PARAMS[1], 0.5, 1.0, initial_key="minimum_weight", unit="weight",
-          description="bounded__ hook: the highest weight each token may have", trainable=False,
+          description="bounded__ hook: the highest weight each token may have (trained with the lowest when "
+          "freeze_bounds is false)", trainable=False,
           initial=lambda spec: 1.0 - (len(spec.tokens) - 1) * spec.effective_minimum_weight),
 )
 

@@ -65,6 +65,9 @@ class StaticSettings:
     invariant_tolerance: float = 1e-9
     report: bool = False  # also compute the reporting extras (fee revenue, LVR benchmark)
     gyro_numeraire_first: bool = False  # gyroscope: the numeraire is the first token, so swap the pair
+    # gyroscope: target value shares at the first price (alphabetical; `initial_weights`), from which the engine
+    # solves lam and phi (quant_core.sim.amm.gyroscope_fit); None: parameters.lam/phi
+    gyro_weights: tuple[float, ...] | None = None
 
     @property
     def pool(self) -> Pool:
@@ -155,6 +158,8 @@ def static_settings(spec: RunSpec, window: SimWindow, *, report: bool = False) -
         annual_streaming_fee=spec.annual_streaming_fee,
         report=report,
         gyro_numeraire_first=(spec.numeraire or tokens[-1]) == tokens[0],
+        gyro_weights=(tuple(spec.initial_weights) if spec.initial_weights is not None
+                      and get_pool(spec.rule).engine == "gyroscope" else None),
     )
     return st
 

@@ -24,6 +24,7 @@ import polars as pl
 
 from quant_core.data.panel import PricePanel
 from quant_core.sim.amm.g3m import g3m_minute_log_growth, g3m_minute_log_growth_at, g3m_step_log_growth
+from quant_core.sim.amm.gyroscope_fit import check_start_shares
 from quant_core.sim.dynamic_fees import momentum_fee_hook
 from quant_core.sim.engines import (
     gyroscope_engine,
@@ -242,6 +243,10 @@ def simulate(
     prices = rows[window.warmup_rows : window.end_row - window.first_row]
     if spec.numeraire:
         prices = prices / prices[:, [spec.sorted_tokens.index(spec.numeraire)]]
+    if st.gyro_weights is not None:  # lam and phi were solved from initial_weights: refuse a start that misses them
+        check_start_shares(weights[0], st.gyro_weights, prices[0], float(resolved["alpha"][0]),
+                           float(resolved["beta"][0]), numeraire_first=st.gyro_numeraire_first,
+                           tokens=tuple(spec.sorted_tokens))
     return SimResult(
         timestamps=panel.timestamps[window.start_row : window.end_row],
         tokens=tuple(spec.sorted_tokens),

@@ -11,7 +11,8 @@ One iteration (one compiled call for all parameter sets):
    (quant_core.train.hessian_trace; the history records the objective's trace per set);
 4. gradients in the unconstrained space -> clip_by_global_norm(clip_norm) -> adam | adamw
    (decoupled weight_decay) | sgd (weight_decay as L2) -> the learning-rate schedule (constant
-   base_lr, or warmup_cosine: min_lr -> base_lr over warmup_steps, cosine to min_lr at n_iterations)
+   base_lr; cosine: base_lr -> min_lr at n_iterations; exponential: base_lr * (min_lr / base_lr)^(i / n);
+   warmup_cosine: min_lr -> base_lr over warmup_steps, cosine to min_lr at n_iterations)
    -> times each set's plateau factor.
 Then a no-gradient pass over the whole period [start, end) scores every set on the training part
 and on the validation part (the same pool continued, never restarted). The monitored value is
@@ -58,7 +59,7 @@ from quant_core.train.hessian_trace import window_objective
 from quant_core.train.method_settings import HessianTraceSettings, hessian_trace_settings
 from quant_core.train.objective import PoolEvaluator, check_trainable_series
 from quant_core.train.params import ParamLayout, initial_sets, parameter_layout
-from quant_core.train.split import TrainSplit, plan_split
+from quant_core.train.split import TrainSplit, plan_split, stratified_offsets
 
 
 @dataclass
@@ -77,12 +78,18 @@ class GradientResult:
 
 
 def lr_schedule(opt: OptimisationSettings) -> optax.Schedule:
-    """The learning rate by iteration (module docstring): constant, or warmup_cosine."""
+    """The learning rate by iteration (module docstring), the reference's four schedules."""
+    n = opt.n_iterations
     if opt.lr_schedule_type == "warmup_cosine":
-        warmup = min(opt.warmup_steps, max(opt.n_iterations - 1, 0))
+        warmup = min(opt.warmup_steps, max(n - 1, 0))
         return optax.warmup_cosine_decay_schedule(
             init_value=opt.min_lr, peak_value=opt.base_lr, warmup_steps=warmup,
-            decay_steps=max(opt.n_iterations, warmup + 1), end_value=opt.min_lr)
+            decay_steps=max(n, warmup + 1), end_value=opt.min_lr)
+    if opt.lr_schedule_type == "cosine":
+        return optax.cosine_decay_schedule(init_value=opt.base_lr, decay_steps=n, alpha=opt.min_lr / opt.base_lr)
+    if opt.lr_schedule_type == "exponential":
+        return optax.exponential_decay(init_value=opt.base_lr, transition_steps=1,
+                                       decay_rate=(opt.min_lr / opt.base_lr) ** (1.0 / n))
     return optax.constant_schedule(opt.base_lr)
 
 
@@ -139,14 +146,17 @@ class WindowLoss:
         self.closed_form = fast if closed_form is None else closed_form and fast
         opt = spec.optimisation_settings
         self.probs = split.offset_probabilities(opt.sample_method)
+        self.stratified = opt.sample_method == "stratified"
         self.batch = opt.batch_size
 
     def sample(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Offsets [B] into each source; (row starts [S*B], score phases [S*B]) over all sources."""
         r = max(self.split.offset_range, 1)
-        replace = r < self.batch
-        p = None if self.probs is None else jnp.asarray(self.probs)
-        offsets = jax.random.choice(key, r, (self.batch,), replace=replace, p=p)
+        if self.stratified:
+            offsets = stratified_offsets(key, r, self.batch)
+        else:
+            p = None if self.probs is None else jnp.asarray(self.probs)
+            offsets = jax.random.choice(key, r, (self.batch,), replace=r < self.batch, p=p)
         aligned = (offsets // self.stride) * self.stride
         n_src = self.sources.shape[0]
         return jnp.tile(aligned, n_src), jnp.tile(offsets - aligned, n_src)

@@ -6,7 +6,8 @@ The run spec keys follow the reference's run fingerprint (`optimisation_settings
 Every number is checked finite and in range, the message naming the key and the fix.
 
 This module imports pydantic only, so the run spec model can hold these models without importing JAX.
-`check_method_settings(spec)` checks what involves other keys (the method, the spec's kind, price noise)
+`check_method_settings(spec)` checks what involves other keys (the method, the spec's kind, price noise,
+a bounded__ rule's learnable_bounds_settings.freeze_bounds)
 and is run by the trainer before any work.
 """
 
@@ -25,7 +26,7 @@ HESSIAN_METHODS = ("gradient_descent", "bfgs", "cma_es")
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _finite(where: str, v: float, *, low: float, strict: bool, example: str) -> float:
@@ -194,3 +195,27 @@ def check_method_settings(spec: Any, *, differentiable: bool | None = None) -> N
     if method in ("bfgs", "cma_es") and differentiable and getattr(spec, "price_noise_sigma", 0) > 0:
         raise ValueError(f"price_noise_sigma adds fresh noise to every gradient step; method {method!r} needs a "
                          "fixed objective: set price_noise_sigma: 0 or use gradient_descent")
+    _check_bounds_learning(spec, method)
+
+
+SEARCHES = {"optuna": "optuna_settings.parameter_config", "grid": "search_settings.parameter_space",
+            "random": "search_settings.parameter_space"}
+
+
+def _check_bounds_learning(spec: Any, method: str) -> None:
+    """freeze_bounds false asks for a bounded__ rule's bounds to be learned. gradient_descent, bfgs and cma_es
+    train them (quant_core.train.learnable_bounds); a search moves only what its ranges list, so it is refused
+    rather than left to keep the bounds fixed unasked (the reference's Optuna cannot run bounded__ pools)."""
+    rule, lbs = getattr(spec, "rule", None), getattr(spec, "learnable_bounds_settings", None)
+    if (method not in SEARCHES or lbs is None or lbs.freeze_bounds or not isinstance(rule, str)
+            or "bounded" not in rule.split("__")[:-1]):
+        return
+    opt = spec.optimisation_settings
+    table = opt.optuna_settings.parameter_config if method == "optuna" else opt.search_settings.parameter_space
+    if "min_weights_per_asset" in table or "max_weights_per_asset" in table:
+        return
+    raise ValueError(f"learnable_bounds_settings.freeze_bounds is false, so the bounded__ bounds are to be learned, "
+                     f"and method {method!r} searches only what its ranges list: list min_weights_per_asset and/or "
+                     f"max_weights_per_asset under optimisation_settings.{SEARCHES[method]}, set freeze_bounds: true "
+                     "to keep the bounds at their starting values, or use gradient_descent, bfgs or cma_es (which "
+                     "learn them)")

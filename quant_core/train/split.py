@@ -5,13 +5,16 @@ Range)": the period [start, end) holds B steps; the last val_len = int(B * val_f
 out for validation, leaving eff = B - val_len. Every gradient window has the same length
 W = eff - R, R = bout_offset (converted to data steps), and starts at an offset drawn from [0, R)
 (uniformly, or with sample_method "exponential" with probability proportional to exp(5 o / R),
-favouring recent starts), without replacement while R >= the batch size.
+favouring recent starts), without replacement while R >= the batch size. sample_method "stratified"
+cuts [0, R) into batch-size equal segments (integer edges) and draws one offset uniformly in each, so
+every batch covers the whole range.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +59,22 @@ class TrainSplit:
         return tuple(segs)
 
     def offset_probabilities(self, sample_method: str) -> np.ndarray | None:
-        """None means uniform."""
-        if sample_method == "uniform" or self.offset_range <= 1:
+        """Start-offset probabilities of sample_method 'exponential'; None for the others (uniform, stratified)."""
+        if sample_method != "exponential" or self.offset_range <= 1:
             return None
         p = np.exp(5.0 * np.arange(self.offset_range) / self.offset_range)
         return p / p.sum()
+
+
+def stratified_offsets(key: Any, offset_range: int, batch: int) -> Any:
+    """sample_method 'stratified': [0, offset_range) cut at integer edges into `batch` equal segments, one
+    offset drawn uniformly in each (a segment shorter than one step gives its start)."""
+    import jax
+    import jax.numpy as jnp
+
+    edges = np.linspace(0, offset_range, batch + 1).astype(np.int64)
+    sizes = np.maximum(edges[1:] - edges[:-1], 1)
+    return jnp.asarray(edges[:-1]) + jax.random.randint(key, (batch,), 0, jnp.asarray(sizes))
 
 
 def plan_split(panel: PricePanel, spec: RunSpec, start: datetime | None = None, end: datetime | None = None,

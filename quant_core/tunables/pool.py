@@ -24,6 +24,7 @@ from quant_core.sim.resolve import resolve_params
 from quant_core.sim.simulate import simulate
 from quant_core.sim.window import plan_window
 from quant_core.spec import PoolSpec, RunSpec
+from quant_core.train.force_scalar import check_force_scalar, shared_params
 from quant_core.train.objective import PoolEvaluator, batched_values
 from quant_core.train.problem import NoFiniteCandidate, SearchProblem, check_overrides
 from quant_core.train.split import plan_split
@@ -64,10 +65,12 @@ class PoolTunable:
                              f"{len(spec.tokens)}: {spec.tokens}")
         if spec.return_val not in self.metric_names:
             raise ValueError(f"return_val {spec.return_val!r} is not a metric; use one of {sorted(self.metric_names)}")
+        check_force_scalar(spec, self.pool, self.initial())
         check_overrides(self.params(), spec, self.initial(), len(spec.tokens), f"rule {spec.rule!r}")
 
     def params(self) -> tuple[Param, ...]:
-        return self.pool.params
+        """The pool's schema; under force_scalar the rule's parameters are pool-wide (one search axis each)."""
+        return shared_params(self.pool, self.spec)
 
     def initial(self) -> dict[str, np.ndarray]:
         return resolve_params(self.spec)
@@ -86,6 +89,9 @@ class PoolTunable:
                              table_metrics=TABLE_METRICS)
 
     def _benchmark_specs(self) -> dict[str, RunSpec]:
+        """The gates' and reports' benchmarks: one per universe, the same for every candidate, so HODL holds the
+        spec's initial weights. (The training objective's returns_over_hodl instead starts HODL where each
+        candidate's pool starts, its first target on first_target rules, as the reference scores it.)"""
         n = len(self.spec.tokens)
         return {
             "hodl": self.spec.model_copy(update={"rule": "hodl", "parameters": None}),

@@ -68,3 +68,19 @@ def test_values_at_chosen_minutes_equal_the_minute_path(seed, timing, max_change
     full = g3m_minute_log_growth(log_p, schedule.per_minute(n_minutes))
     minutes = jnp.asarray(np.unique(np.concatenate([rng.integers(0, n_minutes, 40), [0, cp - 1, cp, n_minutes - 1]])))
     np.testing.assert_allclose(g3m_minute_log_growth_at(log_p, schedule, minutes), full[minutes], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("a,d", [(0.2, 0.25 / 1440), (0.45, -0.25 / 1440), (0.3, 0.1 / 1440), (0.5, 1e-13)])
+def test_ramp_loss_and_its_gradient_are_finite_where_the_unused_branch_has_a_pole(a, d):
+    """A rising 1440-minute ramp with a/d an integer below k (0.2 -> 0.45: a/d = 1152) used to give NaN gradients
+    for every trained parameter: the falling branch's gammaln sat on a pole. Value: the direct sum."""
+    import jax
+
+    from quant_core.sim.amm.g3m import _ramp_arbitrage_loss
+
+    k = 1440.0
+    x = a + d * np.arange(1441)
+    want = float(np.sum(x[1:] * np.log(x[1:] / x[:-1])))
+    assert float(_ramp_arbitrage_loss(jnp.float64(a), jnp.float64(d), k)) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    grads = jax.grad(lambda a, d: _ramp_arbitrage_loss(a, d, k), argnums=(0, 1))(jnp.float64(a), jnp.float64(d))
+    assert all(np.isfinite(float(g)) for g in grads)

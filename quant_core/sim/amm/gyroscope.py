@@ -16,6 +16,9 @@ circle, i.e. a plain concentrated-liquidity range).
     reserves at pool price q on the curve of invariant L:  t(q) = L (chi - A^-1 tau(q))
     pool (marginal) price at reserves t: t'' = A (t - L chi),  (t''_0/t''_1 A_00 + A_10) / (t''_0/t''_1 A_01 + A_11)
 
+lam and phi may instead be solved from target value shares at the first price (`initial_weights`), as the
+reference can: quant_core/sim/amm/gyroscope_fit.py.
+
 Zero fees and perfect arbitrage keep L constant and put the pool at the market price, so the
 reserves have a closed form: t_k = L_0 (chi - A^-1 tau(clip(P_k, alpha, beta))), P_k = p_k0 / p_k1.
 At P <= alpha the pool holds only token 0, at P >= beta only token 1 (chi is built so that the
@@ -52,9 +55,11 @@ GYROSCOPE_PARAMS: tuple[Param, ...] = (
           description="lower end of the price range (token 0 priced in token 1, the numeraire side)"),
     Param("beta", 1e-12, 1e12, 1.1, log_scale=True, transform=LOG, scalar=True,
           description="upper end of the price range (token 0 priced in token 1); must exceed alpha"),
-    Param("lam", 1.0, 1e8, 1.0, log_scale=True, transform=LOG, scalar=True,
+    # with initial_weights nothing reads lam and phi: they are solved from those weights (gyroscope_fit.py)
+    Param("lam", 1.0, 1e8, 1.0, log_scale=True, transform=LOG, scalar=True, only_if="lam_phi_from_parameters",
           description="stretch of the ellipse (>= 1); larger concentrates liquidity around tan(phi)"),
     Param("phi", 1e-6, 1.5707963267948966 - 1e-6, 0.7853981633974483, scalar=True, unit="radians",
+          only_if="lam_phi_from_parameters",
           description="rotation angle in radians, 0 < phi < pi/2; tan(phi) is the price at the ellipse's centre"),
 )
 
