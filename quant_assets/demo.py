@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,23 +58,43 @@ def candle_keys(registry, universe, week: str) -> set[str]:
     return set(mapped.partitions_subset.get_partition_keys())
 
 
-def land_candles(keys: set[str], universe, assets, resources, instance, quiet) -> bool:
-    """Materialise candle partitions not yet there, one single-run backfill over their range."""
-    import dagster as dg
-
+def land_candles(keys: set[str], registry, defs, instance, quiet) -> bool:
+    """Materialise the candle partitions not yet there: their days x markets in one ranged run per group of
+    markets adjacent in the registry (quant_assets.backfill)."""
+    from quant_assets.backfill import backfill_candles
     from quant_assets.defs.market_data.assets import OHLCV_KEY
 
     keys = keys - set(instance.get_materialized_partitions(OHLCV_KEY))
     if not keys:
         return True
     dates = sorted(k.split("|")[0] for k in keys)
-    markets = sorted(set(universe.markets.values()))
-    first, last = f"{dates[0]}|{markets[0]}", f"{dates[-1]}|{markets[-1]}"
-    result = dg.materialize(assets, selection=[OHLCV_KEY], run_config=quiet, instance=instance, resources=resources,
-                            raise_on_error=False, tags={"dagster/asset_partition_range_start": first,
-                                                        "dagster/asset_partition_range_end": last})
-    print(f"candles {first} .. {last}: {'ok' if result.success else 'FAILED'}", flush=True)
-    return result.success
+    markets = sorted({k.split("|")[1] for k in keys})
+    results = backfill_candles(defs, instance, dates[0], dates[-1], markets, [m.key for m in registry.markets],
+                               run_config=quiet)
+    ok = all(r.success for r in results)
+    print(f"  candles {dates[0]} .. {dates[-1]} of {', '.join(markets)}: {'ok' if ok else 'FAILED'}", flush=True)
+    return ok
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """'k of N universes' with the time so far and an ETA (the mean time per universe so far times those left:
+    universes differ in size, so the estimate firms up as the demo goes)."""
+
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.clock = total, clock
+        self.began = clock()
+
+    def line(self, done: int) -> str:
+        if done == 0:
+            return f"1 of {self.total} universes: starting"
+        elapsed = self.clock() - self.began
+        left = "" if done >= self.total else f"; about {_clock(elapsed / done * (self.total - done))} left"
+        return f"{done} of {self.total} universes done in {_clock(elapsed)}{left}"
 
 
 def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
@@ -97,11 +118,13 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     print(f"Dagster home: {home}")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     day = demo_day(registry)
-    for universe in universes:
+    progress = Progress(len(universes))
+    for k, universe in enumerate(universes):
         began = time.monotonic()
         week = latest_retrain_week(registry, universe, day + timedelta(days=1))
-        # its candles (markets x lookback days) in one single-run backfill, unless already there
-        if not land_candles(candle_keys(registry, universe, week), universe, assets, resources, instance, quiet):
+        print(f"[{k + 1} of {len(universes)}] {universe.name}, week {week.split('|')[-1]}", flush=True)
+        # its candles (markets x lookback days) in one ranged run, unless already there
+        if not land_candles(candle_keys(registry, universe, week), registry, defs, instance, quiet):
             return 1
         run_config = dict(quiet)
         if budget:
@@ -118,13 +141,13 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
         after = {str(dg.MultiPartitionKey({MARKET_DIM: m, DATE_DIM: f"{week_end + timedelta(days=i):%Y-%m-%d}"}))
                  for m in set(universe.markets.values()) for i in range((day - week_end).days + 1)}
         forward = ""
-        if after and land_candles(after, universe, assets, resources, instance, quiet):
+        if after and land_candles(after, registry, defs, instance, quiet):
             fwd = dg.materialize(assets, selection=[dg.AssetKey([universe.name, "forward_performance"])],
                                  instance=instance, resources=resources, run_config=quiet,
                                  partition_key=f"{day:%Y-%m-%d}", raise_on_error=False)
             forward = f", forward to {day:%Y-%m-%d}: {'ok' if fwd.success else 'FAILED'}"
-        print(f"universe {universe.name}, week {week}: ok{forward} ({time.monotonic() - began:.0f} s, "
-              f"run {result.run_id})", flush=True)
+        print(f"  retrain: ok{forward} ({time.monotonic() - began:.0f} s, run {result.run_id})", flush=True)
+        print(progress.line(k + 1), flush=True)
     # what is live now, as the UI's `live_configurations` asset (its sensor needs the daemon, which the demo does
     # not start): without this run the asset would read "never materialized" after the demo
     live = defs.resolve_job_def(LIVE_JOB).execute_in_process(instance=instance, run_config=quiet,
@@ -147,6 +170,8 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     from quant_core.paths import repo_root
 
     print(f"  cd {repo_root() or Path.cwd()} && DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+    print("Nothing runs there on its own: the schedules and the new-candles sensor start stopped (a deployment "
+          "sets QUANT_AUTOMATION=on; README, 'What runs on its own').")
     return 0
 
 

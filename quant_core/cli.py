@@ -7,7 +7,9 @@
                      (CSV/Parquet/Binance ZIP, e.g. from `quant data fetch|import`); backtests the best
                      parameters on the training and test windows: metrics and trades in RESULT.json
     quant data fetch --exchange X --symbol B/Q --timeframe TF --since D [--until D] --out FILE.parquet
-                     [--exchange-config CONFIG.json]   candles from an exchange through ccxt
+                     [--exchange-config CONFIG.json] [--max-retries N] [--backoff-max S]
+                                                      candles from an exchange through ccxt (a fetch that fails
+                                                      part-way keeps its complete pages: run it again to continue)
     quant data import FILE... --out FILE.parquet      candles from Binance kline ZIPs, CSV/Parquet, long prices
     quant db upgrade                                  apply migrations to $QUANT_DATABASE_URL (SQLite default)
     quant configs list [--stage S] [--universe U]     stored versions: current stage, live or not
@@ -17,7 +19,8 @@
                                                       and live periods of one universe
     quant configs export ID | --live UNIVERSE         one configuration as JSON, for live trading (--live: the
                                                       universe's live version, plus its live state and limits)
-    (configs commands take --url URL; default $QUANT_DATABASE_URL, else the embedded SQLite)
+    (configs commands, in quant_core.cli_configs, take --url URL; default $QUANT_DATABASE_URL, else the embedded
+    SQLite)
 """
 
 from __future__ import annotations
@@ -25,13 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from quant_core.store import ConfigurationStore
+from quant_core.cli_configs import add_configs_parser
 
 
 def cmd_simulate(args) -> int:
@@ -187,6 +186,7 @@ def _write_parquet(frame, out: str) -> Path:
 
 def cmd_data_fetch(args) -> int:
     from quant_core.data.ccxt_source import CcxtSource
+    from quant_core.data.incremental_ingest import fetch_to_file
     from quant_core.data.schema import Market, to_utc
 
     config = None
@@ -202,13 +202,13 @@ def cmd_data_fetch(args) -> int:
     end = to_utc(args.until) if args.until else None
     if end is not None and not start < end:
         raise ValueError(f"--since ({args.since}) must be before --until ({args.until})")
-    source = CcxtSource(args.exchange, config)
-    frame, report = source.fetch_with_report(market, start, end)
-    path = _write_parquet(frame, args.out)
+    source = CcxtSource(args.exchange, config, max_retries=args.max_retries, backoff_max=args.backoff_max)
+    frame, result = fetch_to_file(source, market, args.out, start=start, end=end)
     span = f"{frame['timestamp'].min()} .. {frame['timestamp'].max()}" if frame.height else "no candles"
-    print(f"wrote {frame.height} candles of {market.key} to {path}: {span} "
-          f"({report.requests} requests, {report.retries} retries)")
-    for note in report.notes:
+    reports = result.fetch_reports
+    print(f"wrote {frame.height} candles of {market.key} to {args.out}: {span} "
+          f"({sum(r.requests for r in reports)} requests, {sum(r.retries for r in reports)} retries)")
+    for note in (n for r in reports for n in r.notes):
         print(f"note: {note}")
     return 0
 
@@ -221,6 +221,7 @@ def cmd_data_import(args) -> int:
         args.files, timeframe=args.timeframe, token=args.token, repair=not args.strict,
         gap_policy=GapPolicy(max_fill_candles=args.max_fill, on_larger="keep" if args.keep_gaps else "fail"),
         resample_to=args.resample,
+        max_unpacked_bytes=None if args.max_unpacked_mb is None else args.max_unpacked_mb * 2**20,
     )
     path = _write_parquet(result.candles, args.out)
     print(result.report())
@@ -234,101 +235,6 @@ def cmd_db_upgrade(args) -> int:
     store = ConfigurationStore(args.url, migrate=True)
     print(f"migrations applied to {store.url}")
     store.dispose()
-    return 0
-
-
-def _jsonable(obj):
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
-
-
-def _universes(store: ConfigurationStore, wanted: str | None = None) -> list[str]:
-    """Universes with at least one version (the store is the source: quant_core has no registry path here);
-    `wanted` must be one of them, else ValueError with a close-match hint."""
-    import difflib
-
-    known = sorted({c.universe_key for c in store.list_configurations()})
-    if wanted is None:
-        return known
-    if wanted not in known:
-        close = difflib.get_close_matches(wanted, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"no versions for universe {wanted!r}{hint}; `quant configs live` lists the universes")
-    return [wanted]
-
-
-def _export_live(store: ConfigurationStore, universe: str) -> dict:
-    """The live version as `configs export ID` prints it, plus what the trader needs to run it ("live")."""
-    from quant_core.live.breakers import BREAKERS
-    from quant_core.live.status import live_status
-    from quant_core.reporting import breaker_order
-
-    status = live_status(store, universe)
-    cfg = store.get_configuration(status.configuration_id) if status.configuration_id is not None else None
-    if cfg is None:
-        raise ValueError(f"universe {universe!r} has no live version ({status.why}); "
-                         "`quant configs history` shows its events")
-    # The limits the timeline applied (the universe's, in the readings); the version's own for any not read.
-    limits = {**cfg.circuit_breakers, **{n: r["limit"] for n, r in status.breakers.items()}}
-    breakers = {n: {"limit": limits[n], "action": BREAKERS[n].action if n in BREAKERS else None}
-                for n in breaker_order(limits)}
-    return {**asdict(cfg), "live": {"since": status.live_since, "stage": status.stage, "paused": status.paused,
-                                    "breakers": breakers}}
-
-
-def cmd_configs(args: argparse.Namespace) -> int:
-    from quant_core.store import ConfigurationStore
-
-    store = ConfigurationStore(args.url)
-    try:
-        if args.action == "list":
-            return _configs_list(store, args)
-        if args.action == "live":
-            from quant_core.live.status import live_status
-            from quant_core.reporting import format_live
-
-            statuses = [live_status(store, u).to_dict() for u in _universes(store, args.universe)]
-            print(json.dumps(statuses, indent=2, default=_jsonable) if args.json else format_live(statuses))
-            return 0
-        if args.action == "history":
-            from quant_core.live.status import history
-            from quant_core.reporting import format_history
-
-            universe = _universes(store, args.universe)[0]
-            h = history(store, universe)
-            print(json.dumps(h, indent=2, default=_jsonable) if args.json else format_history(h))
-            return 0
-        if args.live is not None:
-            universe = _universes(store, args.live)[0]
-            print(json.dumps(_export_live(store, universe), indent=2, default=_jsonable))
-            return 0
-        cfg = store.get_configuration(args.id)
-        if cfg is None:
-            print(f"no configuration with id {args.id}; `quant configs list` shows the ids", file=sys.stderr)
-            return 2
-        print(json.dumps(asdict(cfg), indent=2, default=_jsonable))
-        return 0
-    finally:
-        store.dispose()
-
-
-def _configs_list(store: ConfigurationStore, args: argparse.Namespace) -> int:
-    """Versions with their current stage (the last stage event) and whether each is live now."""
-    from quant_core.live.status import current_stages, live_periods
-    from quant_core.reporting import configuration_rows, format_table
-    from quant_core.store.records import parse_stage
-
-    wanted = parse_stage(args.stage, "--stage") if args.stage else None
-    configs = store.list_configurations(universe_key=args.universe)
-    stages, live = {}, set()
-    for universe in sorted({c.universe_key for c in configs}):
-        events = store.timeline_events(universe)
-        stages.update(current_stages(events))
-        live.update(p.configuration_id for p in live_periods(events) if p.until is None)
-    if wanted is not None:
-        configs = [c for c in configs if stages.get(c.id, c.lifecycle_stage) == wanted]
-    print(format_table(configuration_rows(configs, stages, live)))
     return 0
 
 
@@ -349,6 +255,13 @@ def cmd_list(args) -> int:
         entries = found
     print(json.dumps(entries, indent=2) if args.json else format_catalog(entries), end="" if not args.json else "\n")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="Parquet file to write")
     f.add_argument("--exchange-config", help="JSON object passed to the ccxt exchange (urls, options, timeout); "
                    "API keys come from QUANT_<EXCHANGE>_API_KEY / _SECRET")
+    from quant_core.cli_inputs import retry_count, seconds
+
+    f.add_argument("--max-retries", type=retry_count, default=5, help="retries of a request that fails transiently "
+                   "(network, 429, 5xx) before the fetch gives up (default 5); the candles of the pages already "
+                   "fetched are kept in --out, and the same command run again continues from them")
+    f.add_argument("--backoff-max", type=seconds, default=30.0, help="longest wait between two retries, in seconds "
+                   "(default 30; waits double from 0.5 s, at least the exchange's Retry-After)")
     f.set_defaults(func=cmd_data_fetch)
     i = data_sub.add_parser("import", help="candles from files: Binance kline ZIP/CSV, CSV/Parquet with named "
                             "columns, long date,token,price_usd prices")
@@ -409,31 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--keep-gaps", action="store_true", help="keep longer gaps (reported) instead of failing")
     i.add_argument("--resample", help="resample to this coarser timeframe")
     i.add_argument("--strict", action="store_true", help="fail on any bad row instead of dropping and reporting it")
+    i.add_argument("--max-unpacked-mb", type=_positive_int, metavar="MB",
+                   help="the most a .zip member or .csv.gz may unpack to, in MiB (default 512): a guard against "
+                   "decompression bombs; raise it for a genuine larger file")
     i.set_defaults(func=cmd_data_import)
     db = sub.add_parser("db", help="the configuration store's schema")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
     db.set_defaults(func=cmd_db_upgrade)
-    c = sub.add_parser("configs", help="stored configurations: versions, what is live, history, export")
-    c_sub = c.add_subparsers(dest="action", required=True)
-    url = argparse.ArgumentParser(add_help=False)
-    url.add_argument("--url", help="SQLAlchemy URL (default: $QUANT_DATABASE_URL, else the embedded SQLite)")
-    cl = c_sub.add_parser("list", parents=[url], help="every version with its current stage and live flag")
-    cl.add_argument("--stage", help="only versions whose current stage is this")
-    cl.add_argument("--universe")
-    cv = c_sub.add_parser("live", parents=[url], help="per universe: the live version, its forward performance "
-                          "and circuit breakers (or why nothing is live)")
-    cv.add_argument("--universe")
-    cv.add_argument("--json", action="store_true", help="the LiveStatus records as JSON")
-    ch = c_sub.add_parser("history", parents=[url], help="one universe's versions, events and live periods")
-    ch.add_argument("universe")
-    ch.add_argument("--json", action="store_true", help="as JSON")
-    ce = c_sub.add_parser("export", parents=[url], help="one configuration as JSON, for live trading")
-    which = ce.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", type=int, metavar="ID", help="a version id (`quant configs list`)")
-    which.add_argument("--live", metavar="UNIVERSE", help="the universe's live version, with its live state and "
-                       "circuit-breaker limits")
-    c.set_defaults(func=cmd_configs)
+    add_configs_parser(sub)
     return p
 
 

@@ -3,6 +3,8 @@ the headline block `quant simulate` prints: kept apart from the argument parsing
 
 from __future__ import annotations
 
+import argparse
+import math
 from pathlib import Path
 
 
@@ -95,3 +97,26 @@ def print_headline(result) -> None:
         label = "RVR" if result.engine == "rvr" else "LVR"
         lines.append(f"  {label + ' (final)':<22}{float(result.lvr[-1]):>12.2f}")
     print("headline metrics:\n" + "\n".join(lines))
+
+
+def retry_count(text: str) -> int:
+    """argparse type of --max-retries: an integer >= 0 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type of --backoff-max: a finite number of seconds >= 0 (NaN and infinity are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+

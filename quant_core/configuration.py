@@ -8,6 +8,7 @@ import numpy as np
 
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
 from quant_core.provenance import code_version
+from quant_core.signs import NATURAL, SIGNS_KEY, natural_value, scored_metric
 from quant_core.store import NewConfiguration
 from quant_core.train.trainer import TrainedParameters
 from quant_core.tunables import tunable_for
@@ -103,7 +104,11 @@ def build_configuration(
             "walk_forward": _finite(walk_forward),
             "benchmark": report.benchmark,
             "significance": _finite({k: v for k, v in report.significance.items() if not isinstance(v, list)}),
-            "training_objective": trained.objective,
+            # the method's best score in the metric's natural sign (the search maximised it negated if a risk)
+            "training_objective": natural_value(scored_metric(trained.method, trained.metric,
+                                                              spec.optimisation_settings.early_stopping_metric),
+                                                trained.objective),
+            SIGNS_KEY: NATURAL,  # every metric here in its natural sign (quant_core.signs)
         },
         lifecycle_stage=decision.stage,
         stage_reason=f"no forward data yet: {decision.reason}",

@@ -4,6 +4,11 @@ Every metric has the signature ``fn(values [T], steps_per_day, benchmarks=None) 
 "higher is better" so training maximises it: risk measures (drawdowns, volatility, ...) are negated.
 ``steps_per_day`` must be a static Python int. All metrics work under ``jax.jit`` and ``jax.vmap``.
 
+That negation is the optimiser's business only. What people and traders read (``summary``, evaluations,
+training reports, stored versions, exports) carries each metric's natural sign: the metrics in ``NEGATED``
+are flipped back (``natural_signs``), so volatility, drawdowns, durations and the ulcer index are positive
+and lower is better (``better``); ``maximised`` names what a search maximised ("-ulcer").
+
 Notation. V_t is the value path (one entry per step), v_d = V[::steps_per_day] the day-boundary samples
 (d = 0 … D-1; the last partial day is ignored, as in the reference), r_d = v_d[1:]/v_d[:-1] - 1 the daily
 arithmetic returns, l_d = diff(log(v_d + 1e-12)) the daily log returns. "std" is the population std
@@ -27,7 +32,7 @@ Returns
 - returns_over_uniform_hodl:        the same against U   [needs uniform_hodl]
 - annualised_returns_over_uniform_hodl: the same, annualised   [needs uniform_hodl]
 
-Risk (negated) and risk-adjusted
+Risk (negated for training, reported positive: see NEGATED) and risk-adjusted
 - greatest_draw_down:    -max_t DD_t on the full path (0 is best)
 - weekly_max_drawdown:   the full path is cut into consecutive weeks of W = 7·steps_per_day steps; week k is
                          V[kW : (k+1)W + 1] (sharing its end point with the next week) and its max drawdown
@@ -51,7 +56,8 @@ Risk (negated) and risk-adjusted
 - upside_capture:        over the days where H rose (r_H > 0): sum(r_V) / (sum(r_H) + 1e-8), i.e. the ratio of
                          mean daily returns on up days (the day counts cancel)   [needs hodl]
 - downside_capture:      over the days where H fell (r_H < 0): minus sum(r_V) / (sum(r_H) - 1e-8); a downside
-                         capture of C is reported as -C so capturing less of the falls is better   [needs hodl]
+                         capture of C is trained on as -C (capturing less of the falls is better) and
+                         reported as C   [needs hodl]
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from quant_core.signs import NEGATED as NEGATED
+from quant_core.signs import better as better
+from quant_core.signs import maximised as maximised
+from quant_core.signs import natural_signs
+from quant_core.signs import natural_value as natural_value
 
 DAYS_PER_YEAR = 365.0
 STERLING_OFFSET = 0.10
@@ -380,7 +392,8 @@ def _summary_kernel(steps_per_day: int, names: tuple[str, ...]):
 
 
 def summary(values, steps_per_day: int, benchmarks: Benchmarks | None = None) -> dict[str, float]:
-    """All registered metrics of one path, as plain floats (for reports and the store).
+    """All registered metrics of one path, as plain floats in their natural signs (for reports and the store;
+    training reads the objective-signed METRICS instead).
 
     Metrics whose benchmark path is absent from ``benchmarks`` are skipped."""
     v = jnp.asarray(values)
@@ -388,4 +401,4 @@ def summary(values, steps_per_day: int, benchmarks: Benchmarks | None = None) ->
     b = Benchmarks(*(None if p is None else jnp.asarray(p) for p in b))
     names = tuple(n for n in METRICS if BENCHMARK_NEEDS.get(n) is None or getattr(b, BENCHMARK_NEEDS[n]) is not None)
     out = _summary_kernel(int(steps_per_day), names)(v, b)
-    return {name: float(out[name]) for name in names}
+    return natural_signs({name: float(out[name]) for name in names})

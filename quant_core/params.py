@@ -14,6 +14,7 @@ Transforms are values (a name and its two maps), so a rule that needs another sp
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -32,6 +33,8 @@ class Transform(NamedTuple):
     name: str
     to_unconstrained: Callable[[Any, int], Any]
     from_unconstrained: Callable[[Any, int], Any]
+    lower: float = -math.inf  # the open interval (lower, upper) of user values the transform maps
+    upper: float = math.inf
 
 
 def _jnp():
@@ -52,9 +55,9 @@ def inverse_squareplus(y):
 
 
 IDENTITY = Transform("identity", lambda v, _c: v, lambda x, _c: x)
-LOG = Transform("log", lambda v, _c: _jnp().log(v), lambda x, _c: _jnp().exp(x))
-LOG2 = Transform("log2", lambda v, _c: _jnp().log2(v), lambda x, _c: 2.0**x)
-SQUAREPLUS = Transform("squareplus", lambda v, _c: inverse_squareplus(v), lambda x, _c: squareplus(x))
+LOG = Transform("log", lambda v, _c: _jnp().log(v), lambda x, _c: _jnp().exp(x), 0.0)
+LOG2 = Transform("log2", lambda v, _c: _jnp().log2(v), lambda x, _c: 2.0**x, 0.0)
+SQUAREPLUS = Transform("squareplus", lambda v, _c: inverse_squareplus(v), lambda x, _c: squareplus(x), 0.0)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Param:
         """The values as float64, or ValueError naming the parameter, the bad value and the admissible ones
         (the range binds only parameters with hard_limits)."""
         v = np.asarray(values, dtype=np.float64)
+        flat = v.reshape(-1)
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{where}.{self.name}: values must be finite numbers")
         if self.kind == "choice":
@@ -140,9 +144,15 @@ class Param:
             return v
         if self.kind == "int" and np.any(v != np.round(v)):
             raise ValueError(f"{where}.{self.name}: whole numbers only (got {v[v != np.round(v)].flat[0]:g})")
-        bad = v[(v < self.low) | (v > self.high)] if self.hard_limits else v[:0]
+        bad = flat[(flat < self.low) | (flat > self.high)] if self.hard_limits else flat[:0]
         if bad.size:
             raise ValueError(f"{where}.{self.name}: {bad.flat[0]:g} is outside [{self.low:g}, {self.high:g}]")
+        lo, hi = self.transform.lower, self.transform.upper
+        bad = flat[(flat <= lo) | (flat >= hi)]
+        if bad.size:
+            span = f"above {lo:g}" if math.isinf(hi) else f"between {lo:g} and {hi:g} (exclusive)"
+            raise ValueError(f"{where}.{self.name}: {bad.flat[0]:g} is impossible; it must be {span} "
+                             f"(e.g. {self.default if self.default is not None else self.low:g})")
         return v
 
     # -- gradient training ---------------------------------------------------------------------------

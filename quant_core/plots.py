@@ -62,6 +62,7 @@ def walk_forward_plot(report, what: str = "pool", benchmark: str | None = None) 
     idx = np.arange(len(report.folds))
     ax2.bar(idx - 0.2, [f.in_sample["daily_log_sharpe"] for f in report.folds], 0.4, label="in-sample")
     ax2.bar(idx + 0.2, [f.out_of_sample["daily_log_sharpe"] for f in report.folds], 0.4, label="out-of-sample")
+    ax2.set_xticks(idx, [str(f.fold.index) for f in report.folds])  # whole folds, not 0.5 steps
     ax2.set_xlabel("fold")
     ax2.set_ylabel("daily log Sharpe")
     ax2.axhline(0, color="k", lw=0.5)

@@ -4,7 +4,9 @@
 then evaluates the starting parameters and the trained ones over the training window and, with
 endTestDateString, the trained ones over the test window [endDateString, endTestDateString) (a fresh pool
 or a flat start, warmed up on the data before it). `TrainingResult.to_json()` writes NaN and infinities as
-null and trade times as ISO UTC strings.
+null and trade times as ISO UTC strings. Metrics, and the per-metric columns of `top` and `history`, are in
+their natural signs (quant_core.signs); `search_objective` and the `objective`/`value` entries of the history
+are the method's own scores, as it maximised them (a risk measure negated), and `summary()` says which.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quant_core.jsonsafe import json_safe
+from quant_core.signs import MONITORING_METHODS, better, maximised
 from quant_core.spec import RunSpec
 from quant_core.train.trainer import train
 from quant_core.tunables import tunable_for
@@ -38,9 +41,9 @@ class TrainingResult:
     method: str
     seed: int
     objective: str  # the metric trained on (return_val)
-    search_objective: float  # the method's best score (on the part of the window it scored)
+    search_objective: float  # the method's best score, as it maximised it (risk measures negated): search_label()
     parameters: dict[str, Any]  # user units: pools one value per token, strategies one number each
-    metrics: dict[str, dict[str, float]]  # initial_train, train, (test): every metric, "objective" too
+    metrics: dict[str, dict[str, float]]  # initial_train, train, (test): every metric, "objective" too; natural signs
     n_evaluations: int
     seconds: float
     trades: dict[str, list[dict]] = field(default_factory=dict)  # tunables that trade: per part, ISO times
@@ -67,19 +70,28 @@ class TrainingResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def summary(self) -> str:
-        """A few lines for people: objective start -> train -> test, trades, net profit, parameters."""
+        """A few lines for people, each number labelled: the metric trained on (natural sign) over the training
+        window with the starting and the trained parameters and over the test window, then the search's own best
+        score (what it maximised, on the part of the window it scored), trades, parameters."""
         def num(v: float) -> str:
             return f"{v:.4f}" if math.isfinite(v) else "n/a"
 
-        parts = [p for p in ("initial_train", "train", "test") if p in self.metrics]
+        m, parts = self.objective, [p for p in ("initial_train", "train", "test") if p in self.metrics]
         budget = f"{self.n_evaluations} {'trials' if self.method == 'optuna' else 'evaluations'}"
         speed = f", {self.evaluations_per_second:.0f}/s" if self.evaluations_per_second else ""
         what = f"{self.name}{f' ({self.timeframe})' if self.timeframe else ''}"
-        lines = [f"{what}, {self.method}: {self.objective} "
-                 + " -> ".join(f"{p.replace('initial_train', 'start')} {num(self.metrics[p]['objective'])}"
-                               for p in parts)
-                 + f" ({budget} in {self.seconds:.1f} s{speed}; chosen on a score of {num(self.search_objective)} "
-                   "on the part it scored)"]
+        w = {k: _day(v) for k, v in self.windows.items() if v}
+        lines = [f"{what}, {self.method} (seed {self.seed}): trained on {m} ({better(m)})"]
+        if "train" in self.metrics:
+            start = (f"starting parameters {num(self.metrics['initial_train']['objective'])} -> "
+                     if "initial_train" in self.metrics else "")
+            lines.append(f"  {m} over the training window {w.get('train_start')}..{w.get('train_end')}: {start}"
+                         f"trained {num(self.metrics['train']['objective'])}")
+        if "test" in self.metrics:
+            lines.append(f"  {m} over the test window {w.get('train_end')}..{w.get('test_end')} (after training, "
+                         f"never searched): trained {num(self.metrics['test']['objective'])}")
+        lines.append(f"  {self.search_label()}: best score {num(self.search_objective)} ({budget} in "
+                     f"{self.seconds:.1f} s{speed})")
         if self.trades:
             def each(key: str, fmt: Callable[[float], str]) -> str:
                 return ", ".join(f"{p} {fmt(self.metrics[p][key])}" for p in parts if p != "initial_train")
@@ -88,6 +100,37 @@ class TrainingResult:
                          f"win rate: {each('win_rate', lambda v: f'{100 * v:.1f}%' if math.isfinite(v) else 'n/a')}")
         lines.append("parameters: " + json.dumps(json_safe(self.parameters)))
         return "\n".join(lines)
+
+    def search_label(self) -> str:
+        """What `search_objective` is: the quantity the method maximised (risk measures negated), on which part
+        of the training window. It differs from the training-window metric when the method scored only a part
+        (val_fraction), a penalised or sub-period score, or selected on early_stopping_metric."""
+        opt = self.run_spec.get("optimisation_settings", {})
+        scored = self.details.get("scored_on") or {}
+        train = "the train part" + (f" {scored['train'][0]}..{scored['train'][1]}" if scored.get("train") else "")
+        val = ("the validation part " + f"{scored['validation'][0]}..{scored['validation'][1]}"
+               if scored.get("validation") else None)
+        if self.method in MONITORING_METHODS:
+            monitored = opt.get("early_stopping_metric", self.objective)
+            return (f"{self.method} maximised {maximised(self.objective)} and kept the parameter set with the best "
+                    f"{maximised(monitored)} on {val or train}")
+        mx = maximised(self.objective)
+        if self.method != "optuna":
+            return f"{self.method} search maximised {mx} on {train}"
+        optuna = opt.get("optuna_settings", {})
+        sampler, penalty = optuna.get("sampler", "tpe"), optuna.get("overfitting_penalty", 0.0)
+        score = f"{mx} on {train}"
+        if optuna.get("multi_objective"):
+            score = f"the mean of {mx} over {optuna.get('n_sub_periods')} sub-periods of {train}"
+        if penalty and val:
+            base = score if optuna.get("multi_objective") else f"{mx} on {val}"
+            score = f"{base} - {penalty:g} x max(0, train - validation {mx})"
+        return f"{sampler} search maximised {score}"
+
+
+def _day(text: str) -> str:
+    """A window bound for a label: the date alone at midnight, else date and time."""
+    return text[:10] if text.endswith("00:00:00") else text[:16]
 
 
 def _optuna_top(history: list[dict], k: int, user: Callable[[dict], dict]) -> list[dict]:

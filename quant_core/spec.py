@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     Discriminator,
@@ -36,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from quant_core.spec_errors import merge_union_errors
 from quant_core.spec_sections import (  # noqa: F401  (re-exported: the spec's sections live there)
     INITIAL_VALUE_KEYS,
     ISSUE,
@@ -64,6 +64,7 @@ from quant_core.spec_sections import (  # noqa: F401  (re-exported: the spec's s
     spec_notices,
 )
 from quant_core.train.method_settings import check_method_settings
+from quant_core.yaml_files import YamlFileError, load_yaml_file
 
 
 class RunSpecError(ValueError):
@@ -331,6 +332,7 @@ class PoolSpec(SpecBase):
                 raise ValueError(f"initial_weights has {len(w)} values for {n} tokens")
             if any(x <= 0 for x in w) or abs(sum(w) - 1.0) > 1e-9:
                 raise ValueError(f"initial_weights {w} must be positive and sum to 1")
+        self._gyroscope_shape_given_once()
         members = self.optimisation_settings.n_ensemble_members
         if members > 1 and not self.ensemble:
             raise ValueError(f"optimisation_settings.n_ensemble_members is {members}, which needs an ensemble__ "
@@ -350,6 +352,27 @@ class PoolSpec(SpecBase):
                     f"one value per token in alphabetical token order {sorted(self.tokens)}"
                 )
         return self
+
+    @property
+    def lam_phi_from_parameters(self) -> bool:
+        """Gyroscope pools: lam and phi are read from `parameters` (True), or solved from initial_weights, the
+        pool's value shares at each run's first price (False; quant_core.sim.amm.gyroscope_fit)."""
+        return self.initial_weights is None
+
+    def _gyroscope_shape_given_once(self) -> None:
+        """initial_weights and a lam/phi value or search range both fix a gyroscope's shape: refuse the pair
+        rather than let one silently win (in the reference the weights do)."""
+        if self.lam_phi_from_parameters or self.rule.split("__")[-1] != "gyroscope":
+            return
+        opt = self.optimisation_settings
+        places = {"parameters": self.parameters or {},
+                  "optimisation_settings.optuna_settings.parameter_config": opt.optuna_settings.parameter_config,
+                  "optimisation_settings.search_settings.parameter_space": opt.search_settings.parameter_space}
+        given = [f"{where}.{k}" for where, keys in places.items() for k in ("lam", "phi") if k in keys]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: a gyroscope with initial_weights {self.initial_weights} "
+                             "solves lam and phi from them (the value shares at each run's first price); remove "
+                             f"{'these' if len(given) > 1 else 'it'}, or remove initial_weights to set lam and phi")
 
     @property
     def effective_minimum_weight(self) -> float:
@@ -405,7 +428,7 @@ _ADAPTER: TypeAdapter = TypeAdapter(RunSpec)
 
 def _format_errors(exc: ValidationError, known: dict[str, list[str]]) -> str:
     lines = []
-    for err in exc.errors():
+    for err in merge_union_errors(exc.errors()):
         loc = ".".join(str(p) for p in err["loc"][1:]) or "spec"  # loc[0] is the kind's tag
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
@@ -449,7 +472,10 @@ def parse_run_spec(source: dict[str, Any] | str | Path | SpecBase) -> RunSpec:
         path = where = Path(source)
         if not path.exists():
             raise RunSpecError(f"run spec file {path} does not exist")
-        data = yaml.safe_load(path.read_text())
+        try:  # a syntax error names the file, line and column instead of PyYAML's traceback
+            data = load_yaml_file(path, "run spec file")
+        except YamlFileError as exc:
+            raise RunSpecError(str(exc)) from None
         if not isinstance(data, dict):
             raise RunSpecError(f"run spec file {path} must hold a mapping of settings, got {type(data).__name__}")
         source = data

@@ -59,7 +59,8 @@ def scalar_if_one(value: Any) -> Any:
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: NaN and infinities are refused by every float field ("Input should be a finite number")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Range(StrictModel):
@@ -181,15 +182,16 @@ class OptimisationSettings(StrictModel):
     n_iterations: int = Field(1000, ge=1)
     n_parameter_sets: int = Field(4, ge=1)
     noise_scale: float = Field(0.1, ge=0)
-    parameter_init_method: Literal["gaussian"] = Field(
-        "gaussian", description="how parameter sets 1.. are spread around set 0: Gaussian noise of noise_scale")
-    sample_method: Literal["uniform", "exponential"] = "uniform"
+    parameter_init_method: Literal["gaussian", "sobol", "lhs", "centered_lhs"] = Field(
+        "gaussian", description="how parameter sets 1.. are spread around set 0 (scale noise_scale): independent "
+        "Gaussian noise, or a space-filling design through the normal quantile")
+    sample_method: Literal["uniform", "exponential", "stratified"] = "uniform"
     training_data_kind: Literal["historic"] = "historic"
     max_mc_version: int = Field(9, description="the reference's Monte-Carlo data version (training_data_kind "
                                 "'mc' only): no effect here")
     use_gradient_clipping: bool = True
     clip_norm: float = Field(10.0, gt=0)
-    lr_schedule_type: Literal["constant", "warmup_cosine"] = "constant"
+    lr_schedule_type: Literal["constant", "cosine", "warmup_cosine", "exponential"] = "constant"
     warmup_steps: int = Field(100, ge=0)
     # the lowest learning rate of a decaying schedule: base_lr / lr_decay_ratio as in the reference (which
     # prefers lr_decay_ratio over min_lr); `lr_decay_ratio: null` uses min_lr as given (see _lowest_lr)
@@ -206,14 +208,14 @@ class OptimisationSettings(StrictModel):
     swa_start_frac: float = Field(0.75, ge=0, le=1)
     swa_freq: int = Field(10, ge=1)
     initial_random_key: int = 0
-    force_scalar: Literal[False] = Field(False, description="the reference's one-value-for-all-tokens training of "
-                                         "the channel rules: not implemented yet")
+    force_scalar: bool = Field(False, description="train or search one value of each rule parameter, shared by "
+                               "every token (momentum, anti_momentum, the channel rules)")
     n_cycles: int = Field(5, ge=1, description="read by nothing in the reference's training: no effect")
     train_on_hessian_trace: bool = Field(False, description="adds hessian_trace_settings.weight x the trace of the "
                                          "objective's Hessian (pools; gradient_descent, bfgs, cma_es)")
     # the reference reads these four at the top level of the fingerprint; both places are accepted
     n_ensemble_members: int = Field(1, ge=1)
-    ensemble_init_method: Literal["lhs", "sobol", "grid", "gaussian"] = "lhs"
+    ensemble_init_method: Literal["lhs", "centered_lhs", "sobol", "grid", "gaussian"] = "lhs"
     ensemble_init_scale: float = Field(1.0, ge=0)
     ensemble_init_seed: int = 42
     track_checkpoints: bool = False
@@ -224,46 +226,12 @@ class OptimisationSettings(StrictModel):
     cma_es_settings: CmaEsSettings = Field(default_factory=CmaEsSettings)
     hessian_trace_settings: HessianTraceSettings = Field(default_factory=HessianTraceSettings)
 
-    @field_validator("lr_schedule_type", mode="before")
-    @classmethod
-    def _schedule(cls, v: Any) -> Any:
-        return _refuse_values(v, {
-            "cosine": "the cosine schedule is", "exponential": "the exponential schedule is"},
-            "use 'constant' or 'warmup_cosine'")
-
-    @field_validator("sample_method", mode="before")
-    @classmethod
-    def _sampling(cls, v: Any) -> Any:
-        return _refuse_values(v, {
-            "stratified": "stratified sampling of training windows is"}, "use 'uniform' or 'exponential'")
-
     @field_validator("training_data_kind", mode="before")
     @classmethod
     def _data_kind(cls, v: Any) -> Any:
         return _refuse_values(v, {
             "mc": "training on the reference's Monte-Carlo price paths is",
             "step": "the reference's 'step' training data is"}, "use 'historic' (the price file)")
-
-    @field_validator("parameter_init_method", mode="before")
-    @classmethod
-    def _init_method(cls, v: Any) -> Any:
-        return _refuse_values(v, {
-            m: f"spreading parameter sets by {m} sampling is" for m in ("sobol", "lhs", "centered_lhs")},
-            "use 'gaussian' (sets 1.. start at set 0 plus N(0, noise_scale^2) noise)")
-
-    @field_validator("force_scalar", mode="before")
-    @classmethod
-    def _force_scalar(cls, v: Any) -> Any:
-        return _refuse_values(v, {
-            True: "training one value for all tokens (the reference does it for the channel rules) is"},
-            "set force_scalar: false, or give one number per parameter under `parameters` and search it with "
-            "`scalar: true` ranges")
-
-    @field_validator("ensemble_init_method", mode="before")
-    @classmethod
-    def _ensemble_method(cls, v: Any) -> Any:
-        return _refuse_values(v, {
-            "centered_lhs": "centred Latin-hypercube member offsets are"}, "use 'lhs', 'sobol', 'grid' or 'gaussian'")
 
     @model_validator(mode="before")
     @classmethod
@@ -278,7 +246,8 @@ class OptimisationSettings(StrictModel):
             return {**data, "lr_decay_ratio": None}
         ratio, base_lr = data.get("lr_decay_ratio", 1000.0), data.get("base_lr", 0.1)
         if ratio is None or isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio <= 0 \
-                or isinstance(base_lr, bool) or not isinstance(base_lr, int | float) or base_lr <= 0:
+                or isinstance(base_lr, bool) or not isinstance(base_lr, int | float) or not base_lr > 0 \
+                or not math.isfinite(ratio) or not math.isfinite(base_lr):
             return data  # the fields' own validation reports bad values
         lowest = base_lr / ratio
         given = data.get("min_lr")
@@ -290,13 +259,23 @@ class OptimisationSettings(StrictModel):
                 "set lr_decay_ratio: null to use min_lr")
         return {**data, "min_lr": lowest}
 
+    @model_validator(mode="after")
+    def _decay_goes_down(self) -> OptimisationSettings:
+        """A decaying schedule must end below where it starts (the reference silently swaps in base_lr / 100)."""
+        if self.lr_schedule_type != "constant" and self.min_lr >= self.base_lr:
+            raise ValueError(f"lr_schedule_type {self.lr_schedule_type!r} decays from base_lr ({self.base_lr:g}) to "
+                             f"min_lr ({self.min_lr:g}), which is not lower: lower min_lr or set lr_decay_ratio "
+                             "above 1")
+        return self
+
 
 class LearnableBoundsSettings(StrictModel):
     """The reference's per-asset weight bounds of bounded__ rules."""
 
-    freeze_bounds: bool = Field(False, description="true: the bounds are hyperparameters, not trained. Here they "
-                                "are never trained yet (a notice says so when this is false on a bounded__ rule "
-                                "under gradient descent)")
+    freeze_bounds: bool = Field(False, description="false: gradient_descent, bfgs and cma_es train the bounds "
+                                "(quant_core.train.learnable_bounds); optuna, grid and random search them when "
+                                "listed in their ranges. true: training keeps them at their starting values (a "
+                                "search still searches them where its ranges list them)")
     min_weights_per_asset: float | list[float] | None = None
     max_weights_per_asset: float | list[float] | None = None
 
@@ -384,12 +363,18 @@ def spec_notices(spec: Any) -> list[str]:
         out.append(f"optimisation_settings.max_mc_version = {opt.max_mc_version!r} {_NO_EFFECT} (it picks the "
                    "reference's Monte-Carlo data, training_data_kind 'mc', which is not implemented)")
     for section in ("bfgs_settings", "cma_es_settings"):
-        dtype = getattr(opt, section).compute_dtype
-        if dtype != "float32":
-            continue
-        if opt.method == section.removesuffix("_settings"):
-            out.append(f"optimisation_settings.{section}.compute_dtype = {dtype!r} {_NO_EFFECT}: simulations here "
+        method = section.removesuffix("_settings")
+        if opt.method != method:
+            for name, value in _changed(getattr(opt, section)):
+                out.append(f"optimisation_settings.{section}.{name} = {value!r} {_NO_EFFECT}: only method "
+                           f"{method!r} reads it, and the method is {opt.method!r}")
+        elif getattr(opt, section).compute_dtype == "float32":
+            out.append(f"optimisation_settings.{section}.compute_dtype = 'float32' {_NO_EFFECT}: simulations here "
                        "always run in float64")
+    if not opt.train_on_hessian_trace:
+        for name, value in _changed(opt.hessian_trace_settings):
+            out.append(f"optimisation_settings.hessian_trace_settings.{name} = {value!r} {_NO_EFFECT}: it is read "
+                       "only with train_on_hessian_trace: true")
     if opt.optuna_settings.storage.type != "sqlite":
         out.append(f"optimisation_settings.optuna_settings.storage.type = {opt.optuna_settings.storage.type!r} "
                    f"{_NO_EFFECT} (storage.url alone picks the database, as in the reference)")
@@ -412,12 +397,7 @@ def spec_notices(spec: Any) -> list[str]:
         out.append(f"protocol_fee_split = {spec.protocol_fee_split!r} {_NO_EFFECT} while fees is 0: it splits the "
                    "swap fees, and there are none")
     lbs = spec.learnable_bounds_settings
-    if has_hook(spec.rule, "bounded"):
-        if not lbs.freeze_bounds and opt.method == "gradient_descent":
-            out.append("learnable_bounds_settings.freeze_bounds = False: trained by gradient descent, the bounded__ "
-                       "bounds stay fixed at their starting values here, as with freeze_bounds: true (learning them "
-                       f"is not implemented yet, {ISSUE})")
-    else:
+    if not has_hook(spec.rule, "bounded"):
         for name, value in _changed(lbs):
             out.append(f"learnable_bounds_settings.{name} = {value!r} {_NO_EFFECT}: only bounded__ rules have "
                        f"per-asset bounds; rule {spec.rule!r} has none (use rule 'bounded__{spec.rule}')")

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quant_core.data.schema import Market, to_utc
@@ -21,6 +20,7 @@ from quant_core.live.settings import LiveSettings
 from quant_core.runspec import check_spec
 from quant_core.spec import RunSpec
 from quant_core.validate.folds import WalkForwardSettings
+from quant_core.yaml_files import YamlFileError, load_yaml_file
 
 
 class RegistryError(ValueError):
@@ -28,7 +28,7 @@ class RegistryError(ValueError):
 
 
 class MarketEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     exchange: str
     symbol: str
@@ -69,6 +69,10 @@ class MarketEntry(BaseModel):
             raise ValueError(f"exchange_config must not hold credentials {sorted(secret)}: set "
                              f"QUANT_{self.exchange.upper()}_API_KEY / _SECRET in the environment instead")
         Market(self.exchange, self.symbol, self.timeframe)  # validates the identity
+        if self.source == "ccxt":
+            from quant_core.data.ccxt_settings import check_exchange_id
+
+            check_exchange_id(self.exchange)
         return self
 
     @property
@@ -81,7 +85,7 @@ class MarketEntry(BaseModel):
 
 
 class ThresholdSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     discovery_below: int = StageThresholds.discovery_below
     mature_above: int = StageThresholds.mature_above
@@ -95,7 +99,7 @@ class ThresholdSettings(BaseModel):
 
 
 class Universe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="identifier: lower-case letters, digits and underscores")
     description: str = ""
@@ -146,7 +150,7 @@ class Universe(BaseModel):
 
 
 class Registry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     markets: list[MarketEntry]
     universes: list[Universe] = Field(default_factory=list)
@@ -169,10 +173,16 @@ class Registry(BaseModel):
         names = [u.name for u in self.universes]
         if len(set(names)) != len(names):
             raise ValueError(f"universe names must be unique, got {names}")
+        by_key = {m.key: m for m in self.markets}
         for u in self.universes:
             missing = sorted(set(u.markets.values()) - set(keys))
             if missing:
                 raise ValueError(f"universe {u.name!r} uses markets {missing} that are not in `markets` ({keys})")
+            frames = {token: by_key[key].timeframe for token, key in sorted(u.markets.items())}
+            if len(set(frames.values())) > 1:
+                # a pool's price panel has one row per time step for every token
+                raise ValueError(f"universe {u.name!r} mixes timeframes {frames}: a universe's markets share one "
+                                 "timeframe; list markets of the same timeframe (add them to `markets` if needed)")
         return self
 
     def market(self, key: str) -> MarketEntry:
@@ -198,7 +208,10 @@ def load_registry(path: str | Path) -> Registry:
     path = Path(path)
     if not path.exists():
         raise RegistryError(f"registry file {path} does not exist")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = load_yaml_file(path, "registry file")
+    except YamlFileError as exc:
+        raise RegistryError(str(exc)) from None
     try:
         return Registry.model_validate(data)
     except ValidationError as exc:

@@ -6,12 +6,14 @@ endpoints ccxt calls for `load_markets` and `fetch_ohlcv`, in each exchange's ow
 paging rules, from a deterministic candle series under a settable clock:
 
 * binance  GET /api/v3/exchangeInfo, GET /api/v3/klines (startTime/endTime/limit <= 1000, rows with open
-  time >= startTime, the still-open candle included);
+  time >= startTime, the still-open candle included), GET /api/v3/time;
 * kraken   GET /0/public/Assets, /0/public/AssetPairs, /0/public/OHLC (`since` in seconds, only the most
-  recent 720 rows whatever `since` says, the last row being the still-open candle, and `last`).
+  recent 720 rows whatever `since` says, the last row being the still-open candle, and `last`), /0/public/Time.
 
-Faults are injected per request (`fail_next`: 429 with Retry-After, 500, 503) and a candle can be
-revised after it was served (`revise`). Point an exchange at it with `ccxt_config(exchange_id)`.
+Every response carries the server's clock in its `Date` header, as a real server's does. Faults are injected
+per request (`fail_next`: 429 with Retry-After, 500, 503), also from the N-th page on (`fail_page`), a candle
+can be revised after it was served (`revise`), and the server's clock can lag ours (`clock_lag`, with
+`our_clock` the client's). Point an exchange at it with `ccxt_config(exchange_id)`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,11 +58,13 @@ BASE_PRICE = {"BTC": 40_000.0, "ETH": 2_500.0, "LUNA": 1.0}
 
 @dataclass
 class Fault:
-    """One injected failure: the next request whose path contains `path` gets HTTP `status`."""
+    """One injected failure: the next request whose path contains `path` gets HTTP `status`, once `after`
+    requests to such paths have been answered successfully (0: at once)."""
 
     status: int
     path: str
     retry_after: float | None = None
+    after: int = 0
 
 
 @dataclass
@@ -71,13 +76,16 @@ class Served:
     params: dict[str, str]
     status: int
     rows: int = 0
+    path: str = ""
 
 
 @dataclass
 class FakeExchangeServer:
-    """Binance and kraken public endpoints on 127.0.0.1 (a free port) under a settable clock `now_ms`."""
+    """Binance and kraken public endpoints on 127.0.0.1 (a free port) under a settable clock `now_ms`.
+    `clock_lag`: how far the server's clock is behind ours (`our_clock`); negative when it is ahead."""
 
     now: datetime
+    clock_lag: timedelta = timedelta(0)
     listed: datetime = datetime(2019, 1, 1, tzinfo=UTC)
     seed: int = 7
     requests: list[Served] = field(default_factory=list)
@@ -101,6 +109,9 @@ class FakeExchangeServer:
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:  # the Date header: its clock
+                return formatdate(server.now_ms / 1000, usegmt=True)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -135,14 +146,24 @@ class FakeExchangeServer:
         """The server's now (pass as the source's `now` so both agree on which candle is open)."""
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=self.now_ms)
 
+    def our_clock(self) -> datetime:
+        """The client's clock: `clock_lag` ahead of the server's (pass as the source's `now`)."""
+        return self.clock() + self.clock_lag
+
     def advance(self, delta: timedelta) -> None:
         with self._lock:
             self.now_ms += int(delta / timedelta(milliseconds=1))
 
-    def fail_next(self, status: int, *, path: str = "", count: int = 1, retry_after: float | None = None) -> None:
-        """The next `count` requests whose path contains `path` fail with HTTP `status`."""
+    def fail_next(self, status: int, *, path: str = "", count: int = 1, retry_after: float | None = None,
+                  after: int = 0) -> None:
+        """The next `count` requests whose path contains `path` fail with HTTP `status` (once `after` such
+        requests have succeeded)."""
         with self._lock:
-            self.faults.extend(Fault(status, path, retry_after) for _ in range(count))
+            self.faults.extend(Fault(status, path, retry_after, after) for _ in range(count))
+
+    def fail_page(self, page: int, status: int, *, path: str, count: int = 1) -> None:
+        """Requests for page `page` (1-based: after `page - 1` successful requests to `path`) fail `count` times."""
+        self.fail_next(status, path=path, count=count, after=page - 1)
 
     def revise(self, symbol: str, timeframe: str, open_ms: int, close: float) -> None:
         """Change one candle's close from now on (an exchange correcting its latest candle)."""
@@ -211,7 +232,8 @@ class FakeExchangeServer:
         exchange, _, rest = parts.path.lstrip("/").partition("/")
         endpoint = rest.rsplit("/", 1)[-1]
         with self._lock:
-            fault = next((f for f in self.faults if f.path in parts.path), None)
+            fault = next((f for f in self.faults if f.path in parts.path and f.after <= sum(
+                1 for r in self.requests if r.status == 200 and f.path in r.path)), None)
             if fault is not None:
                 self.faults.remove(fault)
             if fault is not None:
@@ -221,7 +243,7 @@ class FakeExchangeServer:
                 status, payload, rows = self._route(exchange, "/" + rest, params)
                 body = payload if isinstance(payload, str) else json.dumps(payload)
                 headers = {}
-            self.requests.append(Served(exchange, endpoint, params, status, rows))
+            self.requests.append(Served(exchange, endpoint, params, status, rows, parts.path))
         data = body.encode()
         req.send_response(status)
         req.send_header("Content-Type", "application/json" if body[:1] in "[{" else "text/plain")
@@ -237,6 +259,8 @@ class FakeExchangeServer:
                 return 200, self._binance_exchange_info(), 0
             if path == "/api/v3/klines":
                 return self._binance_klines(params)
+            if path == "/api/v3/time":
+                return 200, {"serverTime": self.now_ms}, 0
         if exchange == "kraken":
             if path == "/0/public/Assets":
                 return 200, self._kraken_assets(), 0
@@ -244,6 +268,9 @@ class FakeExchangeServer:
                 return 200, self._kraken_asset_pairs(), 0
             if path == "/0/public/OHLC":
                 return self._kraken_ohlc(params)
+            if path == "/0/public/Time":
+                return 200, {"error": [], "result": {"unixtime": self.now_ms // 1000,
+                                                     "rfc1123": formatdate(self.now_ms / 1000, usegmt=True)}}, 0
         return 404, {"code": -1, "msg": f"fake exchange server does not serve {exchange} {path}"}, 0
 
     # -------------------------------------------------------------------------------- binance

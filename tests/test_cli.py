@@ -42,7 +42,7 @@ def test_simulate_writes_one_row_per_step(tmp_path, capsys):
     shown = {line[:24].strip(): line[24:].strip() for line in printed.splitlines() if line.startswith("  ")}
     assert shown["total return"] == f"{100 * (v[-1] / v[0] - 1):.2f}%"
     dd = 1 - min(v[i] / v[: i + 1].max() for i in range(len(v)))
-    assert shown["max drawdown"] == f"{-100 * dd:.2f}%"
+    assert shown["max drawdown"] == f"{100 * dd:.2f}%"  # a drawdown is reported positive
     assert {"days", "vs HODL", "annualised return", "Sharpe (annualised)"} <= set(shown)
 
 
@@ -153,7 +153,9 @@ def test_train_writes_the_result_json(tmp_path, capsys):
     assert payload["metrics"]["train"]["objective"] == payload["metrics"]["train"]["daily_log_sharpe"]
     assert len(payload["history"]) == 8 and payload["timings"]["total_s"] > 0
     printed = capsys.readouterr().out  # result.summary(), as for CEX strategies
-    assert "momentum, optuna: daily_log_sharpe start " in printed and " -> train " in printed
+    assert "momentum, optuna (seed 1): trained on daily_log_sharpe (higher is better)" in printed
+    assert "over the training window 2024-01-01..2024-03-01: starting parameters " in printed
+    assert " -> trained " in printed and "search maximised daily_log_sharpe on the train part" in printed
     assert "trades:" not in printed and 'parameters: {"' in printed
 
 

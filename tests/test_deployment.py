@@ -92,7 +92,7 @@ def deployment(postgres_server, tmp_path_factory) -> Iterator[Deployment]:
         env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port),
                "DAGSTER_PG_USER": pg.username, "DAGSTER_PG_PASSWORD": pg.password or "",
                "DAGSTER_PG_DB": pg.database, "QUANT_DATABASE_URL": store_db, "QUANT_REGISTRY": str(registry_path),
-               "QUANT_HOME": str(tmp_path / "quant")}
+               "QUANT_HOME": str(tmp_path / "quant"), "QUANT_AUTOMATION": "on"}  # a deployment: sensors run
         logs = tmp_path / "logs"
         logs.mkdir()
         commands = {

@@ -223,8 +223,8 @@ def test_vmap_equals_loop_and_jit():
         assert np.all(np.isfinite(expect)), name
         np.testing.assert_allclose(np.asarray(batched[name]), expect, rtol=1e-10, atol=1e-12, err_msg=name)
     eager = metrics.summary(vals[0], 2, Benchmarks(hodl=hodl[0], uniform_hodl=uni[0]))
-    for name, value in eager.items():
-        assert value == pytest.approx(float(loop[0][name]), rel=1e-10, abs=1e-12), name
+    for name, value in eager.items():  # summary reports natural signs (risk measures positive)
+        assert value == pytest.approx(metrics.natural_value(name, float(loop[0][name])), rel=1e-10, abs=1e-12), name
 
 
 def test_objective_style_vmap_without_benchmarks():
@@ -277,8 +277,8 @@ def test_summary_with_partial_and_full_benchmarks():
     assert "returns_over_uniform_hodl" not in only_hodl
     full = metrics.summary(np.asarray(V), 1, BENCH)
     assert set(full) == set(metrics.METRICS)
-    for name, value in full.items():
-        assert value == pytest.approx(EXPECTED[name], rel=1e-9, abs=1e-12)
+    for name, value in full.items():  # natural signs: the risk measures EXPECTED as training sees them, flipped
+        assert value == pytest.approx(metrics.natural_value(name, EXPECTED[name]), rel=1e-9, abs=1e-12)
 
 
 def test_objective_scores_benchmark_relative_metrics_and_sim_summary_includes_them():

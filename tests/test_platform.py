@@ -23,6 +23,7 @@ from quant_assets.partitions import (
     ohlcv_partitions,
     retrain_partitions,
 )
+from quant_core.retrain import week_seed
 from quant_core.store import ConfigurationStore
 from quant_core.universe import load_registry
 
@@ -160,6 +161,11 @@ def test_backfill_of_30_days_x_2_markets_triggers_one_retrain(platform):
             rows = store.list_configurations(universe_key=U)
             assert len(rows) == 1 and rows[0].test_end.date() == (datetime.fromisoformat(week.split("|")[1])
                                                                   + timedelta(days=7)).date()
+            # the registry sets no seed: the week's own, recorded on the version (issue 18 item 18); its
+            # metrics in natural signs (item 14)
+            seed = week_seed(U, rows[0].test_end)
+            assert rows[0].seed == seed == rows[0].run_spec["optimisation_settings"]["initial_random_key"]
+            assert rows[0].metrics["signs"] == "natural" and rows[0].metrics["in_sample"]["ulcer"] >= 0
         finally:
             store.dispose()
 
@@ -220,7 +226,27 @@ def test_launchpad_config_overrides_the_spec(platform):
         "random", 12, 5, "sortino")
     assert TrainConfig(budget=30).apply(spec).optimisation_settings.optuna_settings.n_trials == 30
     assert TrainConfig(method="gradient_descent", budget=7).apply(spec).optimisation_settings.n_iterations == 7
-    with pytest.raises(dg.Failure, match="one of"):
-        TrainConfig(metric="sharp").apply(spec)
-    with pytest.raises(dg.Failure, match="budget must be >= 1"):
-        TrainConfig(budget=0).apply(spec)
+    assert TrainConfig(metric="daily_var_95%").apply(spec).return_val == "daily_var_95%"
+
+
+def test_launchpad_refuses_a_bad_metric_before_the_run_and_bad_numbers_at_its_first_step():
+    """`metric: sharp` used to pass the launchpad and fail 45 s into training; `seed: 2**70` inside a step with
+    numpy's message. The metric is an enum of the config schema (checked at launch); seed and budget ranges are
+    checked when the config is built, before any work."""
+    from pydantic import ValidationError
+
+    @dg.op(config_schema=TrainConfig.to_config_schema())
+    def retrain() -> None:
+        pass
+
+    @dg.job
+    def job():
+        retrain()
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="metric not in enum type Metric got sharp"):
+        dg.validate_run_config(job, {"ops": {"retrain": {"config": {"metric": "sharp"}}}})
+    dg.validate_run_config(job, {"ops": {"retrain": {"config": {"metric": "daily_var_95pct", "seed": 3}}}})
+    with pytest.raises(ValidationError, match="seed\n  Input should be less than or equal to 4294967295"):
+        TrainConfig(seed=2**70)
+    with pytest.raises(ValidationError, match="budget\n  Input should be greater than or equal to 1"):
+        TrainConfig(budget=0)

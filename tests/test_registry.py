@@ -66,7 +66,8 @@ def test_a_strategy_universe_trades_one_market(tmp_path):
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
          "circuit_breakers: {max_daily_loss: -0.02}}", "max_daily_loss: -0.02 must be a finite number >= 0"),
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
-         "circuit_breakers: {consecutive_losses_limit: .nan}}", "consecutive_losses_limit: nan must be a finite"),
+         "circuit_breakers: {consecutive_losses_limit: .nan}}",
+         "universes.0.circuit_breakers.consecutive_losses_limit: Input should be a finite number"),
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: hodl, tokens: [BTC]}, "
          "live: {gate: {metric: oos_sortino}}}", "universes.0.live.gate.metric: Input should be 'oos_return' or "
          "'oos_sharpe'"),
@@ -96,6 +97,8 @@ def test_bad_registry_names_the_entry(tmp_path, universe, needle):
         ("{exchange: binance, symbol: BTC/USDT, timeframe: 1h, source: shipped, exchange_config: {timeout: 5}}",
          "applies to source 'ccxt' only"),
         ("{exchange: synthetic, symbol: BTC/USD, timeframe: 5m, source: synthetic, since: 'yesterday'}", "yesterday"),
+        ("{exchange: binanse, symbol: BTC/USDT, timeframe: 1h, source: ccxt, since: '2024-01-01'}",
+         "markets.0: Value error, unknown ccxt exchange id 'binanse' (did you mean binance"),
     ],
 )
 def test_bad_market_sources_name_the_fix(tmp_path, market, needle):
@@ -104,3 +107,15 @@ def test_bad_market_sources_name_the_fix(tmp_path, market, needle):
     with pytest.raises(RegistryError) as err:
         load_registry(p)
     assert needle in str(err.value)
+
+
+def test_a_universe_mixing_timeframes_is_refused_at_load(tmp_path):
+    """Mixed 1d and 4h markets used to load and fail later inside price_panel."""
+    p = tmp_path / "r.yaml"
+    p.write_text(GOOD_MARKETS + """  - {exchange: shipped, symbol: ETH/USD, timeframe: 4h}
+universes:
+  - {name: u, markets: {BTC: shipped.BTC-USD.1d, ETH: shipped.ETH-USD.4h}, spec: {rule: hodl, tokens: [BTC, ETH]}}
+""")
+    with pytest.raises(RegistryError) as err:
+        load_registry(p)
+    assert "universe 'u' mixes timeframes {'BTC': '1d', 'ETH': '4h'}" in str(err.value)

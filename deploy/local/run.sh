@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.dagster_home_pg}
+# a deployment: the schedules and the new-candles sensor start running (off on the demo home)
+export QUANT_AUTOMATION=${QUANT_AUTOMATION:-on}
 mkdir -p "$DAGSTER_HOME"
 cp deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 .venv/bin/dagster code-server start -m quant_assets.definitions -h 127.0.0.1 -p 4266 &

@@ -10,6 +10,9 @@ whether or not data changed; a week requested once (by the schedule or the senso
 The same new partitions request each universe's `forward_performance` for every day on which all of its
 markets' candles have now landed (run key `forward|<day>`), and a run-status sensor refreshes
 `live_configurations` after every forward or retrain run.
+
+The schedules and the new-candles sensor start stopped unless QUANT_AUTOMATION=on (quant_assets.settings: a
+deployment turns them on; the demo home leaves them off); the run-status sensor is always on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from quant_assets.partitions import (
     ohlcv_partitions,
     retrain_partitions,
 )
+from quant_assets.settings import sensor_status
 from quant_core.universe import Registry
 
 SENSOR_NAME = "retrain_on_new_candles"
@@ -110,7 +114,7 @@ def build_automation(registry: Registry, retrain_jobs: list, forward_jobs: list,
         return dg.Definitions()
 
     @dg.sensor(name=SENSOR_NAME, jobs=retrain_jobs + forward_jobs, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=sensor_status(),  # stopped unless QUANT_AUTOMATION=on (quant_assets.settings)
                description="requests a universe's retrain for its latest week, and its forward performance for each "
                "newly complete day, when its markets' candles land")
     def retrain_on_new_candles(context: dg.SensorEvaluationContext):
@@ -124,6 +128,7 @@ def build_automation(registry: Registry, retrain_jobs: list, forward_jobs: list,
         requests += forward_requests(registry, context.instance, new_keys)
         return dg.SensorResult(run_requests=requests, cursor=str(last))
 
+    # on everywhere: it follows runs someone (or the automation above) started, so it never runs for want of data
     @dg.run_status_sensor(name=LIVE_SENSOR_NAME, run_status=dg.DagsterRunStatus.SUCCESS,
                           monitored_jobs=retrain_jobs + forward_jobs, request_job=live_job,
                           default_status=dg.DefaultSensorStatus.RUNNING,

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_core.data.import_files import CandleImportError, _first_line, _is_number, _read_text_bytes
+from quant_core.data.import_files import (
+    LINE_COLUMN,
+    CandleImportError,
+    _first_line,
+    _is_number,
+    _read_text_bytes,
+)
 from quant_core.data.import_values import TimeUnit, _as_schema, _epoch_to_utc, _numbers, epoch_unit
 from quant_core.data.schema import CANDLE_COLUMNS, TIMEFRAME_MINUTES
 from quant_core.units import MS_PER_MINUTE
@@ -75,9 +81,12 @@ def binance_file_info(path: str | Path) -> tuple[str | None, str | None]:
     return m.group("symbol"), interval
 
 
-def _read_binance(path: Path) -> tuple[pl.DataFrame, TimeUnit, str | None]:
-    """Binance klines as (candles, epoch unit of the file, timeframe implied by close_time - open_time)."""
-    data = _read_text_bytes(path)
+def _read_binance(
+    path: Path, max_unpacked_bytes: int | None = None
+) -> tuple[pl.DataFrame, TimeUnit, str | None]:
+    """Binance klines as (candles with their LINE_COLUMN, epoch unit of the file, timeframe implied by
+    close_time - open_time)."""
+    data = _read_text_bytes(path, max_unpacked_bytes)
     fields = _first_line(data)
     header = not _is_number(fields[0])
     n = len(fields)
@@ -100,7 +109,9 @@ def _read_binance(path: Path) -> tuple[pl.DataFrame, TimeUnit, str | None]:
             "or microseconds (2025 on) - is this a Binance kline file?"
         )
     frame = pl.DataFrame([_epoch_to_utc(open_time, unit)] + [_numbers(raw[c], c, where) for c in CANDLE_COLUMNS[1:]])
-    frame = _as_schema(frame)
+    frame = _as_schema(frame).with_columns(
+        (pl.int_range(pl.len(), dtype=pl.Int64) + (2 if header else 1)).alias(LINE_COLUMN)
+    )
     implied: str | None = None
     if "close_time" in raw.columns:
         close_time = raw["close_time"].str.strip_chars().cast(pl.Int64, strict=False)
@@ -114,13 +125,14 @@ def _read_binance(path: Path) -> tuple[pl.DataFrame, TimeUnit, str | None]:
     return frame, unit, implied
 
 
-def read_binance_klines(path: str | Path) -> pl.DataFrame:
+def read_binance_klines(path: str | Path, *, max_unpacked_bytes: int | None = None) -> pl.DataFrame:
     """Candles from a Binance public-data kline file (a CSV inside a ZIP, or the bare CSV).
 
     Headerless or with a header row; open times in milliseconds (files before 2025) or microseconds
     (2025 on), detected per file from their magnitude. Returns the candle columns in CANDLE_SCHEMA
     (timestamp = open time, ms UTC), unvalidated and in file order: `import_candles` validates.
     The timeframe is in the file name (`binance_file_info`) or the spacing (`infer_timeframe`).
+    A ZIP member may unpack to at most `max_unpacked_bytes` (default import_files.MAX_UNPACKED_BYTES).
     """
-    frame, _, _ = _read_binance(Path(path))
-    return frame
+    frame, _, _ = _read_binance(Path(path), max_unpacked_bytes)
+    return frame.drop(LINE_COLUMN)

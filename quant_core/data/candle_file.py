@@ -12,7 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_core.data.import_files import _PARQUET_SUFFIXES, CandleImportError, _read_text_bytes, _suffix
+from quant_core.data.import_files import (
+    _PARQUET_SUFFIXES,
+    LINE_COLUMN,
+    CandleImportError,
+    _read_text_bytes,
+    _suffix,
+)
 from quant_core.data.import_values import TimeUnit, _as_schema, _numbers, _times
 from quant_core.data.schema import CANDLE_COLUMNS
 
@@ -65,6 +71,7 @@ def read_candle_file(
     columns: Mapping[str, str] | None = None,
     time_unit: TimeUnit | None = None,
     token: str | None = None,
+    max_unpacked_bytes: int | None = None,
 ) -> pl.DataFrame:
     """Candles from a CSV (optionally .gz/.zip) or Parquet file with named columns.
 
@@ -73,8 +80,10 @@ def read_candle_file(
     UTC), datetimes, dates, or epoch s/ms/us/ns numbers (unit from magnitude unless `time_unit`). A
     file with a `token`/`symbol` column holding several markets needs `token=` to pick one.
     Returns CANDLE_SCHEMA columns, unvalidated; unreadable times or numbers are null (import rejects them).
+    A compressed file may unpack to at most `max_unpacked_bytes` (default import_files.MAX_UNPACKED_BYTES).
     """
-    return _read_candle_file(Path(path), timestamp_col, columns, time_unit, token)[0]
+    frame, _ = _read_candle_file(Path(path), timestamp_col, columns, time_unit, token, max_unpacked_bytes)
+    return frame.drop(LINE_COLUMN)
 
 
 def _read_candle_file(
@@ -83,15 +92,18 @@ def _read_candle_file(
     columns: Mapping[str, str] | None,
     time_unit: TimeUnit | None,
     token: str | None,
+    max_unpacked_bytes: int | None = None,
 ) -> tuple[pl.DataFrame, TimeUnit | None]:
+    """(candles with their LINE_COLUMN, the epoch unit of the time column if numeric)."""
     where = str(path)
+    parquet = _suffix(path) in _PARQUET_SUFFIXES
     try:
-        if _suffix(path) in _PARQUET_SUFFIXES:
+        if parquet:
             if not path.exists():
                 raise CandleImportError(f"{path}: file does not exist")
             raw = pl.read_parquet(path, glob=False)  # a name may hold [ ] * ?
         else:
-            raw = pl.read_csv(io.BytesIO(_read_text_bytes(path)), infer_schema=False)
+            raw = pl.read_csv(io.BytesIO(_read_text_bytes(path, max_unpacked_bytes)), infer_schema=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise CandleImportError(f"{where}: cannot read the file: {exc}") from exc
     overrides = dict(columns or {})
@@ -101,6 +113,9 @@ def _read_candle_file(
     if unknown:
         raise CandleImportError(f"columns= keys must be among {list(COLUMN_ALIASES)}, got {sorted(unknown)}")
     mapping = _resolve_columns(raw.columns, overrides, where)
+    # Numbered before a token filter drops rows; a CSV's line 1 is its header.
+    lines = pl.int_range(pl.len(), dtype=pl.Int64) + (1 if parquet else 2)
+    raw = raw.with_columns(lines.alias(LINE_COLUMN))
 
     market_col = next((c for c in raw.columns if c.lower() in ("token", "symbol")), None)
     if market_col is not None:
@@ -117,4 +132,4 @@ def _read_candle_file(
             )
     ts, unit = _times(raw[mapping["timestamp"]], time_unit, where)
     frame = pl.DataFrame([ts] + [_numbers(raw[mapping[c]], c, where) for c in CANDLE_COLUMNS[1:]])
-    return _as_schema(frame), unit
+    return _as_schema(frame).with_columns(raw[LINE_COLUMN]), unit

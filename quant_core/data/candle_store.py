@@ -1,4 +1,5 @@
-"""A Parquet candle store: one file per market, merged and replaced atomically.
+"""A Parquet candle store: one file per market, merged and replaced atomically (and `CandleFile`, one such file
+on its own, for `quant data fetch --out`).
 
 Each write validates the batch before touching disk, merges it with what is stored, and swaps the
 file in with `os.replace`, so a reader sees the old file or the new one, never half of either, and a
@@ -90,13 +91,7 @@ class ParquetCandleStore:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(market)
         with self._locked(market):
-            if path.is_file():
-                old = _read_file(path)
-                keep = old.filter(~pl.col("timestamp").is_in(batch["timestamp"].implode()))
-                merged = pl.concat([keep, batch]).sort("timestamp")
-            else:
-                merged = batch
-            self._replace(path, merged)
+            self._replace(path, _merge(_read_file(path) if path.is_file() else None, batch))
         return report
 
     def _replace(self, path: Path, frame: pl.DataFrame) -> None:
@@ -110,6 +105,51 @@ class ParquetCandleStore:
         if end is not None:
             frame = frame.filter(pl.col("timestamp") < to_utc(end))
         return frame
+
+
+class CandleFile:
+    """One market's candles in one Parquet file (what `quant data fetch --out` writes), as a store for
+    `fetch_incremental`: each write merges into the file and replaces it atomically.
+
+    `keep=False` starts from nothing, so the first write replaces whatever the file held (a new fetch is never
+    merged into an unrelated file); `keep=True` continues the candles already in it."""
+
+    def __init__(self, path: str | Path, *, keep: bool) -> None:
+        self.path = Path(path)
+        self._holds = keep and self.path.is_file()
+
+    def __repr__(self) -> str:
+        return f"CandleFile({str(self.path)!r})"
+
+    def exists(self, market: Market) -> bool:
+        """Whether the file holds candles of this fetch (the market is the caller's: one file, one market)."""
+        return self._holds
+
+    def read(self, market: Market, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+        """The file's candles with open time in [start, end)."""
+        if not self._holds:
+            raise FileNotFoundError(f"{self.path} holds no candles of this fetch yet")
+        frame = _read_file(self.path)
+        if start is not None:
+            frame = frame.filter(pl.col("timestamp") >= to_utc(start))
+        if end is not None:
+            frame = frame.filter(pl.col("timestamp") < to_utc(end))
+        return frame
+
+    def write(self, market: Market, candles: pl.DataFrame, *, repair: bool = False) -> ValidationReport:
+        """Validate `candles`, merge them into the file (new rows replace same-timestamp ones), replace it."""
+        batch, report = validate_candles(candles, market.timeframe, repair=repair)
+        write_parquet_atomic(_merge(_read_file(self.path) if self._holds else None, batch), self.path)
+        self._holds = True
+        return report
+
+
+def _merge(old: pl.DataFrame | None, batch: pl.DataFrame) -> pl.DataFrame:
+    """`old` with `batch` on top: a batch row replaces the stored row with its timestamp; sorted by time."""
+    if old is None:
+        return batch
+    keep = old.filter(~pl.col("timestamp").is_in(batch["timestamp"].implode()))
+    return pl.concat([keep, batch]).sort("timestamp")
 
 
 def _read_file(path: Path) -> pl.DataFrame:

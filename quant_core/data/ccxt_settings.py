@@ -37,3 +37,16 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
         else:
             out[key] = value
     return out
+
+
+def check_exchange_id(exchange_id: str) -> None:
+    """ValueError for an id ccxt does not know, with the closest ids: a typo ('binanse') is caught where it is
+    written (the registry, the CLI), not at the first fetch."""
+    import difflib
+
+    import ccxt
+
+    if exchange_id not in ccxt.exchanges:
+        close = difflib.get_close_matches(str(exchange_id), ccxt.exchanges, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown ccxt exchange id {exchange_id!r}{hint}; ccxt.exchanges lists the valid ids")

@@ -7,6 +7,12 @@ newer, retries transient failures with bounded exponential backoff, stops with a
 what to do on permanent ones, drops the still-open last candle, and reports what could not be covered
 instead of pretending the history is complete.
 
+"Closed" is decided by the exchange's clock as well as ours: a candle is closed when the exchange served a
+later one, or when its close time has passed by both our clock and the exchange's (the `Date` header of its
+answer). Judged by our clock alone, an exchange whose clock lags ours had its open candle stored as closed.
+A fetch that fails part-way carries the complete candles it had fetched (`CcxtSourceError.partial`), so the
+ingestion can keep them and continue from them instead of fetching everything again.
+
 Credentials never live in configuration files: they come from QUANT_<EXCHANGE>_API_KEY / _SECRET /
 _PASSWORD / _UID environment variables only (public candles need none).
 
@@ -18,10 +24,12 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import ccxt
@@ -32,6 +40,7 @@ from quant_core.data.ccxt_settings import (
     _CREDENTIAL_KEYS,
     _EXCHANGE_DEFAULTS,
     _deep_merge,
+    check_exchange_id,
     credential_env_var,
 )
 from quant_core.data.fetch_report import FetchReport
@@ -39,6 +48,7 @@ from quant_core.data.incremental_ingest import IngestResult, fetch_incremental
 from quant_core.data.schema import CANDLE_SCHEMA, Market, empty_candles, timeframe_ms, to_epoch_ms, to_utc
 from quant_core.data.validation import (
     CandleValidationError,
+    ValidationReport,
     ms_to_datetime,
     validate_candles,
 )
@@ -59,7 +69,13 @@ _TRANSIENT: tuple[type[Exception], ...] = (ccxt.OperationFailed,)
 
 
 class CcxtSourceError(RuntimeError):
-    """A fetch that cannot succeed as asked; the message says what is wrong and what to do."""
+    """A fetch that cannot succeed as asked; the message says what is wrong and what to do.
+
+    Raised by `fetch_with_report` after some pages were fetched, it carries the closed candles of the pages that
+    were complete (`partial`, validated) and the report so far, for the caller to keep."""
+
+    partial: pl.DataFrame | None = None
+    report: FetchReport | None = None
 
 
 class ExchangeUnavailableError(CcxtSourceError):
@@ -94,10 +110,7 @@ class CcxtSource:
         page_limit: int | None = None,
         require_complete: bool = False,
     ) -> None:
-        if exchange_id not in ccxt.exchanges:
-            close = difflib.get_close_matches(str(exchange_id), ccxt.exchanges, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"unknown ccxt exchange id {exchange_id!r}{hint}; ccxt.exchanges lists the valid ids")
+        check_exchange_id(exchange_id)
         config = dict(config or {})
         secrets = sorted(_CREDENTIAL_KEYS & set(config))
         if secrets:
@@ -106,8 +119,12 @@ class CcxtSource:
                 f"exchange config for {exchange_id!r} must not contain credentials {secrets}: "
                 f"set them in the environment instead ({env})"
             )
-        if max_retries < 0 or backoff_base < 0 or backoff_max < 0:
-            raise ValueError("max_retries, backoff_base and backoff_max must be >= 0")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        for name, value in (("backoff_base", backoff_base), ("backoff_max", backoff_max)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value)
+                                                                                     and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (seconds), got {value!r}")
         if page_limit is not None and page_limit < 1:
             raise ValueError(f"page_limit must be >= 1, got {page_limit}")
 
@@ -152,6 +169,17 @@ class CcxtSource:
         except (TypeError, ValueError):
             return None
 
+    def _exchange_clock_ms(self) -> int | None:
+        """The exchange's clock when it answered the last request (its Date header), if it said."""
+        headers = getattr(self.exchange, "last_response_headers", None)
+        value = (headers.get("Date") or headers.get("date")) if headers else None
+        if not value:
+            return None
+        try:
+            return to_epoch_ms(parsedate_to_datetime(str(value)))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+
     def _call(self, what: str, fn: Callable[[], T], report: FetchReport | None = None, symbol: str = "") -> T:
         """Run one exchange request, retrying transient failures with bounded exponential backoff."""
         for attempt in range(self.max_retries + 1):
@@ -165,7 +193,9 @@ class CcxtSource:
                     raise ExchangeUnavailableError(
                         f"{self.exchange_id}: {what} still failing after {self.max_retries + 1} attempt(s) "
                         f"({type(exc).__name__}: {_short(exc)}); the exchange is down, throttling us or "
-                        "unreachable - try again later, or raise max_retries/backoff_max"
+                        "unreachable - try again later, or raise max_retries/backoff_max (`quant data fetch "
+                        "--max-retries N --backoff-max SECONDS`; in Dagster the `exchange` resource's max_retries "
+                        "and backoff_max_seconds)"
                     ) from exc
                 delay = min(self.backoff_max, self.backoff_base * 2**attempt)
                 wait = self._retry_after()
@@ -259,63 +289,103 @@ class CcxtSource:
         self._check_timeframe(market.timeframe)
         self._check_symbol(market.symbol)
         step = timeframe_ms(market.timeframe)
-        now_ms = to_epoch_ms(self._now())
-        end_ms = now_ms if end is None else min(to_epoch_ms(end), now_ms)
+        ours_ms = to_epoch_ms(self._now())
+        end_ms = ours_ms if end is None else min(to_epoch_ms(end), ours_ms)
         start_ms = None if start is None else to_epoch_ms(start)
         report = FetchReport(market=market, start=to_utc(start) if start else None, end=ms_to_datetime(end_ms))
         self.last_report = report
 
         rows: dict[int, list[Any]] = {}
-        cursor = 0 if start_ms is None else start_ms
-        while cursor < end_ms:
-            since = cursor
-            page = self._call(
-                f"fetching {market.symbol} {market.timeframe} candles since {_fmt(since)}",
-                lambda since=since: self.exchange.fetch_ohlcv(
-                    market.symbol, market.timeframe, since=since, limit=self.page_limit
-                ),
-                report,
-                market.symbol,
-            )
-            report.pages += 1
-            fresh = [r for r in page or [] if r and r[0] is not None and int(r[0]) >= since]
-            if not fresh:
-                break  # nothing at or after the cursor: the exchange has no newer candles
-            for r in fresh:
-                rows[int(r[0])] = list(r)
-            newest = max(int(r[0]) for r in fresh)
-            if newest + step > now_ms:
-                break  # reached the still-open candle: nothing closed can follow
-            cursor = newest + step  # strictly after `since`, so the loop always advances
+        theirs_ms: int | None = None  # the exchange's clock at its latest answer
 
-        kept: list[list[Any]] = []
-        for ts in sorted(rows):
-            if ts + step > now_ms:
-                report.dropped_open += 1
-            elif (start_ms is None or ts >= start_ms) and ts < end_ms:
-                kept.append(rows[ts])
+        def judged_now() -> int:
+            """The earlier of our clock and the exchange's: a candle open by either is not closed yet."""
+            return ours_ms if theirs_ms is None else min(ours_ms, theirs_ms)
+
+        cursor = 0 if start_ms is None else start_ms
+        try:
+            while cursor < end_ms:
+                since = cursor
+                page = self._call(
+                    f"fetching {market.symbol} {market.timeframe} candles since {_fmt(since)}",
+                    lambda since=since: self.exchange.fetch_ohlcv(
+                        market.symbol, market.timeframe, since=since, limit=self.page_limit
+                    ),
+                    report,
+                    market.symbol,
+                )
+                seen = self._exchange_clock_ms()
+                if seen is not None:
+                    theirs_ms = seen if theirs_ms is None else max(theirs_ms, seen)
+                report.pages += 1
+                fresh = [r for r in page or [] if r and r[0] is not None and int(r[0]) >= since]
+                if not fresh:
+                    break  # nothing at or after the cursor: the exchange has no newer candles
+                for r in fresh:
+                    rows[int(r[0])] = list(r)
+                newest = max(int(r[0]) for r in fresh)
+                if newest + step > judged_now():
+                    break  # reached the still-open candle: nothing closed can follow
+                cursor = newest + step  # strictly after `since`, so the loop always advances
+        except CcxtSourceError as exc:
+            # keep what the complete pages brought: the caller may store it and continue from there
+            try:
+                exc.partial = self._frame(market, self._closed(rows, start_ms, end_ms, judged_now(), step, None))[0]
+            except CandleValidationError:
+                exc.partial = None
+            exc.report = report
+            raise
+
+        now_ms = judged_now()
+        if theirs_ms is not None:
+            report.exchange_time = ms_to_datetime(theirs_ms)
+            if ours_ms - theirs_ms > 60_000:
+                report.notes.append(
+                    f"{self.exchange_id}'s clock ({_fmt(theirs_ms)}) is {(ours_ms - theirs_ms) / 60_000:.0f} min "
+                    f"behind ours ({_fmt(ours_ms)}): candles were judged closed by its clock"
+                )
+        kept = self._closed(rows, start_ms, end_ms, now_ms, step, report)
         self._note_gaps(report, kept, start_ms, end_ms, now_ms, step)
         for note in report.notes:
             log.warning("%s %s: %s", self.exchange_id, market.symbol, note)
 
-        if not kept:
-            frame = empty_candles()
-        else:
-            raw = pl.DataFrame(
-                [r[:6] for r in kept],
-                schema={"timestamp": pl.Int64, **{c: pl.Float64 for c in list(CANDLE_SCHEMA)[1:]}},
-                orient="row",
-            )
-            try:
-                frame, report.validation = validate_candles(raw, market.timeframe, repair=True)
-            except CandleValidationError as exc:
-                raise CandleValidationError(
-                    [f"{market} from {self.exchange_id}: {p}" for p in exc.problems], exc.timeframe, exc.rows
-                ) from None
+        frame, report.validation = self._frame(market, kept)
         report.rows = frame.height
         if not report.complete and self.require_complete:
             raise IncompleteHistoryError("; ".join(report.notes))
         return frame, report
+
+    @staticmethod
+    def _closed(rows: dict[int, list[Any]], start_ms: int | None, end_ms: int, now_ms: int, step: int,
+                report: FetchReport | None) -> list[list[Any]]:
+        """The rows of closed candles in [start, end), oldest first. A candle the exchange served a later one after
+        is closed; the newest is closed only once its close time has passed by `now_ms` (the earlier of our clock
+        and the exchange's), else it is the open candle and dropped (counted in `report`)."""
+        newest = max(rows, default=None)
+        kept: list[list[Any]] = []
+        for ts in sorted(rows):
+            if ts == newest and ts + step > now_ms:
+                if report is not None:
+                    report.dropped_open += 1
+            elif (start_ms is None or ts >= start_ms) and ts < end_ms:
+                kept.append(rows[ts])
+        return kept
+
+    def _frame(self, market: Market, kept: list[list[Any]]) -> tuple[pl.DataFrame, ValidationReport | None]:
+        """Validated candles from closed rows, and the validation report (None when there were none)."""
+        if not kept:
+            return empty_candles(), None
+        raw = pl.DataFrame(
+            [r[:6] for r in kept],
+            schema={"timestamp": pl.Int64, **{c: pl.Float64 for c in list(CANDLE_SCHEMA)[1:]}},
+            orient="row",
+        )
+        try:
+            return validate_candles(raw, market.timeframe, repair=True)
+        except CandleValidationError as exc:
+            raise CandleValidationError(
+                [f"{market} from {self.exchange_id}: {p}" for p in exc.problems], exc.timeframe, exc.rows
+            ) from None
 
     def _note_gaps(
         self, report: FetchReport, kept: list[list[Any]], start_ms: int | None, end_ms: int, now_ms: int, step: int

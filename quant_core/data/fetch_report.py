@@ -16,8 +16,9 @@ from quant_core.data.validation import ValidationReport
 
 @dataclass
 class FetchReport:
-    """What one `fetch` did: requests made, rows kept, open candles dropped, and the parts of the
-    requested window the exchange could not serve (`head_gap`, `tail_gap`: half-open [from, to))."""
+    """What one `fetch` did: requests made, rows kept, open candles dropped, the parts of the requested
+    window the exchange could not serve (`head_gap`, `tail_gap`: half-open [from, to)), and the exchange's
+    clock at its last answer (`exchange_time`: which candle was open is judged by it too)."""
 
     market: Market
     start: datetime | None
@@ -31,6 +32,7 @@ class FetchReport:
     tail_gap: tuple[datetime, datetime] | None = None
     notes: list[str] = field(default_factory=list)
     validation: ValidationReport | None = None
+    exchange_time: datetime | None = None
 
     @property
     def complete(self) -> bool:
@@ -56,5 +58,6 @@ class FetchReport:
             "head_gap": gap(self.head_gap),
             "tail_gap": gap(self.tail_gap),
             "notes": list(self.notes),
+            "exchange_time": self.exchange_time.isoformat() if self.exchange_time else None,
             "validation": self.validation.as_metadata() if self.validation else None,
         }

@@ -9,7 +9,8 @@ and validates the result, so what reaches the store is exactly what the report s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -21,10 +22,12 @@ from quant_core.data.binance_klines import (
     read_binance_klines,
 )
 from quant_core.data.candle_file import COLUMN_ALIASES, _read_candle_file, read_candle_file
-from quant_core.data.gaps import GapPolicy, apply_gap_policy, infer_timeframe, resample_candles
+from quant_core.data.gaps import GapError, GapPolicy, apply_gap_policy, infer_timeframe, resample_candles
 from quant_core.data.import_files import (
     _PARQUET_SUFFIXES,
     _TEXT_SUFFIXES,
+    LINE_COLUMN,
+    MAX_UNPACKED_BYTES,
     CandleImportError,
     _suffix,
     detect_format,
@@ -62,39 +65,65 @@ def _expand(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _examples(ts: pl.Series) -> str:
-    values = [v for v in ts.head(_EXAMPLES).to_list() if v is not None]
-    return ", ".join(_fmt(v) for v in values) if values else "time unreadable"
+def _missing(v: float | None) -> bool:
+    return v is None or not math.isfinite(v)
 
 
-def _reject(frame: pl.DataFrame, timeframe: str) -> tuple[pl.DataFrame, dict[str, int], list[str]]:
-    """Drop the rows validation would refuse and no repair can save, counting each by its first reason."""
+def _rows(rows: pl.DataFrame, files: list[Path], columns: Sequence[str], bad: Callable[[float | None], bool]) -> str:
+    """'a.csv line 7 (2024-01-01T05:00Z): close=nan' for the first few rows: where a person finds the row in
+    their file (line of a CSV, row of a Parquet file) and, for a value problem, the bad value and its column."""
+    out = []
+    for r in rows.head(_EXAMPLES).iter_rows(named=True):
+        file, line = files[r["_src"]], r[LINE_COLUMN]
+        unit = "row" if _suffix(file) in _PARQUET_SUFFIXES else "line"
+        where = file.name if line is None else f"{file.name} {unit} {line}"
+        when = f" ({_fmt(r['timestamp'])})" if r["timestamp"] is not None else ""
+        values = ", ".join(
+            f"{c}={'(missing or not a number)' if r[c] is None else repr(r[c])}" for c in columns if bad(r[c])
+        )
+        out.append(f"{where}{when}" + (f": {values}" if values else ""))
+    more = f" and {rows.height - _EXAMPLES} more" if rows.height > _EXAMPLES else ""
+    return "; ".join(out) + more
+
+
+def _reject(
+    frame: pl.DataFrame, timeframe: str, files: list[Path]
+) -> tuple[pl.DataFrame, dict[str, int], list[str]]:
+    """Drop the rows validation would refuse and no repair can save, counting each by its first reason and
+    naming a few by file, line, time and bad value (a dropped row otherwise surfaces only as a gap)."""
     step, offset = timeframe_ms(timeframe), grid_offset_ms(timeframe)
     values = CANDLE_COLUMNS[1:]
     finite = pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in values])
-    rules: list[tuple[str, pl.Expr, str]] = [
+    no_values: tuple[str, ...] = ()
+    rules: list[tuple[str, pl.Expr, str, Sequence[str], Callable[[float | None], bool]]] = [
         (
             "unreadable_timestamp",
             pl.col("timestamp").is_null(),
             "with an unreadable or missing timestamp (or one finer than a millisecond)",
+            no_values,
+            _missing,
         ),
-        ("missing_value", ~finite, "with a missing, non-numeric, NaN or infinite price/volume"),
-        ("non_positive_price", pl.min_horizontal(*PRICE_COLUMNS) <= 0, "with a non-positive price"),
-        ("negative_volume", pl.col("volume") < 0, "with negative volume"),
+        ("missing_value", ~finite, "with a missing, non-numeric, NaN or infinite price/volume", values, _missing),
+        ("non_positive_price", pl.min_horizontal(*PRICE_COLUMNS) <= 0, "with a non-positive price", PRICE_COLUMNS,
+         lambda v: v is not None and v <= 0),
+        ("negative_volume", pl.col("volume") < 0, "with negative volume", ("volume",),
+         lambda v: v is not None and v < 0),
         (
             "off_grid",
             (pl.col("timestamp").dt.epoch("ms") - offset) % step != 0,
             f"with a timestamp off the {timeframe} grid (not a candle open time)",
+            no_values,
+            _missing,
         ),
     ]
     counts: dict[str, int] = {}
     notes: list[str] = []
-    for key, bad, desc in rules:
+    for key, bad, desc, columns, is_bad in rules:
         mask = frame.select(bad.fill_null(False).alias("m"))["m"]
         n = int(mask.sum())
         if n:
             counts[key] = n
-            notes.append(f"{n} row(s) {desc} (e.g. {_examples(frame.filter(mask)['timestamp'])})")
+            notes.append(f"{n} row(s) {desc}: {_rows(frame.filter(mask), files, columns, is_bad)}")
             frame = frame.filter(~mask)
     return frame, counts, notes
 
@@ -132,6 +161,7 @@ def import_candles(
     timestamp_col: str | None = None,
     columns: Mapping[str, str] | None = None,
     time_unit: TimeUnit | None = None,
+    max_unpacked_bytes: int | None = None,
 ) -> ImportResult:
     """Import candles of one market from offline files of any supported format, mixed freely.
 
@@ -141,9 +171,14 @@ def import_candles(
     harmless problems repaired (`repaired`); with `repair=False` any problem raises
     CandleValidationError. `gap_policy` (default: no filling, gaps fail) then decides about missing
     candles, and `resample_to` aggregates to a coarser timeframe. `token` picks one market from a long
-    price file or a file with a token/symbol column. Raises CandleImportError (unknown format,
-    unreadable file, mixed timeframes or symbols, conflicting duplicates), GapError.
+    price file or a file with a token/symbol column. A compressed file (.zip member, .csv.gz) may unpack
+    to at most `max_unpacked_bytes` (default import_files.MAX_UNPACKED_BYTES, 512 MiB): reading stops
+    there, so a decompression bomb costs the cap, not the bomb. Raises CandleImportError (unknown format,
+    unreadable or damaged file, over the cap, mixed timeframes or symbols, conflicting duplicates), GapError
+    (led by the rows dropped as unusable, whose removal is what usually leaves the gap).
     """
+    if max_unpacked_bytes is not None and (isinstance(max_unpacked_bytes, bool) or max_unpacked_bytes < 1):
+        raise ValueError(f"max_unpacked_bytes must be a positive number of bytes, got {max_unpacked_bytes!r}")
     policy = gap_policy if gap_policy is not None else GapPolicy()
     if timeframe is not None:
         timeframe_minutes(timeframe)
@@ -154,11 +189,11 @@ def import_candles(
     read: list[ImportedFile] = []
     symbols: dict[str, list[str]] = {}
     for i, path in enumerate(files):
-        fmt = detect_format(path)
+        fmt = detect_format(path, max_unpacked_bytes=max_unpacked_bytes)
         unit: str | None = None
         hint: str | None = None
         if fmt == "binance":
-            frame, unit, hint = _read_binance(path)
+            frame, unit, hint = _read_binance(path, max_unpacked_bytes)
             symbol, named = binance_file_info(path)
             if symbol is not None:
                 symbols.setdefault(symbol, []).append(path.name)
@@ -169,9 +204,11 @@ def import_candles(
                     )
                 hint = named
         elif fmt == "long":
+            # Already validated row by row (PriceFileError names them); detect_format kept it under the cap.
             frame, hint = _read_long(path, token, timeframe)
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(LINE_COLUMN))
         else:
-            frame, unit = _read_candle_file(path, timestamp_col, columns, time_unit, token)
+            frame, unit = _read_candle_file(path, timestamp_col, columns, time_unit, token, max_unpacked_bytes)
         present = frame["timestamp"].drop_nulls()
         spaced: str | None = None
         if present.n_unique() >= 2:
@@ -223,14 +260,23 @@ def import_candles(
     rejected: dict[str, int] = {}
     notes: list[str] = []
     if repair:
-        combined, rejected, notes = _reject(combined, tf)
+        combined, rejected, notes = _reject(combined, tf, files)
         _check_conflicts(combined, files)
     if combined.height == 0:
         raise CandleImportError(
             f"no usable candles in {len(files)} file(s)" + (f": {'; '.join(notes)}" if notes else "")
         )
-    candles, first_report = validate_candles(combined.drop("_src"), tf, repair=repair)
-    candles, filled, left = apply_gap_policy(candles, tf, policy)
+    candles, first_report = validate_candles(combined.drop("_src", LINE_COLUMN), tf, repair=repair)
+    try:
+        candles, filled, left = apply_gap_policy(candles, tf, policy)
+    except GapError as exc:
+        if not notes:
+            raise
+        raise GapError(
+            f"dropped unusable row(s) before the gap check: {'; '.join(notes)}; fix: correct those rows in the "
+            f"file or download it again. Without them, {exc}",
+            exc.gaps,
+        ) from None
     candles, report = validate_candles(candles, tf)
     out_tf = tf
     if resample_to is not None and resample_to != tf:
@@ -257,6 +303,7 @@ def import_candles(
 
 __all__ = [
     "BINANCE_KLINE_COLUMNS",
+    "MAX_UNPACKED_BYTES",
     "COLUMN_ALIASES",
     "CandleImportError",
     "ImportResult",

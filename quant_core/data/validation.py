@@ -8,6 +8,8 @@ reported, never filled: how to treat missing candles is a policy decision made e
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +91,18 @@ def _examples(ts: pl.Series) -> str:
     if not values:
         return "(timestamp missing)"
     return ", ".join(_fmt_ms(v) for v in values)
+
+
+def _value_examples(rows: pl.DataFrame, columns: tuple[str, ...], bad: Callable[[float | None], bool]) -> str:
+    """'2024-01-01T05:00:00Z close=nan' for a few offending rows: the time and each bad value with its column,
+    so a person can find the row and see what is wrong with it."""
+    out = []
+    for r in rows.head(_EXAMPLES).iter_rows(named=True):
+        ts = r["timestamp"]
+        when = (ts.strftime("%Y-%m-%dT%H:%M:%S") + "Z") if ts is not None else "(timestamp missing)"
+        shown = [f"{c}={'null' if r[c] is None else repr(r[c])}" for c in columns if bad(r[c])]
+        out.append(" ".join([when, *shown]))
+    return ", ".join(out)
 
 
 def to_utc_ms(column: pl.Series, name: str = "timestamp") -> tuple[pl.Series | None, str | None]:
@@ -194,8 +208,10 @@ def validate_candles(
             bad = bad | col.is_nan().fill_null(False) | col.is_infinite().fill_null(False)
         n = int(bad.sum())
         if n:
+            examples = (_examples(ts.filter(bad)) if name == "timestamp" else
+                        _value_examples(frame.filter(bad), (name,), lambda v: v is None or not math.isfinite(v)))
             fatal.append(
-                f"{n} row(s) with null/NaN/inf {name!r} (e.g. {_examples(ts.filter(bad))}); "
+                f"{n} row(s) with null/NaN/inf {name!r} (e.g. {examples}); "
                 "fix: drop or re-fetch those candles (missing values are never filled silently)"
             )
 
@@ -206,13 +222,14 @@ def validate_candles(
     if nonpos.height:
         fatal.append(
             f"{nonpos.height} row(s) with a non-positive price (open/high/low/close <= 0) "
-            f"(e.g. {_examples(nonpos['timestamp'])}); fix: the source returned bad prices, "
-            "drop or re-fetch those candles"
+            f"(e.g. {_value_examples(nonpos, PRICE_COLUMNS, lambda v: v is not None and v <= 0)}); "
+            "fix: the source returned bad prices, drop or re-fetch those candles"
         )
     negvol = good.filter(pl.col("volume") < 0)
     if negvol.height:
         fatal.append(
-            f"{negvol.height} row(s) with negative volume (e.g. {_examples(negvol['timestamp'])}); "
+            f"{negvol.height} row(s) with negative volume "
+            f"(e.g. {_value_examples(negvol, ('volume',), lambda v: v is not None and v < 0)}); "
             "fix: drop or re-fetch those candles"
         )
 

@@ -24,7 +24,7 @@ def _finite(name: str, v: float) -> float:
 class GateSettings(BaseModel):
     """A version may go live only if its out-of-sample `metric` beats `against` by more than `margin`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: Literal["oos_return", "oos_sharpe"] = Field(
         "oos_return", description="; ".join(f"{k}: {v}" for k, v in GATE_METRICS.items()))
@@ -47,7 +47,7 @@ class ChallengerSettings(BaseModel):
     """A challenger replaces the live champion only if, on the challenger's hold-out days, its daily log returns
     beat the champion's by more than `margin` per day in a one-sided paired t-test with p below `p_value`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     margin: float = Field(0.0, ge=0, description="mean daily log-return advantage required (0.0005 = 5 bp a day)")
     p_value: float = Field(0.05, gt=0, le=1, description="significance of the paired test")
@@ -60,7 +60,7 @@ class ChallengerSettings(BaseModel):
 
 
 class LiveSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     gate: GateSettings = Field(default_factory=GateSettings)
     challenger: ChallengerSettings = Field(default_factory=ChallengerSettings)

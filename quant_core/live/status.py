@@ -80,7 +80,8 @@ def forward_summary(records: list[ForwardRecord]) -> dict:
         "forward_days": len(records), "forward_trades": int(sum(x.n_trades for x in records)),
         "forward_return": float(math.expm1(r.sum())), "forward_benchmark_return": float(math.expm1(b.sum())),
         "forward_sharpe": float(sharpe_of_returns(r, xp=np)) if len(r) > 1 else None,
-        "max_drawdown": float(np.min(path / np.maximum.accumulate(path) - 1.0)),
+        # natural sign, as every reported drawdown (quant_core.signs): the deepest fall from a peak, >= 0
+        "max_drawdown": float(np.max(1.0 - path / np.maximum.accumulate(path))),
         "last_day": f"{records[-1].day:%Y-%m-%d}",
     }
 

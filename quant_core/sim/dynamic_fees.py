@@ -71,7 +71,7 @@ def _inverse_softplus(v: ArrayLike, _chunk_period: int = 0) -> jax.Array:
     return v + jnp.log(-jnp.expm1(-v))
 
 
-SOFTPLUS = Transform("softplus", _inverse_softplus, lambda x, _c: jax.nn.softplus(x))
+SOFTPLUS = Transform("softplus", _inverse_softplus, lambda x, _c: jax.nn.softplus(x), 0.0)
 
 
 def reference_memory_days(chunk_period: int) -> float:

@@ -30,6 +30,8 @@ def resolve_params(spec: RunSpec, overrides: dict | None = None) -> dict[str, np
     for name, value in given.items():
         p = pool.param(name)  # raises with the valid names
         arr = np.asarray(value, dtype=np.float64)
+        if name in (spec.parameters or {}) and name not in (overrides or {}):
+            p.check(arr)  # finite and inside the parameter's domain (a user's number, not a search candidate)
         members_ok = pool.has("ensemble") and p.name not in BOUND_PARAMS and arr.ndim == 2 and arr.shape[1] == n
         if not members_ok and (arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n)):
             shape = " or [members x tokens] values (ensemble__)" if pool.has("ensemble") else ""

@@ -26,7 +26,7 @@ def _logit_lamb(value: jax.Array, chunk_period: int) -> jax.Array:
 
 # memory lengths train as the logit of their per-chunk EWMA decay, so every step is a valid memory
 LOGIT_LAMB = Transform("logit_lamb", _logit_lamb,
-                       lambda x, chunk_period: lamb_to_memory_days(jax.nn.sigmoid(x), chunk_period))
+                       lambda x, chunk_period: lamb_to_memory_days(jax.nn.sigmoid(x), chunk_period), 0.0)
 
 
 @dataclass(frozen=True)

@@ -61,14 +61,14 @@ def plan_window(
     stamps = panel.timestamps.astype("datetime64[ms]").astype(np.int64)
     try:
         start_row = panel.index_of(start)
+    except KeyError as exc:
+        raise SimulationInputError(_off_the_data(spec, start, end, "start", exc)) from None
+    try:
         # the end is exclusive: one step past the last row is allowed
         past_last = to_epoch_ms(end) == stamps[-1] + step * MS_PER_MINUTE
         end_row = len(stamps) if past_last else panel.index_of(end)
     except KeyError as exc:
-        raise SimulationInputError(
-            f"the run window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (startDateString/endDateString) "
-            f"must fall on the price data's rows: {exc.args[0]}"
-        ) from None
+        raise SimulationInputError(_off_the_data(spec, start, end, "end", exc)) from None
     if end_row - start_row < 2:
         raise SimulationInputError(f"window {start} .. {end} holds fewer than 2 data steps")
     stride = spec.chunk_period // step
@@ -79,6 +79,18 @@ def plan_window(
     warm_rows = min(math.ceil(memory) * MINUTES_PER_DAY // step, start_row)
     warm = (warm_rows // stride) * stride
     return SimWindow(start_row - warm, start_row, end_row, stride, step, memory)
+
+
+def _off_the_data(spec: RunSpec, start: datetime, end: datetime, side: str, exc: KeyError) -> str:
+    """The message for a window bound that is not a row of the data, naming the spec key that set it."""
+    when = start if side == "start" else end
+    keys = {spec.start: "startDateString", spec.end: "endDateString"}
+    if spec.end_test is not None:
+        keys[spec.end_test] = "endTestDateString"
+    key = keys.get(when, f"the window's {side}")
+    return (f"{key} ({when:%Y-%m-%d %H:%M}) must fall on the price data's rows (run window "
+            f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}): {exc.args[0]}; move {key} inside the data or "
+            "extend the data")
 
 
 def sorted_panel_rows(panel: PricePanel, spec: RunSpec) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the configuration store (the schema migrations 0001 and 0002 create).
+"""SQLAlchemy models of the configuration store (the schema migrations 0001 to 0003 create).
 
 The models describe the schema for the repository's queries and for `alembic revision --autogenerate`;
 the migrations under `sql/versions` are what actually creates tables (tests check the two agree).
@@ -177,7 +177,9 @@ class ComparisonRow(Base):
 
 
 class TrainingJobRow(Base):
-    """One training run as the orchestrator saw it (also the failed ones, which store no configuration)."""
+    """One training run as the orchestrator saw it (also the failed ones, which store no configuration).
+
+    status: running -> trained -> stored, or failed (an exception, or reconciled: its run is no longer alive)."""
 
     __tablename__ = "training_jobs"
 
@@ -193,6 +195,10 @@ class TrainingJobRow(Base):
     configuration_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("trained_configurations.id", ondelete="SET NULL")
     )
+    # Liveness (migration 0003): a killed process cannot close its row, so the reconciler judges it by these.
+    heartbeat_at: Mapped[datetime | None]
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 configurations_table: sa.Table = TrainedConfigurationRow.__table__  # type: ignore[assignment]

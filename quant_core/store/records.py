@@ -205,7 +205,8 @@ class Comparison:
 
 @dataclass
 class TrainingJobRecord:
-    """One training run as recorded by record_job_start / record_job_end."""
+    """One training run as recorded by record_job_start / record_job_end; `heartbeat_at`, `host` and `pid` say
+    whether the process behind an open one still lives (None for rows written before migration 0003)."""
 
     id: int
     orchestrator_run_id: str | None
@@ -217,3 +218,6 @@ class TrainingJobRecord:
     finished_at: datetime | None
     error: str | None
     configuration_id: int | None
+    heartbeat_at: datetime | None = None
+    host: str | None = None
+    pid: int | None = None

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from quant_core.lifecycle import LifecycleStage
+from quant_core.signs import natural_stored_metrics
 from quant_core.store.database import (
     SQLITE_IMMEDIATE,
     lock_for_write,
@@ -30,14 +31,14 @@ from quant_core.store.database import (
     resolve_database_url,
     upgrade_to_head,
 )
+from quant_core.store.jobs import TrainingJobs
 from quant_core.store.live_records import LiveRecords, to_event
-from quant_core.store.models import CONFIGURATION_KEY, configurations_table, events_table, jobs_table
+from quant_core.store.models import CONFIGURATION_KEY, configurations_table, events_table
 from quant_core.store.records import (
     WINDOW_FIELDS,
     LifecycleEventRecord,
     NewConfiguration,
     StoredConfiguration,
-    TrainingJobRecord,
     as_utc,
     parse_stage,
     strict_json,
@@ -110,11 +111,14 @@ def _insert_event(conn: Connection, **values: Any) -> None:
 def _to_configuration(row: Mapping[str, Any]) -> StoredConfiguration:
     data = dict(row)
     data["lifecycle_stage"] = LifecycleStage(data["lifecycle_stage"])
+    # versions stored before natural signs are converted on read (immutable rows are not rewritten)
+    data["metrics"] = natural_stored_metrics(data["metrics"], data.get("run_spec"))
     return StoredConfiguration(**data)
 
 
-class ConfigurationStore(LiveRecords):
-    """Trained configurations, their lifecycle events and training jobs in SQLite or PostgreSQL.
+class ConfigurationStore(LiveRecords, TrainingJobs):
+    """Trained configurations, their lifecycle events and training jobs (quant_core.store.jobs: recorded, beaten,
+    reconciled when their run died) in SQLite or PostgreSQL.
 
     `url`: explicit > $QUANT_DATABASE_URL > embedded SQLite under $QUANT_HOME.
     `migrate`: bring the schema to the newest migration first (idempotent; safe from many processes).
@@ -217,51 +221,3 @@ class ConfigurationStore(LiveRecords):
         with self._transaction(write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [to_event(r) for r in rows]
-
-    # -- training jobs ----------------------------------------------------------------------------
-
-    def record_job_start(
-        self, *, universe_key: str, method: str, settings: dict, orchestrator_run_id: str | None
-    ) -> int:
-        """Record a training run as 'running' before it starts, so failed runs leave a trace too."""
-        row = {
-            "universe_key": _text(universe_key, "universe_key"),
-            "method": _text(method, "method"),
-            "settings": strict_json(dict(settings), "settings"),
-            "orchestrator_run_id": orchestrator_run_id,
-            "status": "running",
-            "started_at": _now(),
-        }
-        with self._transaction(write=True) as conn:
-            result = conn.execute(sa.insert(jobs_table).values(**row))
-            job_id = result.inserted_primary_key[0]
-        return int(job_id)
-
-    def record_job_end(
-        self, job_id: int, *, status: str, error: str | None = None, configuration_id: int | None = None
-    ) -> None:
-        """Close a training run with its outcome; LookupError for an unknown job id."""
-        j = jobs_table
-        update = (
-            sa.update(j)
-            .where(j.c.id == job_id)
-            .values(
-                status=_text(status, "status"),
-                error=error,
-                configuration_id=configuration_id,
-                finished_at=_now(),
-            )
-        )
-        with self._transaction(write=True) as conn:
-            if conn.execute(update).rowcount == 0:
-                raise LookupError(f"no training job with id {job_id}; record_job_start returns the id to use")
-
-    def list_training_jobs(self, *, universe_key: str | None = None) -> list[TrainingJobRecord]:
-        """Recorded training runs ordered by id, optionally for one universe."""
-        j = jobs_table
-        query = sa.select(j).order_by(j.c.id)
-        if universe_key is not None:
-            query = query.where(j.c.universe_key == universe_key)
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(query).mappings().all()
-        return [TrainingJobRecord(**dict(r)) for r in rows]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
+from quant_core.signs import maximised
 from quant_core.spec import OptunaSettings, RunSpec
 from quant_core.train.gp_sampler import GaussianProcessSampler
 from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
@@ -80,6 +81,19 @@ def _trial_values(row: np.ndarray, settings: OptunaSettings, has_val: bool) -> d
     return out
 
 
+def score_label(metric: str, settings: OptunaSettings, has_val: bool) -> str:
+    """What a trial's score is (see _trial_values), for progress lines: the score is not the metric over the whole
+    training window, and a risk measure is maximised negated."""
+    what = maximised(metric)
+    score = f"{what} on the train part"
+    if settings.multi_objective:
+        score = f"mean {what} over {settings.n_sub_periods} sub-periods of the train part"
+    if settings.overfitting_penalty > 0 and has_val:
+        score = (score if settings.multi_objective else f"{what} on the validation part") + \
+            f" - {settings.overfitting_penalty:g} x max(0, train - validation)"
+    return score + ", maximised"
+
+
 def _suggest(trial: optuna.Trial, a: SearchAxis) -> float:
     if a.values is not None:
         return float(trial.suggest_categorical(a.label, [float(v) for v in a.values]))
@@ -121,6 +135,7 @@ def run_study(
         load_if_exists=bool(storage and settings.study_name),
     )
     base = problem.base
+    scored = score_label(spec.return_val, settings, has_val)
     began = time.monotonic()
     history: list[dict] = []
     best, since_best, stopped = -math.inf, 0, False
@@ -158,7 +173,7 @@ def run_study(
             else:
                 since_best += 1
         if log:
-            log(f"trials {len(history)}/{n_trials}: best {settings.sampler} value {best:.4f}")
+            log(f"trials {len(history)}/{n_trials}: best {settings.sampler} score {best:.4f} ({scored})")
         if settings.early_stopping.enabled and since_best >= settings.early_stopping.patience:
             stopped = True
             break

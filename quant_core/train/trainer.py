@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from quant_core.signs import NEGATED, natural_value
 from quant_core.spec import METHODS, RunSpec
 from quant_core.train.method_settings import check_method_settings
 from quant_core.tunables import tunable_for
@@ -113,4 +114,20 @@ def train(
         raise ValueError(f"optimisation_settings.method {method!r}: use one of {list(METHODS)}")
     common["params"] = tunable.user_params(common["params"])
     common["candidates"] = [tunable.user_params(c) for c in common["candidates"]]
+    common["history"] = [natural_row(h) for h in common["history"]]
+    if "top" in common["details"]:
+        common["details"]["top"] = [natural_row(r) for r in common["details"]["top"]]
     return TrainedParameters(**common)
+
+
+def natural_row(row: dict) -> dict:
+    """A history or search-table row with its per-metric columns (train_<metric>, validation_<metric>) in natural
+    signs, as every report shows metrics. Its 'objective' / 'value' entries stay what the method maximised."""
+    def natural(key: str, v: Any) -> Any:
+        for part in ("train_", "validation_"):
+            name = key[len(part):]
+            if key.startswith(part) and name in NEGATED:
+                return [natural_value(name, x) for x in v] if isinstance(v, list) else natural_value(name, v)
+        return v
+
+    return {k: natural(k, v) for k, v in row.items()}

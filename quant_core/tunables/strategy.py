@@ -111,8 +111,9 @@ class StrategyTunable:
         dates = [str(np.datetime64(int(t), "ms").astype("datetime64[D]") - 1) for t in res.day_starts[1:]]
         out = Evaluation(dates=dates, log_returns=np.diff(np.log(res.daily_equity), axis=1),
                          daily_values=res.daily_equity,
-                         metrics=[{k: float(v[j]) for k, v in res.metrics.items()} for j in range(len(params))]
-                         if summary else None,
+                         # natural signs for reports and the store (the backtester's are the objective's)
+                         metrics=[metrics.natural_signs({k: float(v[j]) for k, v in res.metrics.items()})
+                                  for j in range(len(params))] if summary else None,
                          trades=res.trades)
         return self._with_benchmark(out, data, start, end) if benchmarks else out
 

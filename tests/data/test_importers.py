@@ -263,8 +263,9 @@ def test_every_rule_is_rejected_or_repaired_and_reported(tmp_path: Path) -> None
     validate_candles(result.candles, "1h")  # what comes out is valid as it is
     text = result.report()
     assert "rejected 6 row(s)" in text
-    assert "off the 1h grid (not a candle open time) (e.g. 2024-01-01T05:30Z)" in text
-    assert "non-positive price (e.g. 2024-01-01T10:00Z)" in text
+    assert "off the 1h grid (not a candle open time): messy.csv line 31 (2024-01-01T05:30Z)" in text
+    assert "non-positive price: messy.csv line 27 (2024-01-01T10:00Z): open=0.0" in text
+    assert "messy.csv line 30 (2024-01-01T10:00Z): close=(missing or not a number)" in text
     assert "high_widened: 1" in text and "exact_duplicates_dropped: 1" in text
     assert result.as_metadata()["rejected"]["missing_value"] == 2
 

@@ -8,11 +8,14 @@ import math
 import pytest
 
 from golden.runs import RUNS, golden_run, path
+from quant_core.signs import natural_signs
 
 # keys renamed on purpose by the contract refactor (numbers unchanged): old -> new; None = no longer stored
 RENAMED = {"oos_hodl_sharpe": "oos_benchmark_sharpe"}
 DROPPED_WHEN_NONE = {"oos_uniform_sharpe"}  # strategies stored NaN (None) for the pools' uniform benchmark
-ADDED = {"benchmark"}  # metrics.benchmark: which benchmark oos_benchmark_sharpe is
+ADDED = {"benchmark", "signs"}  # metrics.benchmark: which benchmark oos_benchmark_sharpe is; signs: "natural"
+# issue 18 item 14: stored metrics carry natural signs; the recordings hold risk measures negated (numbers unchanged)
+NATURAL_PARTS = ("in_sample", "holdout")
 # issue 16: the live gate reads the walk-forward's total returns; stages come from forward data, so a new version
 # is written DISCOVERY (its walk-forward evidence is kept in the metrics, unchanged)
 ADDED_WALK_FORWARD = {"oos_return", "oos_benchmark_return"}
@@ -48,6 +51,7 @@ def _compare(got, want, where: str = "") -> list[str]:
 def test_golden_run(name):
     got = json.loads(json.dumps(golden_run(name)))
     want = _recorded(json.loads(path(name).read_text()))
+    want["metrics"].update({p: natural_signs(want["metrics"][p]) for p in NATURAL_PARTS})
     for key in ADDED:
         got["metrics"].pop(key)
     added = {k: got["metrics"]["walk_forward"].pop(k) for k in ADDED_WALK_FORWARD}

@@ -97,7 +97,7 @@ def test_live_json_values(url, capsys):
     assert u1["forward_days"] == 3 and u1["forward_trades"] == 0 + 1 + 2
     assert u1["forward_return"] == pytest.approx(math.expm1(sum(V2_RETURNS)))
     assert u1["forward_benchmark_return"] == pytest.approx(math.expm1(sum(V2_BENCH)))
-    assert u1["max_drawdown"] == pytest.approx(math.expm1(-0.004))
+    assert u1["max_drawdown"] == pytest.approx(-math.expm1(-0.004))  # a drawdown is reported positive
     assert u1["paused"] is True and u1["breakers"]["latency_threshold_ms"]["limit"] == 250.0
     assert by["u2"]["configuration_id"] is None and by["u2"]["why"] == "nothing is live yet"
     assert by["u3"]["why"] == "nothing is live: circuit breaker max_daily_loss tripped"
@@ -163,9 +163,9 @@ def test_history_orders_versions_events_and_periods(url, capsys):
 def test_history_unknown_universe(url, capsys):
     code, _, err = run(capsys, "configs", "history", "uu1", "--url", url)
     assert code == 2
-    assert "no versions for universe 'uu1' (did you mean 'u1'?); `quant configs live` lists the universes" in err
+    assert "unknown universe 'uu1': no stored version names it (did you mean 'u1'?); stored universes: u1" in err
     code, _, err = run(capsys, "configs", "history", "zzzz", "--url", url)
-    assert code == 2 and "did you mean" not in err and "no versions for universe 'zzzz'" in err
+    assert code == 2 and "did you mean" not in err and "unknown universe 'zzzz'" in err
     assert run(capsys, "configs", "live", "--universe", "nope", "--url", url)[0] == 2
 
 

@@ -80,8 +80,14 @@ def test_trend_following_overweights_the_riser():
 def test_window_outside_the_data_names_the_keys():
     from quant_core.sim.window import SimulationInputError
 
-    with pytest.raises(SimulationInputError, match="startDateString/endDateString"):
+    with pytest.raises(SimulationInputError, match=r"startDateString \(2023-06-01 00:00\) must fall on the price"):
         simulate(random_walk_panel(20), _spec(startDateString="2023-06-01", endDateString="2023-07-01"))
+    with pytest.raises(SimulationInputError, match=r"endDateString \(2024-03-01 00:00\) must fall on the price"):
+        simulate(random_walk_panel(20), _spec(endDateString="2024-03-01"))
+    # a test window past the data names endTestDateString (it used to name startDateString/endDateString)
+    spec = _spec(endDateString="2024-01-15", endTestDateString="2024-03-01")
+    with pytest.raises(SimulationInputError, match=r"endTestDateString \(2024-03-01 00:00\) must fall on the price"):
+        simulate(random_walk_panel(20), spec, start=spec.start, end=spec.end_test)
     with pytest.raises(SimulationInputError, match="multiple of the data step"):
         simulate(random_walk_panel(20), _spec(chunk_period=60, weight_interpolation_period=60))
 

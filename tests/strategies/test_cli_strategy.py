@@ -108,8 +108,8 @@ def test_random_writes_parameters_metrics_and_trades(files, tmp_path, capsys):
             assert t["side"] in ("long", "short") and t["exit_reason"] in ("stop", "target", "time", "end")
     printed = capsys.readouterr().out
     assert "read 2880 1h candles" in printed and f"wrote {out}" in printed
-    assert "liquidity_sweep (1h), random: daily_log_sharpe start " in printed
-    assert " -> train " in printed and " -> test " in printed
+    assert "liquidity_sweep (1h), random (seed 5): trained on daily_log_sharpe (higher is better)" in printed
+    assert "starting parameters " in printed and " -> trained " in printed and "over the test window" in printed
     assert f"trades: train {len(payload['trades']['train'])}, test {len(payload['trades']['test'])}" in printed
     assert "win rate: train " in printed and 'parameters: {"lookback": ' in printed
 
@@ -141,7 +141,7 @@ def test_optuna_and_grid_on_synthetic_candles(files, tmp_path, capsys):
     assert payload["parameters"]["lookback"] in (10, 15) and payload["parameters"]["sma_period"] == 0
     assert payload["metrics"]["train"]["n_trades"] == len(payload["trades"]["train"])
     printed = capsys.readouterr().out
-    assert "--budget does not change a grid" in printed and " -> test" not in printed
+    assert "--budget does not change a grid" in printed and "test window" not in printed
 
 
 def test_reads_csv(files, tmp_path):

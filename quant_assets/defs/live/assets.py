@@ -14,7 +14,7 @@ import dagster as dg
 
 from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.io import CandleIOManager, PartitionCandles
-from quant_assets.metadata import markdown_table, png_markdown
+from quant_assets.metadata import markdown_table, number, png_markdown
 from quant_assets.partitions import DATE_DIM, beta_api, first_retrain_week
 from quant_assets.resources import ConfigurationStoreResource
 from quant_core.jax_cache import enable_compilation_cache
@@ -111,7 +111,7 @@ def build_forward_assets(registry: Registry, universe: Universe) -> dg.Definitio
         return dg.MaterializeResult(metadata={
             "live_configuration": live.configuration_id if live else "none",
             "stage": status.stage or "none",
-            "day_return": dg.MetadataValue.float(math.expm1(live.log_return)) if live else "none",
+            "day_return": number(math.expm1(live.log_return)) if live else "none",
             "records": markdown_table([{"configuration": r.configuration_id, "role": r.role,
                                         "log_return": r.log_return, "value": r.value,
                                         "benchmark_log_return": r.benchmark_log_return, "trades": r.n_trades}
@@ -120,12 +120,12 @@ def build_forward_assets(registry: Registry, universe: Universe) -> dg.Definitio
                                        "stage": str(e.to_stage) if e.to_stage else "", "reason": e.reason}
                                       for e in events]),
             "forward_days_of_live": status.forward_days, "forward_return_of_live":
-                dg.MetadataValue.float(status.forward_return) if status.forward_return is not None else "none",
+                number(status.forward_return) if status.forward_return is not None else "none",
             "timeline_through": timeline.last_day or "none",
         }, check_results=[check])
 
     job = dg.define_asset_job(forward_job_name(name), selection=dg.AssetSelection.assets(key),
-                              partitions_def=partitions, tags={"quant/kind": "forward", "quant/universe": name})
+                              tags={"quant/kind": "forward", "quant/universe": name})
     return dg.Definitions(assets=[forward_performance], jobs=[job])
 
 

@@ -1,10 +1,13 @@
 """OHLCV candles per (market, day): fetched from the market's source, validated, one Parquet file each.
 
-A run may cover one partition (the daily schedule) or a rectangle of markets x days (a single-run
-backfill, `BackfillPolicy.single_run()`): each market is fetched once for the whole range and split
-into days. A batch that fails validation raises before anything is written, so good partitions are
-never replaced by bad data; exchange errors are retried with exponential backoff (RetryPolicy) on
-top of the ccxt client's own retries.
+A run may cover one partition (the daily schedule) or a rectangle of markets x days (a ranged run): each
+market is fetched once for the whole range and split into days. Backfills from the UI run one market (or,
+when fewer days than markets are selected, one day) per run, at most MAX_PARTITIONS_PER_RUN partitions each:
+Dagster splits a market x day selection into one range per value of its smaller dimension whatever the
+policy, so the policy says `multi_run` and the backfill dialog's promise holds. One run over a whole
+rectangle: `python -m quant_assets.backfill`. A batch that fails validation raises before anything is
+written, so good partitions are never replaced by bad data; exchange errors are retried with exponential
+backoff (RetryPolicy) on top of the ccxt client's own retries.
 """
 
 
@@ -14,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from quant_assets.partitions import DATE_DIM, MARKET_DIM, ohlcv_partitions
+from quant_assets.partitions import DATE_DIM, MARKET_DIM, beta_api, ohlcv_partitions
 from quant_assets.resources import ExchangeResource
+from quant_assets.settings import schedule_status
 from quant_core.data.schema import timeframe_ms, to_utc
 from quant_core.data.validation import CandleValidationError, validate_candles
 from quant_core.universe import Registry
@@ -26,6 +30,7 @@ DAY_MS = 86_400_000
 COMPLETE_CHECK = "complete_days"
 FRESHNESS_CHECK = "fresh_markets"
 INGEST_JOB = "ingest_ohlcv"
+MAX_PARTITIONS_PER_RUN = 366  # a year of one market per backfill run
 
 
 def _day(key: str) -> datetime:
@@ -40,21 +45,23 @@ def split_by_day(frame: pl.DataFrame, days: list[str]) -> dict[str, pl.DataFrame
 
 def build_market_data(registry: Registry) -> dg.Definitions:
     partitions = ohlcv_partitions(registry)
+    with beta_api():  # backfill_policy is a beta parameter of @asset (Dagster warns when the decorator is built)
+        candle_asset = dg.asset(
+            key=OHLCV_KEY,
+            partitions_def=partitions,
+            io_manager_key="ohlcv_io_manager",
+            group_name="market_data",
+            kinds={"polars", "parquet"},
+            backfill_policy=dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN),
+            retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL,
+                                        jitter=dg.Jitter.PLUS_MINUS),
+            pool="exchange",
+            description="Validated OHLCV candles of one market (exchange.BASE-QUOTE.timeframe) for one UTC day.",
+            check_specs=[dg.AssetCheckSpec(COMPLETE_CHECK, asset=OHLCV_KEY,
+                                           description="every day holds all its candles (1440 min / timeframe)")],
+        )
 
-    @dg.asset(
-        key=OHLCV_KEY,
-        partitions_def=partitions,
-        io_manager_key="ohlcv_io_manager",
-        group_name="market_data",
-        kinds={"polars", "parquet"},
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL,
-                                    jitter=dg.Jitter.PLUS_MINUS),
-        pool="exchange",
-        description="Validated OHLCV candles of one market (exchange.BASE-QUOTE.timeframe) for one UTC day.",
-        check_specs=[dg.AssetCheckSpec(COMPLETE_CHECK, asset=OHLCV_KEY,
-                                       description="every day holds all its candles (1440 min / timeframe)")],
-    )
+    @candle_asset
     def ohlcv(context: dg.AssetExecutionContext, exchange: ExchangeResource):
         by_market: dict[str, list[str]] = defaultdict(list)
         for key in context.partition_keys:
@@ -108,8 +115,8 @@ def build_market_data(registry: Registry) -> dg.Definitions:
                                              "expected_latest_day": yesterday})
 
     ingest = dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.assets(OHLCV_KEY),
-                                 partitions_def=partitions, tags={"quant/kind": "ingest"})
-    # one run per market for the day that just ended, shortly after midnight UTC
+                                 tags={"quant/kind": "ingest"})
+    # one run per market for the day that just ended, shortly after midnight UTC (stopped unless QUANT_AUTOMATION)
     ingest_schedule = dg.build_schedule_from_partitioned_job(ingest, hour_of_day=0, minute_of_hour=15,
-                                                             default_status=dg.DefaultScheduleStatus.RUNNING)
+                                                             default_status=schedule_status())
     return dg.Definitions(assets=[ohlcv], asset_checks=[fresh_markets], jobs=[ingest], schedules=[ingest_schedule])

@@ -3,8 +3,9 @@
 One factory for every universe, a pool or a CEX strategy alike: it asks the universe's tunable
 (`quant_core.tunables.tunable_for`) for everything that differs (what its data is and is called, how it
 plots itself, how it stores its parameters). Every asset is partitioned by (universe, week). Week W's
-retrain moves the universe's run spec so its last window ends where W ends (`quant_core.retrain.
-spec_ending_at`) and reads exactly the candle partitions of its markets over its lookback
+retrain moves the universe's run spec so its last window ends where W ends, searches with the seed of
+(universe, W) unless the registry or the launchpad sets one (`quant_core.retrain.retrain_spec`), and reads
+exactly the candle partitions of its markets over its lookback
 (`quant_assets.partitions.candles_for_retrain`). Training steps share the `training` concurrency pool so a
 backfill cannot oversubscribe the machine.
 """
@@ -24,16 +25,16 @@ from quant_assets.defs.training.common import (
     store_configuration,
     threshold_check,
     trades_md,
-    training_job,
+    week_spec,
 )
+from quant_assets.defs.training.jobs import run_heartbeat, training_job
 from quant_assets.io import CandleIOManager
-from quant_assets.metadata import markdown_table, plot_metadata
+from quant_assets.metadata import folds_markdown, markdown_table, number, plot_metadata
 from quant_assets.partitions import candles_for_retrain, retrain_partitions
 from quant_assets.resources import ConfigurationStoreResource, JaxResource
 from quant_core.configuration import build_configuration
 from quant_core.jsonsafe import json_safe
 from quant_core.plots import BENCHMARK_LABELS, walk_forward_plot
-from quant_core.retrain import spec_ending_at
 from quant_core.spec import RunSpec
 from quant_core.train.trainer import TrainedParameters, train
 from quant_core.tunables import tunable_for
@@ -57,8 +58,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     benchmark = BENCHMARK_LABELS.get(tunable.benchmark, tunable.benchmark)
 
     def window_spec(context, config: TrainConfig | None = None) -> RunSpec:
-        spec = config.apply(base_spec) if config is not None else base_spec
-        return spec_ending_at(spec, context.partition_time_window.end)
+        return week_spec(base_spec, name, context.partition_time_window.end, config)  # the week's windows and seed
 
     def plot(context, spec: RunSpec, data, params: dict, title: str, file: str) -> dict:
         """The parameters over training + hold-out (one run, the split marked)."""
@@ -120,14 +120,14 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                         trades=t.trades)
         yield dg.Output(trained, metadata={
             "parameters": markdown_table(parameter_rows(t.stored_params(trained.params))),
-            "objective": dg.MetadataValue.float(float(trained.objective)),
+            "objective": number(float(trained.objective)),
             "metric": trained.metric,
             "method": trained.method,
             "n_evaluations": trained.n_evaluations,
-            "evaluations_per_second": dg.MetadataValue.float(float(trained.n_evaluations / max(trained.seconds, 1e-9))),
+            "evaluations_per_second": number(float(trained.n_evaluations / max(trained.seconds, 1e-9))),
             "seed": trained.seed,
             "backend": backend,
-            "search_seconds": dg.MetadataValue.float(round(trained.seconds, 3)),
+            "search_seconds": number(trained.seconds),
             "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
             "metrics": markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()]),
             **({"trades": trades_md(ev.trades[0])} if ev.trades is not None else {}),
@@ -136,7 +136,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                    "trained_parameters.png"),
         })
         yield dg.AssetCheckResult(check_name="finite_objective", passed=bool(np.isfinite(trained.objective)),
-                                  metadata={"objective": float(trained.objective)})
+                                  metadata={"objective": number(trained.objective)})
 
     @dg.asset(
         key=[name, "walk_forward_report"],
@@ -154,30 +154,21 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                               description="out-of-sample evidence meets the universe's MATURE thresholds"),
         ],
     )
-    def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig, data):
+    def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig,
+                            config_store: ConfigurationStoreResource, data):
         spec = window_spec(context, config)
-        report = walk_forward(data, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
-        counted = {"trades": "n_trades"} if tunable.trades else {}
-        rows = [{"fold": f.fold.index,
-                 "train": f"{f.fold.train_start:%Y-%m-%d}..{f.fold.train_end:%Y-%m-%d}",
-                 "test": f"{f.fold.test_start:%Y-%m-%d}..{f.fold.test_end:%Y-%m-%d}",
-                 **{f"IS {k}": f.in_sample[m] for k, m in counted.items()},
-                 "IS sharpe": f.in_sample["daily_log_sharpe"],
-                 **{f"OOS {k}": f.out_of_sample[m] for k, m in counted.items()},
-                 "OOS sharpe": f.out_of_sample["daily_log_sharpe"], "OOS return": f.out_of_sample["returns"],
-                 f"{benchmark} OOS return": f.oos_benchmark["returns"],
-                 "efficiency (OOS/IS Sharpe)": f.walk_forward_efficiency}
-                for f in report.folds]
+        with run_heartbeat(config_store, context):  # the run's trained job awaits this step: it is alive
+            report = walk_forward(data, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
         yield dg.Output(report, metadata={
-            "folds": markdown_table(rows),
-            "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
-            f"oos_{report.benchmark}_sharpe": dg.MetadataValue.float(report.oos_benchmark_sharpe),
-            **{f"oos_{k}_sharpe": dg.MetadataValue.float(b["sharpe"]) for k, b in report.other_benchmarks.items()},
-            "mean_is_sharpe": dg.MetadataValue.float(report.mean_is_sharpe),
-            "mean_oos_sharpe": dg.MetadataValue.float(report.mean_oos_sharpe),
+            "folds": folds_markdown(report, benchmark, trades=bool(tunable.trades)),
+            "oos_sharpe": number(report.oos_sharpe),
+            f"oos_{report.benchmark}_sharpe": number(report.oos_benchmark_sharpe),
+            **{f"oos_{k}_sharpe": number(b["sharpe"]) for k, b in report.other_benchmarks.items()},
+            "mean_is_sharpe": number(report.mean_is_sharpe),
+            "mean_oos_sharpe": number(report.mean_oos_sharpe),
             # Pardo's walk-forward efficiency: mean and worst over folds (NaN where a fold's IS Sharpe <= 0)
-            "walk_forward_efficiency": dg.MetadataValue.float(report.mean_walk_forward_efficiency),
-            "worst_walk_forward_efficiency": dg.MetadataValue.float(report.worst_walk_forward_efficiency),
+            "walk_forward_efficiency": number(report.mean_walk_forward_efficiency),
+            "worst_walk_forward_efficiency": number(report.worst_walk_forward_efficiency),
             "sample_size": report.sample_size,
             "sample_unit": report.sample_unit,
             **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
@@ -216,13 +207,14 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         new = build_configuration(registry, week_universe, t.data_hash(data), trained, in_sample.metrics[0],
                                   holdout.metrics[0] if holdout else None, report,
                                   orchestrator_run_id=context.run.run_id)
-        stored, live, why, url = store_configuration(context, config_store, candle_source(ohlcv_io_manager),
-                                                     registry, universe, new)
+        with run_heartbeat(config_store, context):
+            stored, live, why, url = store_configuration(context, config_store, candle_source(ohlcv_io_manager),
+                                                         registry, universe, new)
         summary = ("in_sample", in_sample), ("holdout", holdout)
         return dg.MaterializeResult(metadata={
             **configuration_metadata(stored, live, why, url),
-            "in_sample_sharpe": dg.MetadataValue.float(in_sample.metrics[0]["daily_log_sharpe"]),
-            "oos_sharpe": dg.MetadataValue.float(report.oos_sharpe),
+            "in_sample_sharpe": number(in_sample.metrics[0]["daily_log_sharpe"]),
+            "oos_sharpe": number(report.oos_sharpe),
             **{part: markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()])
                for part, ev in summary if ev is not None},
             **({"holdout_trades": trades_md(holdout.trades[0])} if holdout and holdout.trades is not None else {}),

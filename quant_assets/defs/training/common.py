@@ -1,27 +1,30 @@
-"""What pool and CEX-strategy retrains share: launchpad config, run tags, the candle input, the job
-record around a training step, the stored configuration, the MATURE-threshold check, and the
-retrain job with its weekly schedule."""
+"""What pool and CEX-strategy retrains share: launchpad config, run tags, the candle input, the stored
+configuration (closing the run's training job: quant_assets.defs.training.jobs), the MATURE-threshold check, and
+the retrain job with its weekly schedule."""
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from quant_assets.defs.training.jobs import awaits_configuration
 from quant_assets.metadata import markdown_table
 from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
+from quant_assets.settings import schedule_status
 from quant_core.configuration import stage_evidence
 from quant_core.lifecycle import mature_misses
 from quant_core.live.sync import CandleSource
 from quant_core.metrics import METRICS
+from quant_core.retrain import explicit_seed, retrain_spec
 from quant_core.runspec import with_training
 from quant_core.spec import METHODS, RunSpec, RunSpecError
 from quant_core.store import NewConfiguration
+from quant_core.strategies.backtest import STRATEGY_METRICS
 from quant_core.units import short_utc
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport
@@ -31,6 +34,9 @@ TRAINING_POOL = "training"
 
 # optimisation_settings.method values as an enum, so the launchpad offers them as choices
 Method = StrEnum("Method", {m: m for m in METHODS})
+# return_val values likewise (pools and CEX strategies); a config enum choice is an identifier, so
+# 'daily_var_95%' is offered as daily_var_95pct
+Metric = StrEnum("Metric", {m.replace("%", "pct"): m for m in dict.fromkeys((*sorted(METRICS), *STRATEGY_METRICS))})
 MAX_TRADE_ROWS = 50
 
 
@@ -52,20 +58,31 @@ class TrainConfig(dg.Config):
     """Launchpad settings of a retrain; unset fields keep the universe's run spec."""
 
     method: Method | None = Field(None, description="optimisation_settings.method (default: the run spec's)")
-    budget: int | None = Field(None, description="iterations (gradient_descent, bfgs), generations (cma_es), trials "
-                               "(optuna) or candidates (random); default: the run spec's")
-    seed: int | None = Field(None, description="random seed (default: optimisation_settings.initial_random_key)")
-    # a string, not an enum: Dagster config enums cannot hold names such as daily_var_95%
-    metric: str | None = Field(None, description=f"return_val, the metric trained on (default: the spec's); one of "
-                               f"{', '.join(sorted(METRICS))} (CEX strategies also net_profit, win_rate, "
-                               "profit_factor, expectancy, sharpe_per_trade, ...)")
+    budget: int | None = Field(None, ge=1, description="iterations (gradient_descent, bfgs), generations (cma_es), "
+                               "trials (optuna) or candidates (random); default: the run spec's")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random seed, 0 to 2^32 - 1 (default: the "
+                             "registry entry's optimisation_settings.initial_random_key if it sets one, else one "
+                             "derived from the universe and retrain week)")
+    metric: Metric | None = Field(None, description="return_val, the metric trained on (default: the spec's); pools "
+                                  "take the simulator's metrics, CEX strategies those and the trade metrics "
+                                  "(net_profit, win_rate, ...); daily_var_95pct means daily_var_95%")
 
     def apply(self, spec: RunSpec) -> RunSpec:
         try:
             return with_training(spec, method=Method(self.method).value if self.method else None,
-                                 budget=self.budget, seed=self.seed, metric=self.metric)
+                                 budget=self.budget, seed=self.seed,
+                                 metric=Metric(self.metric).value if self.metric else None)
         except RunSpecError as exc:
             raise dg.Failure(str(exc)) from None
+
+
+def week_spec(base_spec: RunSpec, universe: str, window_end: datetime, config: TrainConfig | None) -> RunSpec:
+    """The run spec of one retrain week: the launchpad's overrides, the windows ending with the week, and the week's
+    own seed unless the registry entry or the launchpad sets one (quant_core.retrain.retrain_spec). Whether the
+    entry sets one is read on `base_spec`, as loaded: config.apply rebuilds the spec with every field set."""
+    spec = config.apply(base_spec) if config is not None else base_spec
+    keep = explicit_seed(base_spec) or (config is not None and config.seed is not None)
+    return retrain_spec(spec, universe, window_end, keep_seed=keep)
 
 
 def k8s_training_tags() -> dict:
@@ -93,29 +110,6 @@ def frames_by_market(candles) -> dict[str, pl.DataFrame]:
 
 
 
-@contextmanager
-def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetExecutionContext, universe: str,
-                 spec: RunSpec, config: "TrainConfig", data_hash: str) -> Iterator[None]:
-    """Record the training run in training_jobs before it starts (so a failed retrain leaves a trace and
-    the stored configuration stays as it was), and its outcome after."""
-    store = store_resource.open()
-    try:
-        job_id = store.record_job_start(
-            universe_key=universe, method=spec.optimisation_settings.method,
-            settings={"budget": config.budget, "seed": config.seed, "metric": spec.return_val,
-                      "partition": context.partition_key, "data_hash": data_hash},
-            orchestrator_run_id=context.run.run_id,
-        )
-        try:
-            yield
-        except Exception as exc:
-            store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        store.record_job_end(job_id, status="trained")
-    finally:
-        store.dispose()
-
-
 def store_configuration(context: dg.AssetExecutionContext, store_resource: ConfigurationStoreResource,
                         candles: CandleSource, registry: Registry, universe: Universe,
                         new: NewConfiguration) -> tuple:
@@ -129,7 +123,7 @@ def store_configuration(context: dg.AssetExecutionContext, store_resource: Confi
     try:
         stored = store.add_version(new)
         for job in store.list_training_jobs(universe_key=universe.name):
-            if job.orchestrator_run_id == context.run.run_id and job.status == "trained":
+            if awaits_configuration(job, context.run.run_id):
                 store.record_job_end(job.id, status="stored", configuration_id=stored.id)
         try:
             sync_universe(store, registry, universe, candles)
@@ -184,7 +178,7 @@ def retrain_job(universe: Universe, partitions, tags: dict, assets: list) -> dg.
     """The universe's retrain job; weekly, Monday 03:00 UTC: the week that just ended (its last candles land
     at 00:15)."""
     job = dg.define_asset_job(f"retrain_{universe.name}", selection=dg.AssetSelection.assets(*assets),
-                              partitions_def=partitions, tags={**tags, **k8s_training_tags()})
+                              tags={**tags, **k8s_training_tags()})  # partitioned as its assets
     schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
-                                                      default_status=dg.DefaultScheduleStatus.RUNNING)
+                                                      default_status=schedule_status())
     return dg.Definitions(jobs=[job], schedules=[schedule])

@@ -79,9 +79,10 @@ def _logit(v, _c):
 
 # price_ratio > 1 trains as log(Q - 1); the margin in (0, 1) as its logit; the shift base in (0, 1), close
 # to 1, as the logit of 1 - base (its per-second decay rate)
-LOG_EXCESS = Transform("log_excess", lambda v, _c: jnp.log(v - 1.0), lambda x, _c: 1.0 + jnp.exp(x))
-LOGIT = Transform("logit", _logit, lambda x, _c: jax.nn.sigmoid(x))
-LOGIT_DECAY = Transform("logit_decay", lambda v, _c: jnp.log1p(-v) - jnp.log(v), lambda x, _c: jax.nn.sigmoid(-x))
+LOG_EXCESS = Transform("log_excess", lambda v, _c: jnp.log(v - 1.0), lambda x, _c: 1.0 + jnp.exp(x), 1.0)
+LOGIT = Transform("logit", _logit, lambda x, _c: jax.nn.sigmoid(x), 0.0, 1.0)
+LOGIT_DECAY = Transform("logit_decay", lambda v, _c: jnp.log1p(-v) - jnp.log(v), lambda x, _c: jax.nn.sigmoid(-x),
+                        0.0, 1.0)
 
 DEFAULT_SHIFT_BASE = 1.0 - 1.0 / 124000.0
 
