@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     Discriminator,
     Field,
+    PositiveFloat,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -235,14 +236,15 @@ class PoolSpec(SpecBase):
     annual_streaming_fee: float = Field(0.04, ge=0, lt=1)
     do_trades: bool = False
     # initial values (training starts here)
-    initial_memory_length: float = Field(10.0, gt=0)
-    initial_memory_length_delta: float = 0.0
-    initial_k_per_day: float = 20.0
+    # one number, or one per token (alphabetical order) as the reference's size-n_assets initial vectors
+    initial_memory_length: PositiveFloat | list[PositiveFloat] = 10.0
+    initial_memory_length_delta: float | list[float] = 0.0
+    initial_k_per_day: float | list[float] = 20.0
     initial_weights_logits: float | list[float] = 1.0
-    initial_log_amplitude: float = 0.0
-    initial_raw_width: float = 0.0
-    initial_raw_exponents: float = 0.0
-    initial_pre_exp_scaling: float = 0.5
+    initial_log_amplitude: float | list[float] = 0.0
+    initial_raw_width: float | list[float] = 0.0
+    initial_raw_exponents: float | list[float] = 0.0
+    initial_pre_exp_scaling: float | list[float] = 0.5
     subsidary_pools: list[dict[str, Any]] = Field(default_factory=list)
     # bounded__ rules: the bounds' starting values (kept fixed during training here; see learnable_bounds_as_parameters)
     learnable_bounds_settings: LearnableBoundsSettings = Field(default_factory=LearnableBoundsSettings)
@@ -303,9 +305,10 @@ class PoolSpec(SpecBase):
             data["optimisation_settings"] = opt
         if data.get("weight_interpolation_method") == "approx_optimal":
             data["weight_interpolation_method"] = "optimal"
+        tokens = data.get("tokens")
         for key in INITIAL_VALUE_KEYS:
             if key in data:
-                data[key] = initial_value(key, data[key])
+                data[key] = initial_value(key, data[key], len(tokens) if isinstance(tokens, list) else None)
         if "initial_weights_logits" in data:
             data["initial_weights_logits"] = scalar_if_one(data["initial_weights_logits"])
         return learnable_bounds_as_parameters(data, rule)
@@ -317,6 +320,8 @@ class PoolSpec(SpecBase):
     @model_validator(mode="after")
     def _pool(self) -> PoolSpec:
         n = len(self.tokens)
+        for key in INITIAL_VALUE_KEYS:
+            initial_value(key, getattr(self, key), n)  # a per-token list has one value per token
         if self.weight_interpolation_period > self.chunk_period:
             raise ValueError(
                 f"weight_interpolation_period ({self.weight_interpolation_period}) must be <= chunk_period "

@@ -297,16 +297,18 @@ _INITIAL_VALUE_PARAMS = {"initial_memory_length": "memory_days", "initial_memory
                          "initial_pre_exp_scaling": "pre_exp_scaling"}
 
 
-def initial_value(key: str, value: Any) -> Any:
-    """One number for every token: a one-element list, or a list of equal values, is that number; per-token
-    starting values belong under `parameters` (user units), which start training per token."""
+def initial_value(key: str, value: Any, n_tokens: int | None) -> Any:
+    """An initial_* key as the reference reads it: one number for every token (a one-element list, or a list of
+    equal values, is that number), or one value per token in alphabetical token order, each converted from the
+    reference's raw units on its own (quant_core.sim.pool.Pool.initial_params)."""
     value = scalar_if_one(value)
     if isinstance(value, list) and value:
         if all(x == value[0] for x in value):
             return value[0]
-        raise ValueError(f"{key}: per-token starting values in the reference's raw units are not implemented yet "
-                         f"({ISSUE}); give one number here, or per-token values in user units as "
-                         f"parameters.{_INITIAL_VALUE_PARAMS[key]} (alphabetical token order)")
+        if n_tokens is not None and len(value) != n_tokens:
+            raise ValueError(f"{key}: {len(value)} values for {n_tokens} tokens: give one number, or one value per "
+                             f"token in alphabetical token order (or per-token values in user units as "
+                             f"parameters.{_INITIAL_VALUE_PARAMS[key]})")
     return value
 
 

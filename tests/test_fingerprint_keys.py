@@ -238,7 +238,7 @@ def test_where_the_reference_and_this_model_keep_a_key_both_places_work_and_must
 @pytest.mark.parametrize("bad,needle", [
     ({"optimisation_settings": {"training_data_kind": "mc"}}, "optimisation_settings.training_data_kind: 'mc'"),
     ({"subsidary_pools": [{"tokens": ["ETH", "DAI"], "rule": "momentum"}]}, "subsidary_pools: composite pools"),
-    ({"initial_k_per_day": [10, 20, 30]}, "initial_k_per_day: per-token starting values"),
+    ({"initial_k_per_day": [10, 20]}, "initial_k_per_day: 2 values for 3 tokens"),
     ({"optimisation_settings": {"min_lr": 1e-5, "lr_decay_ratio": 100}}, "min_lr (1e-05) and lr_decay_ratio (100)"),
     ({"rule": "bounded__momentum", "learnable_bounds_settings": {"min_weights_per_asset": 0.05},
       "parameters": {"min_weights_per_asset": 0.1}}, "learnable_bounds_settings.min_weights_per_asset (0.05) and"),
@@ -263,3 +263,20 @@ def test_the_reference_methods_and_pools_built_since_load_and_check_what_they_ne
                                                                      "cma_es_settings": {"sigma0": -1}}})
     with pytest.raises(RunSpecError, match="price_noise_sigma"):
         load_run_spec({"rule": "momentum", "price_noise_sigma": 0.01, "optimisation_settings": {"method": "bfgs"}})
+
+
+def test_per_token_initial_values_start_each_token_from_its_own_raw_value():
+    """The reference's size-n_assets initial vectors: each token's starting value converted from its own raw value
+    (2^initial_raw_width, 2^initial_log_amplitude x memory, ...), in alphabetical token order."""
+    from quant_core.sim.pool import get_pool
+
+    spec = load_run_spec({"rule": "mean_reversion_channel", "tokens": ["ETH", "BTC", "USDC"],
+                          "initial_k_per_day": [10, 20, 30], "initial_raw_width": [0, 1, 2],
+                          "initial_memory_length": [5, 10, 20], "initial_log_amplitude": 1})
+    start = get_pool(spec.rule).initial_params(spec)
+    np.testing.assert_allclose(start["k_per_day"], [10, 20, 30])
+    np.testing.assert_allclose(start["width"], [1, 2, 4])
+    np.testing.assert_allclose(start["memory_days"], [5, 10, 20])
+    np.testing.assert_allclose(start["amplitude"], [10, 20, 40])
+    same = load_run_spec({"rule": "momentum", "tokens": ["ETH", "BTC"], "initial_k_per_day": [7, 7]})
+    assert same.initial_k_per_day == 7

@@ -14,6 +14,7 @@ import numpy as np
 from quant_core.params import Param, find_param
 from quant_core.sim.hooks import BOUND_PARAMS, RuleName, parse_rule_name  # noqa: F401  (BOUND_PARAMS re-exported)
 from quant_core.sim.registry import PoolRule, available_rules, get_rule
+from quant_core.spec_sections import INITIAL_VALUE_KEYS
 
 # Which reserve engine holds a static rule's weights, by its kind (dynamic rules name theirs).
 _ENGINES = {"hodl": "hodl", "cow": "cow", "gyroscope": "gyroscope", "reclamm": "reclamm"}
@@ -45,7 +46,12 @@ class Pool:
     def initial_params(self, spec) -> dict[str, np.ndarray]:
         """Initial values (user units, one per token) of the rule's and the hooks' parameters."""
         n = len(spec.tokens)
-        return {p.name: np.full(n, p.initial_value(spec)) for p in self.params}
+        per_token = {k: v for k in INITIAL_VALUE_KEYS if isinstance(v := getattr(spec, k, None), list)}
+        if not per_token:
+            return {p.name: np.full(n, p.initial_value(spec)) for p in self.params}
+        # the reference's per-token initial vectors: token i starts where a spec holding the i-th values would
+        token_specs = [spec.model_copy(update={k: v[i] for k, v in per_token.items()}) for i in range(n)]
+        return {p.name: np.array([p.initial_value(s) for s in token_specs]) for p in self.params}
 
     def check_hooks(self) -> None:
         """Hooks that change weights need a rule that has weights to change."""
