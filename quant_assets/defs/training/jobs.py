@@ -56,7 +56,8 @@ def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetEx
             context.log.warning(f"could not reconcile earlier training jobs of {universe}: {exc}")
         job_id = store.record_job_start(
             universe_key=universe, method=spec.optimisation_settings.method,
-            settings={"budget": config.budget, "seed": config.seed, "metric": spec.return_val,
+            settings={"budget": config.budget, "seed": spec.optimisation_settings.initial_random_key,
+                      "metric": spec.return_val,
                       "partition": context.partition_key, "data_hash": data_hash},
             orchestrator_run_id=context.run.run_id,
         )
