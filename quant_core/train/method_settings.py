@@ -26,7 +26,8 @@ HESSIAN_METHODS = ("gradient_descent", "bfgs", "cma_es")
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # floats are checked by _finite below (finite and in range, naming the key and the fix)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _finite(where: str, v: float, *, low: float, strict: bool, example: str) -> float:

@@ -39,12 +39,12 @@ def _ramp_arbitrage_loss(a: jax.Array, d: jax.Array, k: jax.Array) -> jax.Array:
     small = jnp.abs(d) < _SMALL_SLOPE * a
     safe_d = jnp.where(small, 1.0, d)
     z = a / jnp.abs(safe_d)
-    # each branch's gammaln sees only arguments of its own case: the unused one can sit on a pole (a rising ramp
-    # with a/d an integer below k puts z - k + 1 at 0, -1, ...), and where() passes its NaN gradient on as 0 * NaN
+    # the falling branch's gammaln sees its arguments only when the ramp falls: on a rising ramp with a/d an
+    # integer below k, z - k + 1 sits on a pole (0, -1, ...) and where() passed its NaN gradient on as 0 * NaN
+    # (the rising branch's arguments z, z + k are positive either way)
     up = safe_d > 0
     log_sum = k * jnp.log(jnp.abs(safe_d)) + jnp.where(
-        up, gammaln(jnp.where(up, z + k, 2.0)) - gammaln(jnp.where(up, z, 1.0)),
-        gammaln(jnp.where(up, 2.0, z + 1.0)) - gammaln(jnp.where(up, 1.0, z - k + 1.0)),
+        up, gammaln(z + k) - gammaln(z), gammaln(z + 1.0) - gammaln(jnp.where(up, 1.0, z - k + 1.0))
     )
     exact = x_k * jnp.log(x_k) - a * jnp.log(a) - safe_d * log_sum
     # |d| << a: sum d (1 + d/(2 x)) + O(d^3), with sum_{m<K} 1/x_m ~ K / a
