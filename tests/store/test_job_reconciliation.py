@@ -38,7 +38,8 @@ from quant_core.store.models import jobs_table
 
 ROOT = Path(__file__).resolve().parents[2]
 WEEK = "2024-01-01"
-SPEC = SimpleNamespace(optimisation_settings=SimpleNamespace(method="random"), return_val="daily_log_sharpe")
+SPEC = SimpleNamespace(optimisation_settings=SimpleNamespace(method="random", initial_random_key=1),
+                       return_val="daily_log_sharpe")
 CONFIG = SimpleNamespace(budget=3, seed=1)
 
 # A retrain's training step as the platform runs it (training_job around the search), in its own process and
@@ -52,7 +53,8 @@ from quant_assets.defs.training.jobs import training_job
 from quant_assets.resources import ConfigurationStoreResource
 
 url, home, universe = sys.argv[1:4]
-spec = SimpleNamespace(optimisation_settings=SimpleNamespace(method="random"), return_val="daily_log_sharpe")
+spec = SimpleNamespace(optimisation_settings=SimpleNamespace(method="random", initial_random_key=1),
+                       return_val="daily_log_sharpe")
 
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["2024-01-01"]))
 def trained_parameters(context, config_store: ConfigurationStoreResource):
