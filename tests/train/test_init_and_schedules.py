@@ -6,24 +6,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from helpers import random_walk_panel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
+from test_gradient import PANEL, _spec  # the gradient tests' panel and momentum spec
 
 from quant_core.runspec import load_run_spec
 from quant_core.train.gradient import learning_rate, train_gradient
 from quant_core.train.params import ensemble_offsets, initial_sets, parameter_layout
 from quant_core.train.split import stratified_offsets
-
-PANEL = random_walk_panel(200, seed=3)
-
-
-def _spec(opt=None, **kw):
-    return load_run_spec({
-        "rule": "momentum", "tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-31",
-        "endDateString": "2024-05-30", "max_memory_days": 20, "bout_offset": 14 * 1440,
-        "optimisation_settings": {"n_iterations": 6, "n_parameter_sets": 2, "batch_size": 4, **(opt or {})}, **kw})
 
 
 def _unit_points(method: str, n_sets: int, noise_scale: float = 0.3) -> np.ndarray:
