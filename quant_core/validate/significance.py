@@ -113,9 +113,31 @@ def deflated_sharpe_from_moments(m: SharpeMoments, n_trials: int, variance: floa
     return DeflatedSharpe(m.sharpe, sr0, dsr, 1.0 - dsr, n_trials)
 
 
-def _block_sharpe(block: np.ndarray) -> np.ndarray:
-    sd = block.std(axis=0, ddof=1)
-    return np.where(sd > 0, block.mean(axis=0) / np.where(sd > 0, sd, 1.0), 0.0)
+class _Blocks:
+    """Per-block statistics of the returns [T, N] cut into row blocks: count, mean, centred sum of squares
+    (two passes within the block), min and max. A split's SR per configuration combines its blocks' (Chan et
+    al.'s pairwise variance update), so all C(16, 8) = 12,870 splits cost matrix products over 16 blocks instead
+    of 12,870 passes over T rows; min/max make a split without spread exact (SR 0, as a row pass gives for a
+    configuration that does not trade there) instead of a rounding residue divided by itself."""
+
+    def __init__(self, m: np.ndarray, blocks: list[np.ndarray]) -> None:
+        self.count = np.array([len(b) for b in blocks], dtype=np.float64)
+        self.mean = np.stack([m[b].mean(axis=0) for b in blocks])
+        self.m2 = np.stack([np.square(m[b] - m[b].mean(axis=0)).sum(axis=0) for b in blocks])
+        self.low = np.stack([m[b].min(axis=0) for b in blocks])
+        self.high = np.stack([m[b].max(axis=0) for b in blocks])
+
+    def sharpes(self, weights: np.ndarray) -> np.ndarray:
+        """Per-period SR (std ddof 1) of every configuration over each split's blocks (weights [C, S] of 0/1)."""
+        k = weights @ self.count
+        mean = (weights @ (self.count[:, None] * self.mean)) / k[:, None]
+        spread = (self.mean[None] - mean[:, None, :]) ** 2 * (weights * self.count)[:, :, None]
+        var = (weights @ self.m2 + spread.sum(axis=1)) / (k[:, None] - 1)
+        chosen = weights[:, :, None] > 0
+        flat = (np.where(chosen, self.high[None], -np.inf).max(axis=1)
+                == np.where(chosen, self.low[None], np.inf).min(axis=1))
+        sd = np.sqrt(var)
+        return np.where(flat | (sd <= 0), 0.0, mean / np.where(sd > 0, sd, 1.0))
 
 
 def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> dict:
@@ -128,17 +150,21 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> dict:
     if s < 2 or t < 2 * s:
         raise ValueError(f"PBO with {n_blocks} blocks needs an even block count >= 2 and >= 2 rows per block "
                          f"(T = {t}); lower n_blocks")
-    blocks = np.array_split(np.arange(t), s)
+    stats_ = _Blocks(m, np.array_split(np.arange(t), s))
+    chosen = np.array(list(itertools.combinations(range(s), s // 2)))
+    step = max(1, 2**22 // (s * n))  # splits per batch: [batch, S, N] temporaries of ~32 MB
     logits = []
-    for chosen in itertools.combinations(range(s), s // 2):
-        is_rows = np.concatenate([blocks[i] for i in chosen])
-        oos_rows = np.concatenate([blocks[i] for i in range(s) if i not in chosen])
-        best = int(np.argmax(_block_sharpe(m[is_rows])))
-        oos = _block_sharpe(m[oos_rows])
-        rank = stats.rankdata(oos)[best]  # 1 = worst
+    for lo in range(0, len(chosen), step):
+        part = chosen[lo:lo + step]
+        in_sample = np.zeros((len(part), s))
+        in_sample[np.arange(len(part))[:, None], part] = 1.0
+        best = np.argmax(stats_.sharpes(in_sample), axis=1)
+        oos = stats_.sharpes(1.0 - in_sample)
+        value = oos[np.arange(len(part)), best][:, None]
+        rank = (oos < value).sum(axis=1) + ((oos == value).sum(axis=1) + 1) / 2  # 1 = worst; ties averaged
         w = rank / (n + 1)
-        logits.append(math.log(w / (1 - w)))
-    logits = np.asarray(logits)
+        logits.append(np.log(w / (1 - w)))
+    logits = np.concatenate(logits)
     return {"pbo": float(np.mean(logits <= 0)), "n_splits": len(logits), "n_blocks": s, "n_configurations": n,
             "logit_mean": float(logits.mean())}
 
