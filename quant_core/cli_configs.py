@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from quant_core.store import ConfigurationStore
+    from quant_core.store import ConfigurationStore, StoredConfiguration
 
 
 def _jsonable(obj):
@@ -42,6 +42,17 @@ def _universes(store: ConfigurationStore, wanted: str | None = None) -> list[str
     return [wanted]
 
 
+def _exported(cfg: StoredConfiguration) -> dict:
+    """A version as `configs export` prints it: every stored field; a version stored before its numerical
+    environment was recorded (migration 0004) says so instead of null."""
+    from quant_core.provenance import NOT_RECORDED
+
+    data = asdict(cfg)
+    if data.get("environment") is None:
+        data["environment"] = NOT_RECORDED
+    return data
+
+
 def _export_live(store: ConfigurationStore, universe: str) -> dict:
     """The live version as `configs export ID` prints it, plus what the trader needs to run it ("live")."""
     from quant_core.live.breakers import BREAKERS
@@ -57,7 +68,7 @@ def _export_live(store: ConfigurationStore, universe: str) -> dict:
     limits = {**cfg.circuit_breakers, **{n: r["limit"] for n, r in status.breakers.items()}}
     breakers = {n: {"limit": limits[n], "action": BREAKERS[n].action if n in BREAKERS else None}
                 for n in breaker_order(limits)}
-    return {**asdict(cfg), "live": {"since": status.live_since, "stage": status.stage, "paused": status.paused,
+    return {**_exported(cfg), "live": {"since": status.live_since, "stage": status.stage, "paused": status.paused,
                                     "breakers": breakers}}
 
 
@@ -91,7 +102,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
         if cfg is None:
             print(f"no configuration with id {args.id}; `quant configs list` shows the ids", file=sys.stderr)
             return 2
-        print(json.dumps(asdict(cfg), indent=2, default=_jsonable))
+        print(json.dumps(_exported(cfg), indent=2, default=_jsonable))
         return 0
     finally:
         store.dispose()
@@ -145,7 +156,8 @@ def add_configs_parser(sub: argparse._SubParsersAction) -> None:
                         "live periods")
     ch.add_argument("universe", help="the universe name (`quant configs live` lists those with versions)")
     ch.add_argument("--json", action="store_true", help="as JSON")
-    ce = configs_parser("export", "one configuration as JSON, for live trading")
+    ce = configs_parser("export", "one configuration as JSON, for live trading (with its provenance: data hash, "
+                        "code version, seed and the numerical environment it was trained on)")
     which = ce.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", type=int, metavar="ID", help="a version id (`quant configs list`)")
     which.add_argument("--live", metavar="UNIVERSE", help="the universe's live version, with its live state and "

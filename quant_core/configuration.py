@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from quant_core.lifecycle import LifecycleStage, StageEvidence, assign_stage
-from quant_core.provenance import code_version
+from quant_core.provenance import code_version, numerical_environment
 from quant_core.signs import NATURAL, SIGNS_KEY, natural_value, scored_metric
 from quant_core.store import NewConfiguration
 from quant_core.train.trainer import TrainedParameters
@@ -121,6 +121,8 @@ def build_configuration(
         data_hash=data_hash,
         code_version=code_version(),
         seed=trained.seed,
+        # where the training ran (a TrainedParameters pickled before it carried one: this process)
+        environment=getattr(trained, "environment", None) or numerical_environment(),
         run_spec=spec.model_dump(mode="json"),
         circuit_breakers=universe.effective_circuit_breakers,
         orchestrator_run_id=orchestrator_run_id,

@@ -23,6 +23,7 @@ from quant_assets.partitions import (
     ohlcv_partitions,
     retrain_partitions,
 )
+from quant_core.provenance import numerical_environment
 from quant_core.retrain import week_seed
 from quant_core.store import ConfigurationStore
 from quant_core.universe import load_registry
@@ -166,6 +167,8 @@ def test_backfill_of_30_days_x_2_markets_triggers_one_retrain(platform):
             seed = week_seed(U, rows[0].test_end)
             assert rows[0].seed == seed == rows[0].run_spec["optimisation_settings"]["initial_random_key"]
             assert rows[0].metrics["signs"] == "natural" and rows[0].metrics["in_sample"]["ulcer"] >= 0
+            # and the numerical stack and JAX backend its training step ran on (issue 21)
+            assert rows[0].environment == numerical_environment()
         finally:
             store.dispose()
 

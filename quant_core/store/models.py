@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the configuration store (the schema migrations 0001 to 0003 create).
+"""SQLAlchemy models of the configuration store (the schema migrations 0001 to 0004 create).
 
 The models describe the schema for the repository's queries and for `alembic revision --autogenerate`;
 the migrations under `sql/versions` are what actually creates tables (tests check the two agree).
@@ -105,6 +105,8 @@ class TrainedConfigurationRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     revision: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    # migration 0004: numerical stack versions and JAX backend/device (NULL for versions stored before it)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 def _in_sql(column: str, values: tuple[str, ...]) -> str:

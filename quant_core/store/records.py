@@ -107,6 +107,9 @@ class NewConfiguration:
     run_spec: dict
     circuit_breakers: dict = field(default_factory=lambda: dict(DEFAULT_CIRCUIT_BREAKERS))
     orchestrator_run_id: str | None = None
+    #: the numerical stack's versions and the JAX backend/device it was trained on
+    #: (quant_core.provenance.numerical_environment); None for versions stored before migration 0004
+    environment: dict | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction for the mistakes that would otherwise surface as a confusing database error.

@@ -100,6 +100,11 @@ def configuration_values(cfg: NewConfiguration) -> dict[str, Any]:
         values["orchestrator_run_id"] = _text(cfg.orchestrator_run_id, "orchestrator_run_id")
     else:
         values["orchestrator_run_id"] = None
+    values["environment"] = None
+    if cfg.environment is not None:
+        values["environment"] = strict_json(cfg.environment, "environment")
+        if not isinstance(values["environment"], dict):
+            raise ValueError(f"environment: expected a dict or None, got {type(cfg.environment).__name__}")
     return values
 
 
@@ -171,8 +176,8 @@ class ConfigurationStore(LiveRecords, TrainingJobs):
         """Write `cfg` as an immutable version and its 'created' event, in one transaction.
 
         Idempotent: a rerun of a window that produced the same version (same parameters, evidence, data hash,
-        seed and code) returns the stored one and writes nothing; a rerun that produced something else is a
-        new revision of that window. Nothing already stored is edited.
+        seed, code and numerical environment) returns the stored one and writes nothing; a rerun that produced
+        something else is a new revision of that window. Nothing already stored is edited.
         """
         values = configuration_values(cfg)
         t = configurations_table

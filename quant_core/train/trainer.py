@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from quant_core.provenance import numerical_environment
 from quant_core.signs import NEGATED, natural_value
 from quant_core.spec import METHODS, RunSpec
 from quant_core.train.method_settings import check_method_settings
@@ -39,6 +40,8 @@ class TrainedParameters:
     candidates: list[dict] = field(default_factory=list)
     n_configurations: int = 1  # independent configurations tried (GD: parameter sets; search: trials)
     details: dict = field(default_factory=dict)  # method specifics: split, best set, top-k, checkpoints, timings
+    # the numerical stack and JAX backend the training ran on (quant_core.provenance.numerical_environment)
+    environment: dict = field(default_factory=dict)
 
 
 def train(
@@ -117,6 +120,7 @@ def train(
     common["history"] = [natural_row(h) for h in common["history"]]
     if "top" in common["details"]:
         common["details"]["top"] = [natural_row(r) for r in common["details"]["top"]]
+    common["environment"] = numerical_environment()
     return TrainedParameters(**common)
 
 

@@ -20,6 +20,7 @@ from quant_core.configuration import stage_evidence
 from quant_core.lifecycle import mature_misses
 from quant_core.live.sync import CandleSource
 from quant_core.metrics import METRICS
+from quant_core.provenance import NOT_RECORDED
 from quant_core.retrain import explicit_seed, retrain_spec
 from quant_core.runspec import with_training
 from quant_core.spec import METHODS, RunSpec, RunSpecError
@@ -154,6 +155,8 @@ def configuration_metadata(stored, live: str, why: str, url: str) -> dict:
         "stage_reason": stored.stage_reason,
         "sample_size": stored.sample_size,
         "parameters": dg.MetadataValue.json(stored.parameters),
+        # the numerical stack's versions and the JAX backend/device it was trained on
+        "environment": dg.MetadataValue.json(stored.environment) if stored.environment else NOT_RECORDED,
         "store": url,
     }
 
