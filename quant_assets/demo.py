@@ -23,13 +23,23 @@ def _default_dagster_home() -> Path:
     return (repo_root() or Path.cwd()) / ".dagster_home"
 
 
+OLD_HOME_CONFIG = "telemetry:\n  enabled: false\n"  # what homes made before the pooled event log hold
+
+
+def home_config(home: Path) -> str:
+    """Telemetry off; Dagster's SQLite layout with the pooled event log (quant_assets.instance_storage)."""
+    return (OLD_HOME_CONFIG + "event_log_storage:\n  module: quant_assets.instance_storage\n"
+            f"  class: PooledSqliteEventLogStorage\n  config:\n    base_dir: {home / 'history' / 'runs'}\n")
+
+
 def ensure_dagster_home() -> Path:
-    """$DAGSTER_HOME, or `.dagster_home/` in the checkout, with a dagster.yaml that keeps it local."""
+    """$DAGSTER_HOME, or `.dagster_home/` in the checkout, with a dagster.yaml that keeps it local (written when
+    absent, or brought up to date when it is the one an earlier version wrote; a file edited by hand is kept)."""
     home = Path(os.environ.get(DAGSTER_HOME_ENV) or _default_dagster_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+    if not cfg.exists() or cfg.read_text() == OLD_HOME_CONFIG:
+        cfg.write_text(home_config(home))
     os.environ[DAGSTER_HOME_ENV] = str(home)
     return home
 
@@ -169,7 +179,7 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     print("\nOpen the UI on these runs with:")
     from quant_core.paths import repo_root
 
-    print(f"  cd {repo_root() or Path.cwd()} && DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+    print(f"  cd {repo_root() or Path.cwd()} && DAGSTER_HOME={home} .venv/bin/dg dev")
     print("Nothing runs there on its own: the schedules and the new-candles sensor start stopped (a deployment "
           "sets QUANT_AUTOMATION=on; README, 'What runs on its own').")
     return 0
