@@ -213,3 +213,47 @@ def test_a_candle_the_exchange_has_closed_is_kept_though_our_clock_lags(tmp_path
         assert frame["timestamp"][-1] == datetime(2024, 6, 3, 13, tzinfo=UTC)
         assert frame.equals(expected_frame(srv, market, to_ms(NOW - timedelta(hours=5)), to_ms(NOW)))
         assert report.dropped_open == 1  # 14:00, open by both clocks
+
+
+# ------------------------------------------------------------------------------ the Dagster candle asset
+
+
+def test_dagster_ranged_run_keeps_complete_pages_and_its_retry_continues_after_them(
+        server: FakeExchangeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ranged ohlcv run (one market x 100 days: pages of 1000, 1000 and 400 hourly candles) whose third page
+    fails through the client's retries: the asset's retry asks the exchange only for what comes after the two
+    complete pages, and every day lands complete, exactly as served."""
+    import dagster as dg
+    import yaml
+
+    from quant_assets.defs.market_data.assets import build_market_data
+    from quant_assets.io import CandleIOManagerFactory
+    from quant_assets.resources import ExchangeResource
+    from quant_core.universe import load_registry
+
+    monkeypatch.setenv("QUANT_HOME", str(tmp_path / "quant"))
+    first, last = "2024-02-23", "2024-06-01"  # 100 days
+    reg_file = tmp_path / "registry.yaml"
+    reg_file.write_text(yaml.safe_dump({"partitions_start": first, "markets": [{
+        "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "source": "ccxt", "since": first,
+        "exchange_config": server.ccxt_config("binance")}], "universes": []}))
+    (ohlcv,) = build_market_data(load_registry(reg_file)).assets
+    resources = {"exchange": ExchangeResource(max_retries=1, backoff_base_seconds=0.01, backoff_max_seconds=0.01),
+                 "ohlcv_io_manager": CandleIOManagerFactory(base_dir=str(tmp_path / "ohlcv"))}
+    server.fail_page(3, 503, path="klines", count=2)  # both tries of the client's fetch
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([ohlcv], instance=instance, resources=resources, raise_on_error=False,
+                                tags={"dagster/asset_partition_range_start": f"{first}|binance.BTC-USDT.1h",
+                                      "dagster/asset_partition_range_end": f"{last}|binance.BTC-USDT.1h"})
+        assert result.success
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+        assert len(retries) == 1
+        assert len(instance.get_materialized_partitions(ohlcv.key)) == 100
+    start = to_ms(datetime(2024, 2, 23, tzinfo=UTC))
+    asked = [int(r.params["startTime"]) for r in server.ohlcv_requests()]
+    assert asked == [start, start + 1000 * HOUR, start + 2000 * HOUR]  # no complete page fetched twice
+    stored = pl.concat([pl.read_parquet(p) for p in sorted((tmp_path / "ohlcv" / "market_data" / "ohlcv")
+                                                           .glob("*/binance.BTC-USDT.1h.parquet"))])
+    market = Market("binance", "BTC/USDT", "1h")
+    assert stored.equals(expected_frame(server, market, start, start + 2400 * HOUR))
+    assert not list((tmp_path / "quant" / "ohlcv_resume").glob("*.parquet"))  # cleared once the range landed

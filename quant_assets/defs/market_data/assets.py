@@ -7,7 +7,8 @@ Dagster splits a market x day selection into one range per value of its smaller 
 policy, so the policy says `multi_run` and the backfill dialog's promise holds. One run over a whole
 rectangle: `python -m quant_assets.backfill`. A batch that fails validation raises before anything is
 written, so good partitions are never replaced by bad data; exchange errors are retried with exponential
-backoff (RetryPolicy) on top of the ccxt client's own retries.
+backoff (RetryPolicy) on top of the ccxt client's own retries, and a fetch that fails on a later page keeps its
+complete pages so the retry (or the next run of the range) continues after them (`resume.py`).
 """
 
 
@@ -17,11 +18,13 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from quant_assets.defs.market_data.resume import FetchResume
 from quant_assets.partitions import DATE_DIM, MARKET_DIM, beta_api, ohlcv_partitions
 from quant_assets.resources import ExchangeResource
 from quant_assets.settings import schedule_status
-from quant_core.data.schema import timeframe_ms, to_utc
-from quant_core.data.validation import CandleValidationError, validate_candles
+from quant_core.data.schema import timeframe_ms, to_epoch_ms, to_utc
+from quant_core.data.validation import CandleValidationError, ms_to_datetime, validate_candles
+from quant_core.paths import quant_home
 from quant_core.universe import Registry
 
 OHLCV_KEY = dg.AssetKey(["market_data", "ohlcv"])
@@ -61,6 +64,30 @@ def build_market_data(registry: Registry) -> dg.Definitions:
                                            description="every day holds all its candles (1440 min / timeframe)")],
         )
 
+    resume = FetchResume(quant_home() / "ohlcv_resume")
+
+    def _fetch_resuming(context, source, entry, market_key: str, start: datetime, end: datetime) -> pl.DataFrame:
+        """The range's candles, continuing after those an earlier attempt completed (quant_assets.defs.market_data
+        .resume); when this attempt fails part-way too, what it completed is kept for the next."""
+        kept = resume.load(market_key, start, end)
+        begin = start if kept is None else ms_to_datetime(to_epoch_ms(kept["timestamp"].max())
+                                                          + timeframe_ms(entry.market.timeframe))
+        if kept is not None:
+            context.log.info(f"{market_key}: {kept.height} candles kept from an earlier attempt; fetching from "
+                             f"{begin:%Y-%m-%d %H:%M} UTC")
+        try:
+            fetched = source.fetch(entry.market, begin, end) if begin < end else kept.clear()
+        except Exception as exc:
+            partial = getattr(exc, "partial", None)
+            if isinstance(partial, pl.DataFrame) and partial.height:
+                both = partial if kept is None else pl.concat([kept, partial])
+                resume.keep(market_key, start, both)
+                context.log.warning(f"{market_key}: the fetch failed after {both.height} complete candles (up to "
+                                    f"{both['timestamp'].max():%Y-%m-%d %H:%M} UTC); they are kept, and the next "
+                                    "attempt of this range continues after them")
+            raise
+        return fetched if kept is None else pl.concat([kept, fetched])
+
     @candle_asset
     def ohlcv(context: dg.AssetExecutionContext, exchange: ExchangeResource):
         by_market: dict[str, list[str]] = defaultdict(list)
@@ -73,12 +100,14 @@ def build_market_data(registry: Registry) -> dg.Definitions:
             entry = registry.market(market_key)
             days = sorted(days)
             start, end = _day(days[0]), _day(days[-1]) + timedelta(days=1)
-            fetched = exchange.source(entry).fetch(entry.market, start, end)
+            fetched = _fetch_resuming(context, exchange.source(entry), entry, market_key, start, end)
             try:
                 frame, report = validate_candles(fetched, entry.market.timeframe)
             except CandleValidationError as exc:  # bad data: retrying would fetch the same batch
+                resume.clear(market_key, start)
                 raise dg.Failure(f"{market_key}: the fetched candles fail validation; nothing was written: {exc}",
                                  allow_retries=False) from exc
+            resume.clear(market_key, start)
             per_day = split_by_day(frame, days)
             empty = [d for d, f in per_day.items() if f.height == 0]
             if empty:
