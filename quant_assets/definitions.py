@@ -9,6 +9,7 @@ from quant_assets.defs.live.assets import build_forward_assets, build_live_overv
 from quant_assets.defs.market_data.assets import build_market_data
 from quant_assets.defs.training.assets import build_universe_assets
 from quant_assets.defs.training.jobs import build_job_reconciliation
+from quant_assets.executor import executor_from_env
 from quant_assets.io import CandleIOManagerFactory
 from quant_assets.registry import current_registry
 from quant_assets.resources import ConfigurationStoreResource, ExchangeResource, JaxResource
@@ -29,6 +30,7 @@ def build_definitions() -> dg.Definitions:
         build_automation(registry, retrain_jobs, forward_jobs, next(iter(live.jobs or []), None)),
         build_job_reconciliation(),
         dg.Definitions(
+            executor=executor_from_env(),  # QUANT_EXECUTOR: multiprocess (default) or celery (deploy/celery/)
             resources={
                 "ohlcv_io_manager": CandleIOManagerFactory(),
                 "exchange": ExchangeResource(),

@@ -1,0 +1,145 @@
+"""Scale-out on Celery, for real: a private redis-server, two `dagster-celery worker` processes and a
+PostgreSQL-backed instance (tests/celery_cluster.py); a retrain launched with QUANT_EXECUTOR=celery runs its
+steps on the workers (which worker ran which step is read from the run's event log) and stores one
+configuration. A worker SIGKILLed mid-step: its step runs again on the other worker and the retrain still
+stores exactly one configuration. An unreachable broker fails the run with a message that names it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from celery_cluster import (
+    CeleryCluster,
+    backfill_candles,
+    free_port,
+    latest_week,
+    redis_server,
+    steps_by_worker,
+    wait_for,
+)
+from test_platform import REGISTRY, U
+
+from quant_assets.executor import ExecutorSettingsError, celery_settings, executor_from_env
+from quant_core.store import ConfigurationStore
+
+JOB = f"retrain_{U}"
+RUN_TIMEOUT = 900
+
+
+def test_executor_is_chosen_by_configuration():
+    assert executor_from_env({}) is None  # Dagster's default: multiprocess on the run's machine
+    assert executor_from_env({"QUANT_EXECUTOR": "multiprocess"}) is dg.multiprocess_executor
+    celery = executor_from_env({"QUANT_EXECUTOR": "celery", "QUANT_CELERY_BROKER": "redis://h:6379/0"})
+    assert celery.name == "celery"
+    with pytest.raises(ExecutorSettingsError, match="QUANT_EXECUTOR='celry'.*'celery'"):
+        executor_from_env({"QUANT_EXECUTOR": "celry"})
+    with pytest.raises(ExecutorSettingsError, match="needs QUANT_CELERY_BROKER"):
+        executor_from_env({"QUANT_EXECUTOR": "celery"})
+    with pytest.raises(ExecutorSettingsError, match=r"QUANT_CELERY_BROKER='http://u:\*\*\*@h'"):
+        celery_settings({"QUANT_CELERY_BROKER": "http://u:secret@h"})  # the password never shows
+    with pytest.raises(ExecutorSettingsError, match="QUANT_CELERY_VISIBILITY_TIMEOUT"):
+        celery_settings({"QUANT_CELERY_BROKER": "redis://h", "QUANT_CELERY_VISIBILITY_TIMEOUT": "soon"})
+
+
+@pytest.fixture
+def cluster(postgres_server, tmp_path) -> Iterator[CeleryCluster]:
+    postgres_server.require()
+    dagster_db, store_db = postgres_server.create_database(), postgres_server.create_database()
+    (tmp_path / "logs").mkdir()
+    try:
+        with redis_server(tmp_path / "logs") as broker:
+            c = CeleryCluster(tmp_path, dagster_db, store_db, REGISTRY, broker, visibility_timeout=15)
+            try:
+                yield c
+            finally:
+                c.close()
+    finally:
+        postgres_server.drop_database(dagster_db)
+        postgres_server.drop_database(store_db)
+
+
+def _finish(cluster: CeleryCluster, proc: subprocess.Popen, log: str = "run") -> str:
+    try:
+        proc.wait(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    out = (cluster.logs / f"{log}.log").read_text()
+    assert proc.returncode == 0, out[-6000:] + "".join(
+        p.read_text()[-3000:] for p in sorted(cluster.logs.glob("worker-*.log")))
+    with cluster.instance() as instance:
+        runs = instance.get_run_records(dg.RunsFilter(job_name=JOB))
+        assert runs and runs[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        return runs[0].dagster_run.run_id
+
+
+def _configurations(cluster: CeleryCluster) -> list:
+    store = ConfigurationStore(cluster.env["QUANT_DATABASE_URL"])
+    try:
+        return store.list_configurations(universe_key=U)
+    finally:
+        store.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_retrain_steps_run_on_two_celery_workers(cluster):
+    week = latest_week(Path(cluster.env["QUANT_REGISTRY"]), U)
+    cluster.start_worker("alpha")
+    cluster.start_worker("beta")
+    backfill_candles(cluster, week)
+    cluster.wait_ready()
+    run_id = _finish(cluster, cluster.launch(JOB, week))
+    with cluster.instance() as instance:
+        ran = steps_by_worker(instance, run_id)
+    # every step of the retrain ran on a worker, each exactly once, and both workers took part
+    assert set(ran) == {f"{U}__{s}" for s in ("price_panel", "trained_parameters", "walk_forward_report",
+                                               "configuration")}, ran
+    assert all(len(w) == 1 for w in ran.values()), ran
+    workers = {w[0].split("@")[0] for w in ran.values()}
+    assert workers == {"alpha", "beta"}, ran
+    assert len(_configurations(cluster)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
+    week = latest_week(Path(cluster.env["QUANT_REGISTRY"]), U)
+    cluster.start_worker("alpha")
+    cluster.start_worker("beta")
+    backfill_candles(cluster, week)
+    cluster.wait_ready()
+    proc = cluster.launch(JOB, week)
+    with cluster.instance() as instance:
+        def training_started():
+            runs = instance.get_run_records(dg.RunsFilter(job_name=JOB))
+            if not runs:
+                return None
+            ran = steps_by_worker(instance, runs[0].dagster_run.run_id)
+            return next(((k, w[0]) for k, w in ran.items() if "trained_parameters" in k), None)
+
+        step, worker = wait_for(training_started, 300, "the training step to start on a worker", cluster.logs)
+    victim = worker.split("@")[0]
+    cluster.kill_worker(victim)
+    run_id = _finish(cluster, proc)
+    with cluster.instance() as instance:
+        ran = steps_by_worker(instance, run_id)
+    survivor = ({"alpha", "beta"} - {victim}).pop()
+    assert [w.split("@")[0] for w in ran[step]] == [victim, survivor], ran
+    assert len(_configurations(cluster)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_an_unreachable_broker_fails_the_run_naming_it(cluster):
+    week = latest_week(Path(cluster.env["QUANT_REGISTRY"]), U)
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    proc = cluster.launch(JOB, week, "dead-broker", env={**cluster.env, "QUANT_CELERY_BROKER": dead})
+    proc.wait(timeout=300)
+    out = (cluster.logs / "dead-broker.log").read_text()
+    assert proc.returncode != 0
+    assert f"the Celery broker {dead} (QUANT_CELERY_BROKER) is unreachable" in out, out[-4000:]
