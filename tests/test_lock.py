@@ -65,3 +65,19 @@ def test_bootstrap_pins_the_uv_that_wrote_the_lock() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     dagster = next(d for d in pyproject["project"]["dependencies"] if d.startswith("dagster=="))
     assert versions["dagster"] == versions["dagster-dg-cli"] == dagster.split("==")[1]
+
+
+def test_the_docker_image_installs_the_lock_with_the_same_uv(tmp_path: Path) -> None:
+    """deploy/docker/Dockerfile installs uv.lock's pins (uv export, hashes) with the uv of scripts/bootstrap.sh;
+    the export it runs works on the committed lock and pins every package with hashes."""
+    docker = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    pinned = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "scripts" / "bootstrap.sh").read_text(), re.M).group(1)
+    assert f"ARG UV_VERSION={pinned}\n" in docker and "uv export --frozen --no-dev --no-emit-project" in docker
+    assert "--require-hashes" in docker and "pip install --no-cache-dir -e ." not in docker
+    out = subprocess.run([_uv(), "export", "--frozen", "--no-dev", "--no-emit-project", "-o", str(tmp_path / "r.txt")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "r.txt").read_text()
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert "jax==" + next(p["version"] for p in lock["package"] if p["name"] == "jax") in text
+    assert "--hash=sha256:" in text and "pytest==" not in text  # dev tools stay out of the image
