@@ -35,6 +35,8 @@ import ccxt
 
 from quant_core.data.schema import TIMEFRAME_MINUTES
 
+OFF_GRID_NOW = datetime(2024, 6, 3, 13, 47, 12, tzinfo=UTC)  # the tests' clock: off every candle grid, the last open
+
 BINANCE_MAX_LIMIT = 1000
 BINANCE_DEFAULT_LIMIT = 500
 KRAKEN_MAX_ROWS = 720
@@ -463,3 +465,16 @@ def _unit(seed: int, symbol: str, timeframe: str, t: int, k: int) -> float:
 
 def _dec(x: float, places: int = 8) -> str:
     return f"{x:.{places}f}"
+
+
+def expected_frame(server: FakeExchangeServer, market, start_ms: int, end_ms: int):
+    """The candles [start_ms, end_ms) of `market` as a fetch should return them (CANDLE_SCHEMA frame)."""
+    import polars as pl
+
+    from quant_core.data.schema import CANDLE_SCHEMA
+    from quant_core.data.validation import ms_to_datetime
+
+    rows = server.expected(market.symbol, market.timeframe, start_ms, end_ms)
+    return pl.DataFrame({"timestamp": [ms_to_datetime(r[0]) for r in rows],
+                         **{c: [float(r[i + 1]) for r in rows] for i, c in enumerate(list(CANDLE_SCHEMA)[1:])}},
+                        schema=CANDLE_SCHEMA)

@@ -4,13 +4,19 @@ the environment only, and incremental idempotent ingestion into the Parquet stor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
-from exchange_server import BINANCE_MAX_LIMIT, KRAKEN_MAX_ROWS, FakeExchangeServer, running_server
+from exchange_server import (
+    BINANCE_MAX_LIMIT,
+    KRAKEN_MAX_ROWS,
+    OFF_GRID_NOW,
+    FakeExchangeServer,
+    expected_frame,
+    running_server,
+)
 
 from quant_core.data.candle_store import ParquetCandleStore
 from quant_core.data.ccxt_source import (
@@ -24,7 +30,7 @@ from quant_core.data.schema import CANDLE_SCHEMA, Market, timeframe_ms
 from quant_core.data.validation import ms_to_datetime
 
 # Not on any candle grid, so the last candle of every timeframe is still open.
-NOW = datetime(2024, 6, 3, 13, 47, 12, tzinfo=UTC)
+NOW = OFF_GRID_NOW
 
 
 class Sleeps(list):
@@ -32,19 +38,6 @@ class Sleeps(list):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeExchangeServer]:
-    with running_server(NOW) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BINANCE", "KRAKEN"):
-        for suffix in ("API_KEY", "SECRET", "PASSWORD", "UID"):
-            monkeypatch.delenv(f"QUANT_{name}_{suffix}", raising=False)
 
 
 def make_source(server: FakeExchangeServer, exchange: str, sleeps: Sleeps | None = None, **kwargs) -> CcxtSource:
@@ -59,15 +52,6 @@ def make_source(server: FakeExchangeServer, exchange: str, sleeps: Sleeps | None
     )
 
 
-def expected_frame(server: FakeExchangeServer, market: Market, start_ms: int, end_ms: int) -> pl.DataFrame:
-    rows = server.expected(market.symbol, market.timeframe, start_ms, end_ms)
-    return pl.DataFrame(
-        {
-            "timestamp": [ms_to_datetime(r[0]) for r in rows],
-            **{c: [float(r[i + 1]) for r in rows] for i, c in enumerate(list(CANDLE_SCHEMA)[1:])},
-        },
-        schema=CANDLE_SCHEMA,
-    )
 
 
 def window(server: FakeExchangeServer, timeframe: str, candles: int) -> tuple[int, int]:

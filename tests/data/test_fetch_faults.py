@@ -9,34 +9,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
-from exchange_server import FakeExchangeServer, running_server
+from exchange_server import OFF_GRID_NOW, FakeExchangeServer, expected_frame, running_server
 
 from quant_core.data.candle_store import ParquetCandleStore
 from quant_core.data.ccxt_source import CcxtSource, ExchangeUnavailableError, fetch_incremental
-from quant_core.data.schema import CANDLE_SCHEMA, Market
+from quant_core.data.schema import Market
 from quant_core.data.validation import ms_to_datetime
 
-NOW = datetime(2024, 6, 3, 13, 47, 12, tzinfo=UTC)  # off every candle grid: the last candle is open
+NOW = OFF_GRID_NOW
 HOUR = 3_600_000
-
-
-@pytest.fixture
-def server() -> Iterator[FakeExchangeServer]:
-    with running_server(NOW) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BINANCE", "KRAKEN"):
-        for suffix in ("API_KEY", "SECRET", "PASSWORD", "UID"):
-            monkeypatch.delenv(f"QUANT_{name}_{suffix}", raising=False)
 
 
 def make_source(server: FakeExchangeServer, exchange: str, **kwargs) -> CcxtSource:
@@ -46,11 +32,6 @@ def make_source(server: FakeExchangeServer, exchange: str, **kwargs) -> CcxtSour
     return CcxtSource(exchange, server.ccxt_config(exchange), sleep=lambda _s: None, **kwargs)
 
 
-def expected_frame(server: FakeExchangeServer, market: Market, start_ms: int, end_ms: int) -> pl.DataFrame:
-    rows = server.expected(market.symbol, market.timeframe, start_ms, end_ms)
-    return pl.DataFrame({"timestamp": [ms_to_datetime(r[0]) for r in rows],
-                         **{c: [float(r[i + 1]) for r in rows] for i, c in enumerate(list(CANDLE_SCHEMA)[1:])}},
-                        schema=CANDLE_SCHEMA)
 
 
 def to_ms(dt: datetime) -> int:
