@@ -79,65 +79,106 @@ class WalkForwardReport:
         return d
 
 
-def walk_forward(
+@dataclass
+class FoldOutcome:
+    """Everything one fold's retrain and evaluation give `combine_folds` (picklable: a fold can run in its own
+    process or on another machine). `n_configurations` and `candidates` are None where the fold stayed out."""
+
+    result: FoldResult
+    oos_log_returns: np.ndarray
+    benchmark_log_returns: dict[str, np.ndarray]  # the tunable's benchmarks over the test window
+    dates: list[str]
+    trades: list[dict]  # the out-of-sample trades, each tagged with the fold's index
+    n_configurations: int | None = None
+    candidates: list[dict] | None = None  # the trained result's candidates (user units), best first
+
+    @property
+    def stayed_out(self) -> bool:
+        return self.n_configurations is None
+
+
+def walk_forward_span(spec: RunSpec, start: datetime | None = None,
+                      end: datetime | None = None) -> tuple[datetime, datetime]:
+    """[start, end) of a walk-forward: by default startDateString .. endTestDateString (or endDateString)."""
+    return start or spec.start, end or spec.end_test or spec.end
+
+
+def plan_folds(data: Any, spec: RunSpec, settings: WalkForwardSettings, start: datetime,
+               end: datetime) -> list[Fold]:
+    """The folds over [start, end), once the data are checked to cover them (with warm-up)."""
+    folds = make_folds(start, end, settings)
+    tunable_for(spec).validate_data(data, folds[0].train_start, folds[-1].test_end)
+    return folds
+
+
+def run_fold(
     data: Any,
     spec: RunSpec,
-    settings: WalkForwardSettings,
+    fold: Fold,
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
     seed: int | None = None,
     n_trials: int | None = None,
     trainer: Callable[..., TrainedParameters] = train,
     log: Callable[[str], None] | None = None,
-) -> WalkForwardReport:
-    """Retrain per fold over [start, end) (default: startDateString .. endTestDateString or end) of `data`
-    (a PricePanel for a pool, MarketCandles for a CEX strategy)."""
+) -> FoldOutcome:
+    """Retrain on the fold's training window and evaluate in- and out-of-sample; a fold whose training finds no
+    admissible parameter set stays out of the market where the tunable can (`Tunable.stay_out`)."""
     tunable = tunable_for(spec)
-    start = start or spec.start
-    end = end or spec.end_test or spec.end
-    folds = make_folds(start, end, settings)
-    tunable.validate_data(data, folds[0].train_start, folds[-1].test_end)
-    results: list[FoldResult] = []
-    returns: list[np.ndarray] = []
+    n_configurations = candidates = None
+    try:
+        trained = trainer(data, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
+    except NoFiniteCandidate as exc:
+        oos = tunable.stay_out(data, fold.test_start, fold.test_end)  # raises where it cannot stay out
+        if log:
+            log(f"fold {fold.index}: no admissible parameter set ({exc}); the fold stays out of the market")
+        params, in_sample = {}, tunable.stay_out(data, fold.train_start, fold.train_end).metrics[0]
+    else:
+        params = trained.params
+        in_sample = tunable.evaluate(data, [params], fold.train_start, fold.train_end, benchmarks=False).metrics[0]
+        oos = tunable.evaluate(data, [params], fold.test_start, fold.test_end, trades=tunable.trades)
+        n_configurations, candidates = trained.n_configurations, trained.candidates
+    r = oos.log_returns[0]
+    trades = [{"fold": fold.index, **t} for t in oos.trades[0]] if oos.trades else []
+    result = FoldResult(fold=fold, params=params, in_sample=in_sample, out_of_sample=oos.metrics[0],
+                        oos_benchmark=oos.benchmark_metrics[tunable.benchmark], oos_log_returns=r.tolist(),
+                        walk_forward_efficiency=walk_forward_efficiency(in_sample["sharpe"], oos.metrics[0]["sharpe"]))
+    if log:
+        f = result
+        counts = (f" ({f.in_sample['n_trades']:.0f} trades)", f" ({f.out_of_sample['n_trades']:.0f} trades)") \
+            if tunable.trades else ("", "")
+        log(f"fold {fold.index}: train {fold.train_start:%Y-%m-%d}..{fold.train_end:%Y-%m-%d} IS "
+            f"{f.in_sample['daily_log_sharpe']:.3f}{counts[0]}, test {fold.test_start:%Y-%m-%d}.."
+            f"{fold.test_end:%Y-%m-%d} OOS {f.out_of_sample['daily_log_sharpe']:.3f}{counts[1]}")
+    return FoldOutcome(result=result, oos_log_returns=r, benchmark_log_returns=dict(oos.benchmark_log_returns),
+                       dates=oos.dates, trades=trades, n_configurations=n_configurations, candidates=candidates)
+
+
+def combine_folds(
+    data: Any,
+    spec: RunSpec,
+    outcomes: list[FoldOutcome],
+    start: datetime,
+    end: datetime,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> WalkForwardReport:
+    """The report of the folds' outcomes (in fold order) over [start, end): the stitched out-of-sample returns,
+    benchmarks, walk-forward efficiency, and the significance evidence, with the last trained fold's candidates
+    evaluated over the whole span for PBO."""
+    tunable = tunable_for(spec)
+    outcomes = sorted(outcomes, key=lambda o: o.result.fold.index)
+    results = [o.result for o in outcomes]
+    returns = [o.oos_log_returns for o in outcomes]
     bench: dict[str, list[np.ndarray]] = {}
     dates: list[str] = []
     trades: list[dict] = []
-    n_configurations: list[int] = []
-    last = None
-    for fold in folds:
-        try:
-            trained = trainer(data, spec, start=fold.train_start, end=fold.train_end, seed=seed, n_trials=n_trials)
-        except NoFiniteCandidate as exc:
-            oos = tunable.stay_out(data, fold.test_start, fold.test_end)  # raises where it cannot stay out
-            if log:
-                log(f"fold {fold.index}: no admissible parameter set ({exc}); the fold stays out of the market")
-            params, in_sample = {}, tunable.stay_out(data, fold.train_start, fold.train_end).metrics[0]
-        else:
-            params = trained.params
-            in_sample = tunable.evaluate(data, [params], fold.train_start, fold.train_end, benchmarks=False).metrics[0]
-            oos = tunable.evaluate(data, [params], fold.test_start, fold.test_end, trades=tunable.trades)
-            n_configurations.append(trained.n_configurations)
-            last = trained
-        r = oos.log_returns[0]
-        returns.append(r)
-        for name, b in oos.benchmark_log_returns.items():
+    for o in outcomes:
+        for name, b in o.benchmark_log_returns.items():
             bench.setdefault(name, []).append(b)
-        dates.extend(oos.dates)
-        if oos.trades:
-            trades.extend({"fold": fold.index, **t} for t in oos.trades[0])
-        results.append(FoldResult(fold=fold, params=params, in_sample=in_sample, out_of_sample=oos.metrics[0],
-                                  oos_benchmark=oos.benchmark_metrics[tunable.benchmark],
-                                  oos_log_returns=r.tolist(),
-                                  walk_forward_efficiency=walk_forward_efficiency(in_sample["sharpe"],
-                                                                                  oos.metrics[0]["sharpe"])))
-        if log:
-            f = results[-1]
-            counts = (f" ({f.in_sample['n_trades']:.0f} trades)", f" ({f.out_of_sample['n_trades']:.0f} trades)") \
-                if tunable.trades else ("", "")
-            log(f"fold {fold.index}: train {fold.train_start:%Y-%m-%d}..{fold.train_end:%Y-%m-%d} IS "
-                f"{f.in_sample['daily_log_sharpe']:.3f}{counts[0]}, test {fold.test_start:%Y-%m-%d}.."
-                f"{fold.test_end:%Y-%m-%d} OOS {f.out_of_sample['daily_log_sharpe']:.3f}{counts[1]}")
+        dates.extend(o.dates)
+        trades.extend(o.trades)
+    n_configurations = [o.n_configurations for o in outcomes if not o.stayed_out]
+    last = next((o for o in reversed(outcomes) if not o.stayed_out), None)
     r_all = np.concatenate(returns)
     candidates = None
     if last is not None and len(last.candidates) > 1:
@@ -175,6 +216,27 @@ def walk_forward(
         worst_walk_forward_efficiency=float(np.min(wfe)),
         undefined_efficiency_folds=int(np.sum(~np.isfinite(wfe))),
     )
+
+
+def walk_forward(
+    data: Any,
+    spec: RunSpec,
+    settings: WalkForwardSettings,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    seed: int | None = None,
+    n_trials: int | None = None,
+    trainer: Callable[..., TrainedParameters] = train,
+    log: Callable[[str], None] | None = None,
+) -> WalkForwardReport:
+    """Retrain per fold over [start, end) (default: startDateString .. endTestDateString or end) of `data`
+    (a PricePanel for a pool, MarketCandles for a CEX strategy), one fold after the other in this process.
+    (The Dagster retrain runs each fold as its own step: `plan_folds`, `run_fold`, `combine_folds`.)"""
+    start, end = walk_forward_span(spec, start, end)
+    folds = plan_folds(data, spec, settings, start, end)
+    outcomes = [run_fold(data, spec, fold, seed=seed, n_trials=n_trials, trainer=trainer, log=log) for fold in folds]
+    return combine_folds(data, spec, outcomes, start, end, log=log)
 
 
 def walk_forward_efficiency(is_sharpe: float, oos_sharpe: float) -> float:
