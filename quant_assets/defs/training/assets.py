@@ -7,7 +7,8 @@ retrain moves the universe's run spec so its last window ends where W ends, sear
 (universe, W) unless the registry or the launchpad sets one (`quant_core.retrain.retrain_spec`), and reads
 exactly the candle partitions of its markets over its lookback
 (`quant_assets.partitions.candles_for_retrain`). Training steps share the `training` concurrency pool so a
-backfill cannot oversubscribe the machine.
+backfill cannot oversubscribe the machine. The walk-forward report is a graph of steps, one per fold, so an
+executor can spread the folds over workers (`quant_assets.defs.training.folds`).
 """
 
 import dagster as dg
@@ -21,25 +22,22 @@ from quant_assets.defs.training.common import (
     configuration_metadata,
     frames_by_market,
     retrain_job,
-    significance_table,
     store_configuration,
-    threshold_check,
     trades_md,
     week_spec,
 )
+from quant_assets.defs.training.folds import build_walk_forward_report
 from quant_assets.defs.training.jobs import run_heartbeat, training_job
 from quant_assets.io import CandleIOManager
-from quant_assets.metadata import folds_markdown, markdown_table, number, plot_metadata
+from quant_assets.metadata import markdown_table, number, plot_metadata
 from quant_assets.partitions import candles_for_retrain, retrain_partitions
 from quant_assets.resources import ConfigurationStoreResource, JaxResource
 from quant_core.configuration import build_configuration
-from quant_core.jsonsafe import json_safe
-from quant_core.plots import BENCHMARK_LABELS, walk_forward_plot
 from quant_core.spec import RunSpec
 from quant_core.train.trainer import TrainedParameters, train
 from quant_core.tunables import tunable_for
 from quant_core.universe import Registry, Universe
-from quant_core.validate.walk_forward import WalkForwardReport, walk_forward
+from quant_core.validate.walk_forward import WalkForwardReport
 
 
 def parameter_rows(stored: dict) -> list[dict]:
@@ -55,7 +53,6 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
     markets = {t: registry.market(universe.markets[t]).market for t in base_spec.tokens}
     partitions = retrain_partitions(registry, universe)
     tags = {"quant/kind": "retrain", "quant/universe": name}
-    benchmark = BENCHMARK_LABELS.get(tunable.benchmark, tunable.benchmark)
 
     def window_spec(context, config: TrainConfig | None = None) -> RunSpec:
         return week_spec(base_spec, name, context.partition_time_window.end, config)  # the week's windows and seed
@@ -138,50 +135,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         yield dg.AssetCheckResult(check_name="finite_objective", passed=bool(np.isfinite(trained.objective)),
                                   metadata={"objective": number(trained.objective)})
 
-    @dg.asset(
-        key=[name, "walk_forward_report"],
-        group_name=name,
-        partitions_def=partitions,
-        ins={"data": dg.AssetIn(key=data_key)},
-        kinds={"jax"},
-        pool=TRAINING_POOL,
-        tags=tags,
-        description=f"Walk-forward validation: retrain per fold, in- vs out-of-sample against {benchmark}, "
-        f"significance; sample size = {tunable.sample_unit}.",
-        check_specs=[
-            dg.AssetCheckSpec("finite_oos_metrics", asset=[name, "walk_forward_report"], blocking=True),
-            dg.AssetCheckSpec("oos_thresholds", asset=[name, "walk_forward_report"],
-                              description="out-of-sample evidence meets the universe's MATURE thresholds"),
-        ],
-    )
-    def walk_forward_report(context: dg.AssetExecutionContext, config: TrainConfig,
-                            config_store: ConfigurationStoreResource, data):
-        spec = window_spec(context, config)
-        with run_heartbeat(config_store, context):  # the run's trained job awaits this step: it is alive
-            report = walk_forward(data, spec, universe.walk_forward, seed=config.seed, log=context.log.info)
-        yield dg.Output(report, metadata={
-            "folds": folds_markdown(report, benchmark, trades=bool(tunable.trades)),
-            "oos_sharpe": number(report.oos_sharpe),
-            f"oos_{report.benchmark}_sharpe": number(report.oos_benchmark_sharpe),
-            **{f"oos_{k}_sharpe": number(b["sharpe"]) for k, b in report.other_benchmarks.items()},
-            "mean_is_sharpe": number(report.mean_is_sharpe),
-            "mean_oos_sharpe": number(report.mean_oos_sharpe),
-            # Pardo's walk-forward efficiency: mean and worst over folds (NaN where a fold's IS Sharpe <= 0)
-            "walk_forward_efficiency": number(report.mean_walk_forward_efficiency),
-            "worst_walk_forward_efficiency": number(report.worst_walk_forward_efficiency),
-            "sample_size": report.sample_size,
-            "sample_unit": report.sample_unit,
-            **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
-            "significance": significance_table(report),
-            "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds),
-                                                                          "trades": len(report.trades)})),
-            **plot_metadata(walk_forward_plot(report, what=tunable.name), "walk-forward", name,
-                            context.partition_key.replace("|", "_"), "walk_forward_report.png"),
-        })
-        finite = all(np.isfinite(f.out_of_sample["daily_log_sharpe"]) for f in report.folds)
-        yield dg.AssetCheckResult(check_name="finite_oos_metrics",
-                                  passed=bool(finite and np.isfinite(report.oos_sharpe)))
-        yield threshold_check(universe, report)
+    walk_forward_report = build_walk_forward_report(universe, partitions, data_key, tags)
 
     @dg.asset(
         key=[name, "configuration"],
