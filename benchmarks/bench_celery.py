@@ -12,8 +12,9 @@ Printed per worker count: run wall time (`dagster job execute`, start to exit), 
 (engine event "Submitting celery task" -> the worker's "Executing steps ... in celery worker") and the step's
 own time (STEP_START -> STEP_SUCCESS); overhead per step = mean queue wait + the worker's set-up before
 STEP_START. The ratio is the 1-worker time over the 2-worker time. On this 2-core machine the two workers share
-the same cores as the orchestrator, so the ratio says how much of the retrain's steps run side by side (at most
-the two training steps of its four), not what a second machine would add.
+the same cores as the orchestrator, so the ratio says how much of the retrain's steps run side by side (the
+training step and the walk-forward's fold steps, as the `training` pool allows), not what a second machine would
+add.
 """
 
 from __future__ import annotations
