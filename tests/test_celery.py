@@ -96,9 +96,15 @@ def test_retrain_steps_run_on_two_celery_workers(cluster):
     run_id = _finish(cluster, cluster.launch(JOB, week))
     with cluster.instance() as instance:
         ran = steps_by_worker(instance, run_id)
-    # every step of the retrain ran on a worker, each exactly once, and both workers took part
-    assert set(ran) == {f"{U}__{s}" for s in ("price_panel", "trained_parameters", "walk_forward_report",
-                                               "configuration")}, ran
+        report = instance.get_latest_materialization_event(dg.AssetKey([U, "walk_forward_report"]))
+    n_folds = report.asset_materialization.metadata["report"].value["folds"]
+    # every step of the retrain ran on a worker, each exactly once, and both workers took part; the walk-forward
+    # is one step per fold between plan_folds and combine_folds, each placed on a worker by Celery
+    graph = f"{U}__walk_forward_report"
+    folds = {s for s in ran if s.startswith(f"{graph}.run_fold[")}
+    assert n_folds >= 2 and len(folds) == n_folds, ran
+    assert set(ran) == {f"{U}__{s}" for s in ("price_panel", "trained_parameters", "configuration")} | {
+        f"{graph}.plan_folds", f"{graph}.combine_folds"} | folds, ran
     assert all(len(w) == 1 for w in ran.values()), ran
     workers = {w[0].split("@")[0] for w in ran.values()}
     assert workers == {"alpha", "beta"}, ran
