@@ -7,12 +7,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import numpy as np
 import pytest
-from test_strategy_platform import MARKET, REGISTRY, TODAY, U
+from test_strategy_platform import TODAY, U, land_lookback, make_platform
 
-from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.defs.training.common import TrainConfig, week_spec
 from quant_assets.partitions import latest_retrain_week
-from quant_core.universe import load_registry
 from quant_core.validate.folds import make_folds
 from quant_core.validate.walk_forward import walk_forward, walk_forward_span
 
@@ -21,14 +19,8 @@ REPORT = [U, "walk_forward_report"]
 
 @pytest.fixture
 def platform(tmp_path, monkeypatch, sqlite_url):
-    path = tmp_path / "registry.yaml"
-    path.write_text(REGISTRY)
-    monkeypatch.setenv("QUANT_REGISTRY", str(path))
-    monkeypatch.setenv("QUANT_HOME", str(tmp_path / "quant"))
     monkeypatch.setenv("QUANT_DATABASE_URL", sqlite_url)
-    from quant_assets.definitions import build_definitions
-
-    return load_registry(path), build_definitions()
+    return make_platform(tmp_path, monkeypatch)
 
 
 def test_graph_takes_the_launchpad_config_as_the_single_step_asset_did(platform):
@@ -53,12 +45,7 @@ def test_each_fold_is_its_own_step_and_the_report_is_the_in_process_one(platform
     assets, resources = list(defs.assets), dict(defs.resources)
     with dg.instance_for_test() as instance:
         week = latest_retrain_week(registry, universe, TODAY)
-        first = TODAY - timedelta(days=7 * 12)
-        res = dg.materialize(assets, selection=[OHLCV_KEY], instance=instance, resources=resources,
-                             tags={"dagster/asset_partition_range_start": f"{first:%Y-%m-%d}|{MARKET}",
-                                   "dagster/asset_partition_range_end": f"{TODAY - timedelta(days=1):%Y-%m-%d}|"
-                                                                        f"{MARKET}"})
-        assert res.success
+        land_lookback(defs, instance)
         res = dg.materialize(assets, selection=[dg.AssetKey([U, "candles"]), dg.AssetKey(REPORT)],
                              instance=instance, resources=resources, partition_key=week,
                              run_config={"ops": {f"{U}__walk_forward_report": {"config": {"seed": 5}}}})

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from quant_assets.backfill import backfill_candles
 from quant_assets.defs.automation import retrain_requests
 from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.partitions import latest_retrain_week
@@ -49,8 +50,8 @@ universes:
 """
 
 
-@pytest.fixture
-def platform(tmp_path, monkeypatch, request):
+def make_platform(tmp_path, monkeypatch):
+    """The registry above as the code location's (QUANT_REGISTRY, QUANT_HOME under tmp_path) and its definitions."""
     path = tmp_path / "registry.yaml"
     path.write_text(REGISTRY)
     monkeypatch.setenv("QUANT_REGISTRY", str(path))
@@ -58,6 +59,18 @@ def platform(tmp_path, monkeypatch, request):
     from quant_assets.definitions import build_definitions
 
     return load_registry(path), build_definitions()
+
+
+def land_lookback(defs, instance) -> None:
+    """The market's candles of the last 12 weeks, in one ranged run (quant_assets.backfill)."""
+    first, last = TODAY - timedelta(days=7 * 12), TODAY - timedelta(days=1)
+    results = backfill_candles(defs, instance, f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}", [MARKET], [MARKET])
+    assert all(r.success for r in results)
+
+
+@pytest.fixture
+def platform(tmp_path, monkeypatch):
+    return make_platform(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
@@ -70,12 +83,7 @@ def test_strategy_universe_retrains_and_stores_its_trades(platform, backend, req
     assets, resources = list(defs.assets), dict(defs.resources)
     with dg.instance_for_test() as instance:
         week = latest_retrain_week(registry, universe, TODAY)
-        first = TODAY - timedelta(days=7 * 12)
-        res = dg.materialize(assets, selection=[OHLCV_KEY], instance=instance, resources=resources,
-                             tags={"dagster/asset_partition_range_start": f"{first:%Y-%m-%d}|{MARKET}",
-                                   "dagster/asset_partition_range_end": f"{TODAY - timedelta(days=1):%Y-%m-%d}|"
-                                                                        f"{MARKET}"})
-        assert res.success
+        land_lookback(defs, instance)
         # new candles ask for this universe's latest week, like a pool's
         new = {k for k in instance.get_materialized_partitions(OHLCV_KEY)}
         requests, _ = retrain_requests(registry, instance, new, TODAY)
