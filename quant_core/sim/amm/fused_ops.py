@@ -1,4 +1,5 @@
-"""Gather, scatter and sum over a short static axis, written so XLA fuses them, plus a kernel-sequence fence.
+"""Gather, scatter and sum over a short static axis, written so XLA fuses them, plus a kernel-sequence fence
+and a branch predicate that stays unbatched under vmap.
 
 The fee engine's scan step is a few dozen tiny kernels and on XLA:CPU launching a kernel costs more
 than its arithmetic (see the "Speed" section of g3m_fees); these helpers express indexing and
@@ -20,6 +21,18 @@ def _block(pred: jax.Array, fn: Callable[..., Any], *args: jax.Array) -> Any:
     """fn(*args) as the branch of a `lax.cond` on `pred` (always true): a kernel sequence of its own."""
     out_shape = jax.eval_shape(fn, *args)
     return jax.lax.cond(pred, fn, lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape), *args)
+
+
+@jax.custom_batching.custom_vmap
+def _any_in_batch(pred: jax.Array) -> jax.Array:
+    """pred itself; under vmap, whether it holds for any member of the batch, unbatched, so that a `lax.cond`
+    on it still skips its branch (a batched predicate turns the cond into a select of both branches)."""
+    return pred
+
+
+@_any_in_batch.def_vmap
+def _any_in_batch_rule(axis_size: int, in_batched: list[bool], pred: jax.Array) -> tuple[jax.Array, bool]:
+    return (jnp.any(pred) if in_batched[0] else pred), False
 
 
 def _mask(size: int, positions: Iterable[int]) -> jax.Array:
