@@ -300,6 +300,46 @@ def test_reverse_mode_gradient_runs():
 
     g = jax.grad(final_value)(0.0)
     assert np.isfinite(float(g))
+    # through the skipped quiet arbitrages too, against central differences
+    h = 1e-5
+    fd = (float(final_value(0.3 + h)) - float(final_value(0.3 - h))) / (2 * h)
+    assert abs(float(jax.grad(final_value)(0.3)) - fd) < 1e-6 * abs(fd)
+
+
+@pytest.mark.xfail(strict=True, reason="XLA:CPU (jaxlib 0.10.2) miscompiles the batched reverse pass of the fee "
+                   "scan; training works round it set by set (quant_core.train.set_batching). When this passes, "
+                   "set_batching can go back to vmap.")
+def test_vmapped_reverse_mode_gradient_equals_single():
+    prices, weights, r0 = _path(300, seed=9)
+
+    def final_value(scale):
+        w = weights * jnp.exp(scale * jnp.array([0.1, 0.0, -0.1]))
+        w = w / w.sum(axis=1, keepdims=True)
+        return jnp.sum(g3m_reserves_with_fees(prices, w, r0, fees=0.003).reserves[-1] * prices[-1])
+
+    single = float(jax.grad(final_value)(0.0))
+    many = jax.jit(jax.vmap(jax.grad(final_value)))(jnp.array([0.0, 0.0]))
+    assert abs(float(many[0]) - single) < 1e-9 * abs(single)
+
+
+def test_quiet_arbitrages_are_skipped_without_changing_the_path():
+    """A Python fee skips the arbitrages with no candidate near validity (see "Quiet steps"); a traced fee runs
+    every search. Same path, single and vmapped (where members trade in different minutes)."""
+    prices, weights, r0 = _path(3000, seed=41, vol=4e-4, wiggle=0.05)
+    skipping = g3m_reserves_with_fees(prices, weights, r0, fees=0.003)
+    searching = jax.jit(lambda f: g3m_reserves_with_fees(prices, weights, r0, fees=f))(0.003)
+    traded = np.asarray(skipping.arb_volume) > 0
+    assert 0.05 < traded.mean() < 0.7  # both kinds of minute occur
+    assert _close(skipping.reserves, searching.reserves) < 1e-13
+    np.testing.assert_array_equal(np.asarray(searching.arb_volume) > 0, traded)
+    ref_r, _, _ = np_fee_path(prices, weights, r0, fees=0.003)
+    assert _close(skipping.reserves, ref_r) < 1e-12
+    batch = np.stack([weights, _path(3000, seed=42, vol=4e-4, wiggle=0.05)[1]])
+    many = jax.jit(jax.vmap(lambda w: g3m_reserves_with_fees(prices, w, r0, fees=0.003)))(batch)
+    assert _close(many.reserves[0], skipping.reserves) < 1e-13
+    other = g3m_reserves_with_fees(prices, batch[1], r0, fees=0.003)
+    assert _close(many.reserves[1], other.reserves) < 1e-13
+    assert np.any((np.asarray(many.arb_volume[0]) > 0) != (np.asarray(many.arb_volume[1]) > 0))
 
 
 def test_rejects_bad_arguments():
