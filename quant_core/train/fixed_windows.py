@@ -34,7 +34,6 @@ from quant_core.train.hessian_trace import window_objective
 from quant_core.train.method_settings import HessianTraceSettings
 from quant_core.train.params import ParamLayout
 from quant_core.train.problem import NoFiniteCandidate
-from quant_core.train.set_batching import over_sets
 from quant_core.train.split import TrainSplit
 
 
@@ -94,11 +93,10 @@ class FixedWindowObjective:
             self._phases = jnp.asarray(np.tile(self.offsets - aligned, n_src))
             self._value = window_objective(loss, sources, hessian, seed)
         # the windows are arguments, not constants folded into the compiled functions
-        both = over_sets(self._flat_both, False)
+        both = jax.vmap(self._flat_both, in_axes=(0, None, None))
         self._population = jax.jit(lambda x, rows, phases: both(x, rows, phases)[0])
-        # the trace term and the gradient differentiate: set by set through the fee scan (set_batching)
-        self._population_with_trace = jax.jit(over_sets(self._flat_both, loss.sets_in_sequence and bool(hessian)))
-        self._value_and_grad = jax.jit(over_sets(jax.value_and_grad(self.flat_value), loss.sets_in_sequence))
+        self._population_with_trace = jax.jit(both)
+        self._value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(self.flat_value), in_axes=(0, None, None)))
 
     def _flat_both(self, x: jax.Array, rows: jax.Array, phases: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self._value(self._unravel(x), rows, phases)

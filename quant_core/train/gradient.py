@@ -59,7 +59,6 @@ from quant_core.train.hessian_trace import window_objective
 from quant_core.train.method_settings import HessianTraceSettings, hessian_trace_settings
 from quant_core.train.objective import PoolEvaluator, check_trainable_series
 from quant_core.train.params import ParamLayout, initial_sets, parameter_layout
-from quant_core.train.set_batching import over_sets
 from quant_core.train.split import TrainSplit, plan_split, stratified_offsets
 
 
@@ -145,8 +144,6 @@ class WindowLoss:
         # daily metric, minute data, zero costs: the values on the window's days, summed per chunk
         fast = (values_at_supported(self.st) and spec.return_val in DAILY_SAMPLED and spec.turnover_penalty == 0)
         self.closed_form = fast if closed_form is None else closed_form and fast
-        # derivatives through the fee scan go set by set (quant_core.train.set_batching)
-        self.sets_in_sequence = bool(st.with_costs)
         opt = spec.optimisation_settings
         self.probs = split.offset_probabilities(opt.sample_method)
         self.stratified = opt.sample_method == "stratified"
@@ -205,8 +202,6 @@ class WindowLoss:
                 score = score - self.spec.turnover_penalty * turnover
             return score
 
-        if self.sets_in_sequence:  # the windows too (quant_core.train.set_batching)
-            return -jnp.mean(jax.lax.map(lambda rp: one(*rp), (rows, phases)))
         return -jnp.mean(jax.vmap(one)(rows, phases))
 
 
@@ -266,7 +261,7 @@ def train_gradient(
             k_off, k_noise = jax.random.split(key)
             starts, phases = loss.sample(k_off)
             rows = loss.windows(sources, starts, k_noise)
-            (values, traces), grads = over_sets(jax.value_and_grad(objective, has_aux=True), loss.sets_in_sequence)(
+            (values, traces), grads = jax.vmap(jax.value_and_grad(objective, has_aux=True), in_axes=(0, None, None))(
                 u, rows, phases)
             updates, state = jax.vmap(tx.update)(grads, state, u)
             updates = jax.tree_util.tree_map(

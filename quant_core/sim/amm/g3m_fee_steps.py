@@ -31,6 +31,7 @@ class _Static(NamedTuple):
     # income not reduced: its dynamic-inputs path); see the g3m_fees module docstring
     protocol: str = "none"
     weight_arb: bool = True  # False: no weight arbitrage (stage 3), one arbitrage per step (static weights)
+    rows_as_xs: bool = False  # a derivative is taken: the scan slices packed per-step rows (g3m_fees._engine)
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Gradients through the fee scan are right over a batch of windows and of parameter sets (set_batching)."""
+"""Gradients through the fee scan are right over a batch of windows and of parameter sets (vmapped): they were
+0.3-20 % off while the scan indexed closed-over arrays (see the g3m_fees rows_as_xs comment)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from helpers import random_walk_panel
 from quant_core.runspec import load_run_spec
 from quant_core.train.gradient import WindowLoss
 from quant_core.train.params import parameter_layout
-from quant_core.train.set_batching import over_sets
 from quant_core.train.split import plan_split
 
 PANEL = random_walk_panel(1440 * 12, step_minutes=1, seed=2, sigma=0.0008)
@@ -35,7 +35,6 @@ def _central_difference(f, u: dict, name: str, i: int, h: float = 1e-6) -> float
 
 def test_fee_path_gradient_over_a_batch_of_windows_equals_central_differences():
     loss, u, rows, phases = _loss(0.003)
-    assert loss.sets_in_sequence
     value = jax.jit(lambda v: loss(v, rows, phases))
     grad = jax.jit(jax.grad(lambda v: loss(v, rows, phases)))(u)
     for i in range(3):
@@ -46,9 +45,8 @@ def test_fee_path_gradient_over_a_batch_of_windows_equals_central_differences():
 def test_gradients_of_several_sets_equal_each_sets_own():
     for fees in (0.003, 0.0):
         loss, u, rows, phases = _loss(fees)
-        assert loss.sets_in_sequence == (fees > 0)  # zero fees keep vmap
         sets = {k: jnp.stack([v, 1.1 * v, 0.9 * v]) for k, v in u.items()}
-        both = jax.jit(over_sets(jax.value_and_grad(loss), loss.sets_in_sequence))
+        both = jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None)))
         values, grads = both(sets, rows, phases)
         one = jax.jit(jax.value_and_grad(loss))
         for s in range(3):
