@@ -15,9 +15,13 @@ import copy
 import io
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # record_reference_outputs
 
 
 def best_of(fn, repeats: int) -> dict:
@@ -39,29 +43,14 @@ def final_value(reserves, prices) -> tuple[float, int]:
     return float(np.sum(reserves[-1] * np.asarray(prices)[-1])), int(reserves.shape[0])
 
 
-_ORIGINAL: dict = {}
-
-
 def set_invariant_slack(relative: float | None) -> None:
-    """The reference's arbitrage test post >= pre becomes post >= pre (1 - relative), through the `slack`
-    argument of its own calc_optimal_trade_across_signatures (as scripts/record_reference_outputs.py does);
-    None restores the reference as it is."""
+    """The reference's arbitrage test with slack (None: as shipped): scripts/record_reference_outputs.py's patch,
+    with JAX's caches cleared so the patched function is compiled."""
     import jax
-    import jax.numpy as jnp
-    import quantammsim.pools.G3M.optimal_n_pool_arb as arb
+    from record_reference_outputs import set_invariant_slack as patch
 
-    original = _ORIGINAL.setdefault("trade", arb.calc_optimal_trade_across_signatures)
     jax.clear_caches()
-    if relative is None:
-        arb.calc_optimal_trade_across_signatures = original
-        return
-
-    @jax.jit
-    def with_slack(initial_reserves, initial_weights, *rest):
-        pre = jnp.prod(initial_reserves**initial_weights)
-        return original(initial_reserves, initial_weights, *rest[:-1], -relative * pre)
-
-    arb.calc_optimal_trade_across_signatures = with_slack
+    patch(relative)
 
 
 def kernels(z, repeats: int, results: dict) -> None:
