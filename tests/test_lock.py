@@ -28,10 +28,13 @@ def _uv() -> str:
     return found
 
 
-def _lock_check(project: Path) -> subprocess.CompletedProcess[str]:
-    # --offline: checking needs nothing from the network (no resolution happens when the lock agrees)
-    return subprocess.run([_uv(), "lock", "--check", "--offline"], cwd=project, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+def _lock_check(project: Path, *, offline: bool = True) -> subprocess.CompletedProcess[str]:
+    # --offline: a lock that agrees needs nothing from the network (no resolution happens). A lock that disagrees
+    # is re-resolved before uv refuses it, which needs the registry's index pages: a fresh machine's uv cache holds
+    # the wheels `uv sync` installed but not those pages, so that check goes to the package registry (reachable).
+    args = [_uv(), "lock", "--check"] + (["--offline"] if offline else [])
+    return subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
 
 
 def test_lock_agrees_with_pyproject() -> None:
@@ -47,7 +50,7 @@ def test_a_lock_that_disagrees_is_refused(tmp_path: Path) -> None:
     text = pyproject.read_text()
     assert '    "pyyaml>=6",\n' in text
     pyproject.write_text(text.replace('    "pyyaml>=6",\n', ""))  # a dependency dropped without re-locking
-    out = _lock_check(tmp_path)
+    out = _lock_check(tmp_path, offline=False)
     assert out.returncode != 0 and "needs to be updated" in out.stderr, out.stdout + out.stderr
 
 
