@@ -14,6 +14,11 @@ runs it again — at once when only the worker's child process died (`task_rejec
 broker's visibility timeout (QUANT_CELERY_VISIBILITY_TIMEOUT seconds, default 3600; it must exceed the longest
 step, or a slow step is handed out twice) when the whole worker or its machine died.
 
+QUANT_CELERY_TRAINING_QUEUE (celery only): the Celery queue of the training steps (a search's parts, the
+walk-forward's folds and the steps that combine them), e.g. `training` for workers on GPU or large machines
+(`deploy/celery/worker.sh NAME CONCURRENCY training`); every other step stays on the default queue `dagster`.
+Unset: every step on `dagster`. A queue no worker listens on leaves its steps waiting, so start those workers.
+
 A bad value fails the definitions load with a message that names the variable and the fix; an unreachable
 broker fails the run before any step is submitted, naming the broker and QUANT_CELERY_BROKER.
 """
@@ -21,6 +26,7 @@ broker fails the run before any step is submitted, naming the broker and QUANT_C
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
@@ -29,6 +35,8 @@ EXECUTOR_ENV = "QUANT_EXECUTOR"
 BROKER_ENV = "QUANT_CELERY_BROKER"
 BACKEND_ENV = "QUANT_CELERY_BACKEND"
 VISIBILITY_ENV = "QUANT_CELERY_VISIBILITY_TIMEOUT"
+TRAINING_QUEUE_ENV = "QUANT_CELERY_TRAINING_QUEUE"
+QUEUE_TAG = "dagster-celery/queue"  # the op tag dagster-celery routes a step's task by
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "pyamqp", "sqs")
 CONNECT_SECONDS = 5
 
@@ -137,6 +145,21 @@ def executor_from_env(env: dict | None = None) -> dg.ExecutorDefinition | None:
     raise ExecutorSettingsError(f"{EXECUTOR_ENV}={env[EXECUTOR_ENV]!r}: use 'multiprocess' (the default: every "
                                 "step a process on the run's machine) or 'celery' (steps on dagster-celery "
                                 f"workers; set {BROKER_ENV} too)")
+
+
+def training_step_tags(env: dict | None = None) -> dict:
+    """Op tags of the training steps: the Celery queue QUANT_CELERY_TRAINING_QUEUE names (none when unset)."""
+    env = os.environ if env is None else env
+    queue = env.get(TRAINING_QUEUE_ENV, "").strip()
+    if not queue:
+        return {}
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", queue):
+        raise ExecutorSettingsError(f"{TRAINING_QUEUE_ENV}={queue!r}: a queue name (letters, digits, '_', '-', '.'), "
+                                    "e.g. training")
+    if env.get(EXECUTOR_ENV, "").strip().lower() != "celery":
+        raise ExecutorSettingsError(f"{TRAINING_QUEUE_ENV}={queue!r} routes training steps to a Celery queue: it "
+                                    f"needs {EXECUTOR_ENV}=celery (or unset {TRAINING_QUEUE_ENV})")
+    return {QUEUE_TAG: queue}
 
 
 def worker_config(env: dict | None = None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quant_core.universe import Registry, load_registry
+from quant_core.universe import Registry, RegistryError, load_registry
 
 REGISTRY_ENV = "QUANT_REGISTRY"
 DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parent / "registry.yaml"
@@ -16,4 +16,9 @@ def registry_path() -> Path:
 
 
 def current_registry() -> Registry:
-    return load_registry(registry_path())
+    path = registry_path()
+    if os.environ.get(REGISTRY_ENV) and not path.is_file():  # e.g. a Celery worker set up without the registry
+        raise RegistryError(f"{REGISTRY_ENV}={path}: no such file. Every process of the code location (code server, "
+                            "daemon, run workers, Celery workers) needs the same registry: copy it there or point "
+                            f"{REGISTRY_ENV} at it")
+    return load_registry(path)

@@ -121,8 +121,10 @@ class CeleryCluster:
                     "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
         self.workers: dict[str, subprocess.Popen] = {}
 
-    def start_worker(self, name: str, concurrency: int = 1) -> None:
-        """As deploy/celery/worker.sh: the worker config from quant_assets.executor, then dagster-celery."""
+    def start_worker(self, name: str, concurrency: int = 1, queues: tuple[str, ...] = ("dagster",),
+                     env: dict | None = None) -> None:
+        """As deploy/celery/worker.sh: the worker config from quant_assets.executor, then dagster-celery, listening
+        on `queues` (dagster-celery's default queue is `dagster`)."""
         config = self.tmp / "celery-worker.yaml"
         from quant_assets.executor import worker_config
 
@@ -130,8 +132,8 @@ class CeleryCluster:
         log = (self.logs / f"worker-{name}.log").open("w")
         self.workers[name] = subprocess.Popen(
             [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
-             "-n", name, "--", "--concurrency", str(concurrency)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+             "-n", name, *(a for q in queues for a in ("-q", q)), "--", "--concurrency", str(concurrency)],
+            cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 120) -> None:
         def ready():

@@ -23,7 +23,7 @@ from celery_cluster import (
 )
 from test_platform import REGISTRY, U
 
-from quant_assets.executor import ExecutorSettingsError, celery_settings, executor_from_env
+from quant_assets.executor import ExecutorSettingsError, celery_settings, executor_from_env, training_step_tags
 from quant_core.store import ConfigurationStore
 
 JOB = f"retrain_{U}"
@@ -103,7 +103,9 @@ def test_retrain_steps_run_on_two_celery_workers(cluster):
     graph = f"{U}__walk_forward_report"
     folds = {s for s in ran if s.startswith(f"{graph}.run_fold[")}
     assert n_folds >= 2 and len(folds) == n_folds, ran
-    assert set(ran) == {f"{U}__{s}" for s in ("price_panel", "trained_parameters", "configuration")} | {
+    search = f"{U}__trained_parameters"
+    assert set(ran) == {f"{U}__{s}" for s in ("price_panel", "configuration")} | {
+        f"{search}.plan_search", f"{search}.search_part[0]", f"{search}.combine_search",
         f"{graph}.plan_folds", f"{graph}.combine_folds"} | folds, ran
     assert all(len(w) == 1 for w in ran.values()), ran
     workers = {w[0].split("@")[0] for w in ran.values()}
@@ -126,7 +128,7 @@ def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
             if not runs:
                 return None
             ran = steps_by_worker(instance, runs[0].dagster_run.run_id)
-            return next(((k, w[0]) for k, w in ran.items() if "trained_parameters" in k), None)
+            return next(((k, w[0]) for k, w in ran.items() if k == f"{U}__trained_parameters.search_part[0]"), None)
 
         step, worker = wait_for(training_started, 300, "the training step to start on a worker", cluster.logs)
     victim = worker.split("@")[0]
@@ -136,6 +138,37 @@ def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
         ran = steps_by_worker(instance, run_id)
     survivor = ({"alpha", "beta"} - {victim}).pop()
     assert [w.split("@")[0] for w in ran[step]] == [victim, survivor], ran
+    assert len(_configurations(cluster)) == 1
+
+
+def test_training_steps_can_have_a_queue_of_their_own():
+    assert training_step_tags({}) == {}
+    env = {"QUANT_EXECUTOR": "celery", "QUANT_CELERY_BROKER": "redis://h", "QUANT_CELERY_TRAINING_QUEUE": "training"}
+    assert training_step_tags(env) == {"dagster-celery/queue": "training"}
+    with pytest.raises(ExecutorSettingsError, match="needs QUANT_EXECUTOR=celery"):
+        training_step_tags({"QUANT_CELERY_TRAINING_QUEUE": "training"})  # would be accepted and ignored
+    with pytest.raises(ExecutorSettingsError, match="QUANT_CELERY_TRAINING_QUEUE='gpu box': a queue name"):
+        training_step_tags({**env, "QUANT_CELERY_TRAINING_QUEUE": "gpu box"})
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_training_steps_go_to_the_workers_of_the_training_queue(cluster):
+    """QUANT_CELERY_TRAINING_QUEUE=training: the search's parts, the folds and the steps that combine them run on
+    the worker listening on `training` (GPU machines in deploy/helm), every other step on the `dagster` worker."""
+    cluster.env["QUANT_CELERY_TRAINING_QUEUE"] = "training"
+    week = latest_week(Path(cluster.env["QUANT_REGISTRY"]), U)
+    cluster.start_worker("cpu", queues=("dagster",))
+    cluster.start_worker("gpu", queues=("training",))
+    backfill_candles(cluster, week)
+    cluster.wait_ready()
+    run_id = _finish(cluster, cluster.launch(JOB, week))
+    with cluster.instance() as instance:
+        ran = {step: w[0].split("@")[0] for step, w in steps_by_worker(instance, run_id).items()}
+    training = {s for s in ran if s.split(".")[-1].split("[")[0] in
+                ("search_part", "combine_search", "run_fold", "combine_folds")}
+    assert len(training) >= 4, ran
+    assert {ran[s] for s in training} == {"gpu"} and {ran[s] for s in set(ran) - training} == {"cpu"}, ran
     assert len(_configurations(cluster)) == 1
 
 
@@ -149,3 +182,19 @@ def test_an_unreachable_broker_fails_the_run_naming_it(cluster):
     out = (cluster.logs / "dead-broker.log").read_text()
     assert proc.returncode != 0
     assert f"the Celery broker {dead} (QUANT_CELERY_BROKER) is unreachable" in out, out[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_worker_without_the_code_locations_registry_fails_the_step_naming_it(cluster, tmp_path):
+    week = latest_week(Path(cluster.env["QUANT_REGISTRY"]), U)
+    missing = tmp_path / "elsewhere" / "registry.yaml"
+    cluster.start_worker("stray", env={"QUANT_REGISTRY": str(missing)})
+    backfill_candles(cluster, week)
+    cluster.wait_ready()
+    proc = cluster.launch(JOB, week, "stray")
+    proc.wait(timeout=RUN_TIMEOUT)
+    out = (cluster.logs / "stray.log").read_text()
+    assert proc.returncode != 0
+    assert f"QUANT_REGISTRY={missing}: no such file" in out, out[-4000:]
+    assert "Celery workers" in out and len(_configurations(cluster)) == 0

@@ -33,13 +33,16 @@ def test_asset_graph_of_the_demo_universe():
     assert len(SWEEP_MARKETS) == 24
     # the UI's backfill runs one market per run (Dagster splits market x day selections so): the policy says so
     assert ohlcv.backfill_policy == dg.BackfillPolicy.multi_run(366)
-    trained = defs.resolve_assets_def(dg.AssetKey([u, "trained_parameters"]))
-    assert trained.op.pool == "training"
+    def training_pools(asset: str) -> dict:  # the search's parts and their combination run in the training pool
+        graph = defs.resolve_assets_def(dg.AssetKey([asset, "trained_parameters"])).node_def
+        return {n.name: n.definition.pool for n in graph.nodes}
+
+    assert training_pools(u) == {"plan_search": None, "search_part": "training", "combine_search": "training"}
     sweeps = [f"sweep_{m.split('.')[0]}_{m.split('.')[1].split('-')[0].lower()}_usdt_{m.split('.')[2]}"
               for m in sorted(SWEEP_MARKETS)]
     for s in sweeps:  # one universe per market, each with its four assets and a weekly retrain
         assert {f"{s}/{a}" for a in ("candles", "trained_parameters", "walk_forward_report", "configuration")} <= keys
-        assert defs.resolve_assets_def(dg.AssetKey([s, "trained_parameters"])).op.pool == "training"
+        assert training_pools(s)["search_part"] == "training"
     # one weekly retrain per registry universe (pools and every CEX strategy alike), plus the ingest
     universes = [x.name for x in load_registry(REGISTRY).universes]
     assert {u, *sweeps} <= set(universes)

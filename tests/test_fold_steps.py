@@ -23,19 +23,24 @@ def platform(tmp_path, monkeypatch, sqlite_url):
     return make_platform(tmp_path, monkeypatch)
 
 
-def test_graph_takes_the_launchpad_config_as_the_single_step_asset_did(platform):
+@pytest.mark.parametrize(("asset", "ops"), [("walk_forward_report", ("plan_folds", "run_fold", "combine_folds")),
+                                           ("trained_parameters", ("plan_search", "search_part", "combine_search"))])
+def test_graph_takes_the_launchpad_config_as_the_single_step_asset_did(platform, asset, ops):
     _, defs = platform
     job = defs.resolve_implicit_global_asset_job_def()
-    node = f"{U}__walk_forward_report"
+    node = f"{U}__{asset}"
     run_config = {"ops": {node: {"config": {"metric": "daily_var_95pct", "seed": 3, "budget": 2}}}}
     dg.validate_run_config(job, run_config)
     from dagster._core.system_config.objects import ResolvedRunConfig  # what each op of the graph receives
 
-    ops = ResolvedRunConfig.build(job, run_config).ops
-    for op in ("plan_folds", "run_fold", "combine_folds"):
-        assert ops[f"{node}.{op}"].config == {"method": None, "budget": 2, "seed": 3, "metric": "daily_var_95%"}
+    resolved = ResolvedRunConfig.build(job, run_config).ops
+    for op in ops:
+        assert resolved[f"{node}.{op}"].config == {"method": None, "budget": 2, "seed": 3, "metric": "daily_var_95%",
+                                                   "search_steps": None}
     with pytest.raises(dg.DagsterInvalidConfigError, match="metric not in enum type Metric got sharp"):
         dg.validate_run_config(job, {"ops": {node: {"config": {"metric": "sharp"}}}})
+    with pytest.raises(dg.DagsterInvalidConfigError, match="search_steps"):
+        dg.validate_run_config(job, {"ops": {node: {"config": {"search_steps": "many"}}}})
 
 
 @pytest.mark.slow

@@ -120,12 +120,12 @@ def test_slice_end_to_end(backend, request, tmp_path, monkeypatch):
             store.dispose()
 
         # a failed retrain is recorded and leaves the stored configuration as it was
-        import quant_assets.defs.training.assets as training_assets
+        import quant_core.train.parts as search_parts  # what the search step runs
 
         def broken(*args, **kwargs):
             raise RuntimeError("simulated training failure")
 
-        monkeypatch.setattr(training_assets, "train", broken)
+        monkeypatch.setattr(search_parts, "train", broken)
         defs = build_definitions()
         res = dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups(UNIVERSE), instance=instance,
                              resources=dict(defs.resources), partition_key=WEEK, raise_on_error=False)

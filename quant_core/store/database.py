@@ -183,3 +183,27 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError(f"no migration found under {MIGRATIONS_DIR / 'versions'}")
     return head
+
+
+OPTUNA_SCHEMA = "optuna"
+
+
+def optuna_storage_url(url: str | None = None) -> str:
+    """Where a study shared by several training steps lives, beside the store: PostgreSQL, the store's database in
+    its own schema `optuna` (created here); SQLite, the file `optuna.db` beside the store's file (one machine).
+    Optuna keeps its own tables and its own alembic_version, which must not meet the store's."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ValueError("a study shared between steps needs a database file or server, not an in-memory "
+                             f"store: set {DATABASE_URL_ENV} (or optuna_settings.storage.url)")
+        return f"sqlite:///{Path(database).expanduser().resolve().parent / 'optuna.db'}"
+    engine = create_engine(parsed)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+    finally:
+        engine.dispose()
+    return parsed.update_query_dict({"options": f"-csearch_path={OPTUNA_SCHEMA}"}).render_as_string(
+        hide_password=False)

@@ -80,28 +80,63 @@ def _row(axes: list[SearchAxis], point: np.ndarray, tokens: list[str]) -> dict:
             for a, v in zip(axes, point, strict=True)}
 
 
+def search_points(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None,
+                  n_samples: int | None = None) -> tuple[list[SearchAxis], np.ndarray]:
+    """The axes and the [C, axes] candidates of a grid or random search (deterministic given the seed)."""
+    settings = spec.optimisation_settings.search_settings
+    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
+    if spec.optimisation_settings.method == "grid":
+        axes = problem.axes("grid")
+        return axes, grid_points(axes)
+    axes = problem.axes("random")
+    return axes, random_points(axes, n_samples or settings.n_samples, seed)
+
+
+def batch_size(spec: RunSpec, n_candidates: int) -> int:
+    """Candidates per vmapped call (padded): one compiled function serves every batch."""
+    return min(spec.optimisation_settings.search_settings.batch_size, n_candidates)
+
+
+def metric_names(problem: SearchProblem, spec: RunSpec) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((spec.return_val, *problem.table_metrics)))
+
+
+def score_points(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], points: np.ndarray, lo: int,
+                 hi: int, *, log=None) -> np.ndarray:
+    """Scores [hi - lo, metrics, segments] of candidates lo..hi-1, in batches of batch_size(spec, len(points))
+    counted from candidate 0, so a range that starts on a batch boundary is scored exactly as the whole search
+    scores it (the same padded batches, bit for bit)."""
+    batch = batch_size(spec, len(points))
+    if lo % batch:
+        raise ValueError(f"score_points: lo={lo} is not on a batch boundary (batch size {batch})")
+    evaluator = problem.evaluator(metric_names(problem, spec), 0)
+    method = spec.optimisation_settings.method
+    scores = []
+    for b in range(lo, hi, batch):
+        chunk = points[b : min(b + batch, hi)]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+        scores.append(evaluator.scores(candidate_params(axes, padded, problem.base))[: len(chunk)])
+        if log:
+            log(f"{method} search: {min(b + batch, hi) - lo}/{hi - lo} candidates"
+                + (f" (of {lo}..{hi - 1} in {len(points)})" if (lo, hi) != (0, len(points)) else ""))
+    return np.concatenate(scores)
+
+
 def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, n_samples: int | None = None,
              log=None) -> GridResult:
     """Score the problem's grid or n_samples random candidates in padded, vmapped batches."""
-    method = spec.optimisation_settings.method
-    settings = spec.optimisation_settings.search_settings
-    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
-    axes = problem.axes("grid" if method == "grid" else "random")
-    points = grid_points(axes) if method == "grid" else random_points(axes, n_samples or settings.n_samples, seed)
-    names = tuple(dict.fromkeys((spec.return_val, *problem.table_metrics)))
-    evaluator = problem.evaluator(names, 0)
-    base = problem.base
-    batch = min(settings.batch_size, len(points))
+    axes, points = search_points(problem, spec, seed=seed, n_samples=n_samples)
     began = time.perf_counter()
-    scores = []
-    for lo in range(0, len(points), batch):
-        chunk = points[lo : lo + batch]
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
-        scores.append(evaluator.scores(candidate_params(axes, padded, base))[: len(chunk)])
-        if log:
-            log(f"{method} search: {min(lo + batch, len(points))}/{len(points)} candidates")
-    seconds = time.perf_counter() - began
-    scores = np.concatenate(scores)  # [C, metrics, segments]
+    scores = score_points(problem, spec, axes, points, 0, len(points), log=log)
+    return grid_result(problem, spec, axes, points, scores, time.perf_counter() - began)
+
+
+def grid_result(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], points: np.ndarray,
+                scores: np.ndarray, seconds: float) -> GridResult:
+    """The search's table, best candidate and top-k from every candidate's scores [C, metrics, segments]."""
+    settings = spec.optimisation_settings.search_settings
+    names = metric_names(problem, spec)
+    base = problem.base
     tokens = problem.tokens
     table = []
     for i, point in enumerate(points):
@@ -132,5 +167,5 @@ def run_grid(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None, 
         n_evaluations=len(points),
         seconds=seconds,
         evaluations_per_second=len(points) / seconds if seconds > 0 else float("inf"),
-        batch_size=batch,
+        batch_size=batch_size(spec, len(points)),
     )

@@ -18,7 +18,9 @@ and the chosen trial is the Pareto-optimal one with the best worst sub-period.
 Samplers: tpe (default), cmaes, gp (Bayesian optimisation with a Gaussian process:
 `quant_core.train.gp_sampler`) and random.
 Studies persist in `storage.url` (sqlite:///..., postgresql://...) under `study_name`, so a rerun
-continues the study and optuna-dashboard shows it.
+continues the study and optuna-dashboard shows it. A study can also be shared by several workers
+(`run_study_worker`, each with its own sampler seed, all asking and telling through one storage), its
+outcome then read back from the storage (`shared_study_result`): quant_core.train.parts.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from quant_core.train.gp_sampler import GaussianProcessSampler
 from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
 
 TOP_CANDIDATES = 16  # trials kept as candidates for the overfitting statistics
+PROPOSAL_ATTR = "proposal"  # the user attribute holding a trial's parameters (user units, per token)
 
 
 @dataclass
@@ -102,38 +105,38 @@ def _suggest(trial: optuna.Trial, a: SearchAxis) -> float:
     return trial.suggest_float(a.label, a.low, a.high, log=a.log_scale)
 
 
-def run_study(
-    problem: SearchProblem,
-    spec: RunSpec,
-    *,
-    seed: int | None = None,
-    n_trials: int | None = None,
-    log: Callable[[str], None] | None = None,
-) -> SearchResult:
-    """The batched ask/score/tell loop over the problem's dimensions (module docstring)."""
+def _open_study(settings: OptunaSettings, seed: int, storage: str | None, study_name: str | None,
+                load: bool) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        directions=["maximize", "minimize"] if settings.multi_objective else ["maximize"],
+        sampler=_sampler(settings, seed),
+        storage=storage,
+        study_name=study_name,
+        load_if_exists=load,
+    )
+
+
+def _check(problem: SearchProblem, spec: RunSpec) -> None:
     settings = spec.optimisation_settings.optuna_settings
-    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
-    n_trials = n_trials or settings.n_trials
-    has_val = problem.has_validation
-    if settings.overfitting_penalty > 0 and not has_val:
+    if settings.overfitting_penalty > 0 and not problem.has_validation:
         raise ValueError("optuna_settings.overfitting_penalty needs a validation part: set "
                          "optimisation_settings.val_fraction > 0 (e.g. 0.2) or overfitting_penalty: 0")
     if settings.multi_objective and settings.sampler == "cmaes":
         raise ValueError("optuna_settings.multi_objective does not work with the cmaes sampler: use tpe, gp or random")
+
+
+def _ask_score_tell(study: optuna.Study, problem: SearchProblem, spec: RunSpec, n_trials: int,
+                    log: Callable[[str], None] | None) -> tuple[list[dict], bool]:
+    """Ask up to n_trials trials in batches of n_jobs, score each batch in one call, tell the study; each trial
+    keeps its numbers and proposal as user attributes (so a study shared by several workers can be reported from
+    its storage). Returns the trials' history rows and whether early stopping or the timeout ended the loop."""
+    settings = spec.optimisation_settings.optuna_settings
+    has_val = problem.has_validation
     evaluator = problem.evaluator((spec.return_val,), settings.n_sub_periods if settings.multi_objective else 0)
     n_tokens = len(problem.tokens)
     axes = problem.axes("optuna")
     batch = max(1, min(settings.n_jobs, n_trials))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = settings.storage.url if settings.storage.url else None
-    directions = ["maximize", "minimize"] if settings.multi_objective else ["maximize"]
-    study = optuna.create_study(
-        directions=directions,
-        sampler=_sampler(settings, seed),
-        storage=storage,
-        study_name=settings.study_name,
-        load_if_exists=bool(storage and settings.study_name),
-    )
     base = problem.base
     scored = score_label(spec.return_val, settings, has_val)
     began = time.monotonic()
@@ -160,9 +163,9 @@ def run_study(
         for trial, proposal, row in zip(trials, proposals, scores[: len(proposals)], strict=True):
             numbers = _trial_values(row, settings, has_val)
             value = numbers["value"]
+            for k, v in {**numbers, PROPOSAL_ATTR: proposal}.items():
+                trial.set_user_attr(k, v)
             if math.isfinite(value):
-                for k, v in numbers.items():
-                    trial.set_user_attr(k, v)
                 study.tell(trial, [value, numbers["sub_std"]] if settings.multi_objective else value)
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -180,6 +183,14 @@ def run_study(
         if settings.timeout and time.monotonic() - began > settings.timeout:
             stopped = True
             break
+    return history, stopped
+
+
+def _result(study: optuna.Study, problem: SearchProblem, spec: RunSpec, history: list[dict], stopped: bool,
+            seconds: float) -> SearchResult:
+    """The study's outcome from its history rows: the best finite trial (multi-objective: the Pareto-optimal one
+    with the best worst sub-period) and the best TOP_CANDIDATES as candidates."""
+    settings = spec.optimisation_settings.optuna_settings
     finite = [h for h in history if math.isfinite(h["value"])]
     if not finite:
         raise NoFiniteCandidate("every trial produced a non-finite objective; check the prices and search ranges"
@@ -190,6 +201,8 @@ def run_study(
         top = top or max(finite, key=lambda h: h["value"])
     else:
         top = max(finite, key=lambda h: h["value"])
+    base = problem.base
+
     def full(proposal: dict) -> dict:
         return {**{k: v.tolist() for k, v in base.items()}, **proposal}
 
@@ -201,6 +214,54 @@ def run_study(
         n_trials=len(history),
         history=history,
         stopped_early=stopped,
-        seconds=time.monotonic() - began,
+        seconds=seconds,
         study_name=study.study_name,
     )
+
+
+def run_study(
+    problem: SearchProblem,
+    spec: RunSpec,
+    *,
+    seed: int | None = None,
+    n_trials: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """The batched ask/score/tell loop over the problem's dimensions (module docstring)."""
+    settings = spec.optimisation_settings.optuna_settings
+    seed = spec.optimisation_settings.initial_random_key if seed is None else seed
+    _check(problem, spec)
+    storage = settings.storage.url if settings.storage.url else None
+    study = _open_study(settings, seed, storage, settings.study_name, load=bool(storage and settings.study_name))
+    began = time.monotonic()
+    history, stopped = _ask_score_tell(study, problem, spec, n_trials or settings.n_trials, log)
+    return _result(study, problem, spec, history, stopped, time.monotonic() - began)
+
+
+def create_shared_study(spec: RunSpec, *, storage: str, study_name: str, seed: int) -> None:
+    """Create (or find, on a retried step) the study that several workers share in `storage`."""
+    _open_study(spec.optimisation_settings.optuna_settings, seed, storage, study_name, load=True)
+
+
+def run_study_worker(problem: SearchProblem, spec: RunSpec, *, storage: str, study_name: str, seed: int,
+                     n_trials: int, log: Callable[[str], None] | None = None) -> int:
+    """One of several workers of a shared study: asks, scores and tells n_trials trials (fewer when its own early
+    stopping or the timeout ends it) against the study in `storage`; its sampler sees every worker's trials.
+    Returns how many trials it ran. Give each worker its own seed, or they propose the same first trials."""
+    _check(problem, spec)
+    study = _open_study(spec.optimisation_settings.optuna_settings, seed, storage, study_name, load=True)
+    history, _ = _ask_score_tell(study, problem, spec, n_trials, log)
+    return len(history)
+
+
+def shared_study_result(problem: SearchProblem, spec: RunSpec, *, storage: str, study_name: str,
+                        stopped: bool, seconds: float) -> SearchResult:
+    """The outcome of a shared study, read back from its storage (every worker's trials, in trial order)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    history = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if PROPOSAL_ATTR not in t.user_attrs:  # asked by a worker that died before telling it
+            continue
+        numbers = {k: v for k, v in t.user_attrs.items() if k != PROPOSAL_ATTR}
+        history.append({"number": t.number, **numbers, "params": t.user_attrs[PROPOSAL_ATTR]})
+    return _result(study, problem, spec, history, stopped, seconds)

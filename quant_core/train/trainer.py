@@ -86,19 +86,13 @@ def train(
     elif method == "optuna":
         from quant_core.train.search import run_study  # optuna only when asked for
 
-        r = run_study(tunable.problem(data, start, end), spec, seed=seed, n_trials=n_trials, log=log)
-        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_trials, seconds=r.seconds,
-                      candidates=r.candidates, n_configurations=r.n_trials,
-                      history=r.history, details={"stopped_early": r.stopped_early, "study_name": r.study_name,
-                                                  "sampler": spec.optimisation_settings.optuna_settings.sampler})
+        common.update(study_fields(run_study(tunable.problem(data, start, end), spec, seed=seed, n_trials=n_trials,
+                                             log=log), spec))
     elif method in ("grid", "random"):
         from quant_core.train.grid import run_grid
 
-        r = run_grid(tunable.problem(data, start, end), spec, seed=seed, n_samples=n_trials, log=log)
-        common.update(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations,
-                      seconds=r.seconds, history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
-                      details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
-                               "batch_size": r.batch_size})
+        common.update(grid_fields(run_grid(tunable.problem(data, start, end), spec, seed=seed, n_samples=n_trials,
+                                           log=log)))
     elif method in ("bfgs", "cma_es"):
         if method == "bfgs":
             from quant_core.train.bfgs import train_bfgs  # JAX compiles only when asked for
@@ -115,13 +109,34 @@ def train(
                       details=r.details)
     else:  # the spec model admits only METHODS
         raise ValueError(f"optimisation_settings.method {method!r}: use one of {list(METHODS)}")
-    common["params"] = tunable.user_params(common["params"])
-    common["candidates"] = [tunable.user_params(c) for c in common["candidates"]]
-    common["history"] = [natural_row(h) for h in common["history"]]
-    if "top" in common["details"]:
-        common["details"]["top"] = [natural_row(r) for r in common["details"]["top"]]
-    common["environment"] = numerical_environment()
-    return TrainedParameters(**common)
+    return finish(tunable, common)
+
+
+def finish(tunable: Any, fields: dict[str, Any]) -> TrainedParameters:
+    """The result in the tunable's units and natural signs, with the numerical environment it ran on."""
+    fields["params"] = tunable.user_params(fields["params"])
+    fields["candidates"] = [tunable.user_params(c) for c in fields["candidates"]]
+    fields["history"] = [natural_row(h) for h in fields["history"]]
+    if "top" in fields["details"]:
+        fields["details"]["top"] = [natural_row(r) for r in fields["details"]["top"]]
+    fields["environment"] = numerical_environment()
+    return TrainedParameters(**fields)
+
+
+def study_fields(r: Any, spec: RunSpec) -> dict[str, Any]:
+    """TrainedParameters fields of an Optuna study's SearchResult."""
+    return dict(params=r.best_params, objective=r.best_value, n_evaluations=r.n_trials, seconds=r.seconds,
+                candidates=r.candidates, n_configurations=r.n_trials, history=r.history,
+                details={"stopped_early": r.stopped_early, "study_name": r.study_name,
+                         "sampler": spec.optimisation_settings.optuna_settings.sampler})
+
+
+def grid_fields(r: Any) -> dict[str, Any]:
+    """TrainedParameters fields of a grid or random search's GridResult."""
+    return dict(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations, seconds=r.seconds,
+                history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
+                details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
+                         "batch_size": r.batch_size})
 
 
 def natural_row(row: dict) -> dict:

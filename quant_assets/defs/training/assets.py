@@ -7,42 +7,38 @@ retrain moves the universe's run spec so its last window ends where W ends, sear
 (universe, W) unless the registry or the launchpad sets one (`quant_core.retrain.retrain_spec`), and reads
 exactly the candle partitions of its markets over its lookback
 (`quant_assets.partitions.candles_for_retrain`). Training steps share the `training` concurrency pool so a
-backfill cannot oversubscribe the machine. The walk-forward report is a graph of steps, one per fold, so an
-executor can spread the folds over workers (`quant_assets.defs.training.folds`).
+backfill cannot oversubscribe the machine. The trained parameters and the walk-forward report are graphs of
+steps (the search's parts: `quant_assets.defs.training.search_steps`; one step per fold:
+`quant_assets.defs.training.folds`), so an executor can spread them over workers.
 """
 
 import dagster as dg
-import numpy as np
 
 from quant_assets.defs.live.assets import candle_source
 from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.defs.training.common import (
-    TRAINING_POOL,
     TrainConfig,
     configuration_metadata,
     frames_by_market,
+    parameters_plot,
     retrain_job,
     store_configuration,
     trades_md,
     week_spec,
 )
 from quant_assets.defs.training.folds import build_walk_forward_report
-from quant_assets.defs.training.jobs import run_heartbeat, training_job
+from quant_assets.defs.training.jobs import run_heartbeat
+from quant_assets.defs.training.search_steps import build_trained_parameters
 from quant_assets.io import CandleIOManager
-from quant_assets.metadata import markdown_table, number, plot_metadata
+from quant_assets.metadata import markdown_table, number
 from quant_assets.partitions import candles_for_retrain, retrain_partitions
-from quant_assets.resources import ConfigurationStoreResource, JaxResource
+from quant_assets.resources import ConfigurationStoreResource
 from quant_core.configuration import build_configuration
 from quant_core.spec import RunSpec
-from quant_core.train.trainer import TrainedParameters, train
+from quant_core.train.trainer import TrainedParameters
 from quant_core.tunables import tunable_for
 from quant_core.universe import Registry, Universe
 from quant_core.validate.walk_forward import WalkForwardReport
-
-
-def parameter_rows(stored: dict) -> list[dict]:
-    """Pools store {parameter: {token: value}}, strategies {parameter: value}: one table row per parameter."""
-    return [{"parameter": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in stored.items()]
 
 
 def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definitions:
@@ -56,12 +52,6 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
 
     def window_spec(context, config: TrainConfig | None = None) -> RunSpec:
         return week_spec(base_spec, name, context.partition_time_window.end, config)  # the week's windows and seed
-
-    def plot(context, spec: RunSpec, data, params: dict, title: str, file: str) -> dict:
-        """The parameters over training + hold-out (one run, the split marked)."""
-        end = spec.end_test or spec.end
-        png = tunable_for(spec).plot(data, params, spec.start, end, title, split=spec.end if spec.end_test else None)
-        return plot_metadata(png, title, name, context.partition_key.replace("|", "_"), file)
 
     @dg.asset(
         key=data_key,
@@ -93,48 +83,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         })
         yield dg.AssetCheckResult(check_name="complete_data", passed=complete, metadata={"detail": why})
 
-    @dg.asset(
-        key=[name, "trained_parameters"],
-        group_name=name,
-        partitions_def=partitions,
-        ins={"data": dg.AssetIn(key=data_key)},
-        kinds={"jax", "optuna"},
-        pool=TRAINING_POOL,
-        tags=tags,
-        description=f"{tunable.name} parameters trained by {base_spec.optimisation_settings.method} (launchpad: "
-        f"method, budget, seed, metric), maximising {base_spec.return_val} over the week's training window.",
-        check_specs=[dg.AssetCheckSpec("finite_objective", asset=[name, "trained_parameters"], blocking=True)],
-    )
-    def trained_parameters(context: dg.AssetExecutionContext, config: TrainConfig,
-                           config_store: ConfigurationStoreResource, jax_settings: JaxResource, data):
-        spec = window_spec(context, config)
-        backend = jax_settings.setup()
-        t = tunable_for(spec)
-        with training_job(config_store, context, name, spec, config, t.data_hash(data)):
-            trained = train(data, spec, seed=config.seed, log=context.log.info,
-                            iterations_per_print=max(1, spec.optimisation_settings.n_iterations // 10))
-        ev = t.evaluate(data, [trained.params], spec.start, spec.end_test or spec.end, benchmarks=False,
-                        trades=t.trades)
-        yield dg.Output(trained, metadata={
-            "parameters": markdown_table(parameter_rows(t.stored_params(trained.params))),
-            "objective": number(float(trained.objective)),
-            "metric": trained.metric,
-            "method": trained.method,
-            "n_evaluations": trained.n_evaluations,
-            "evaluations_per_second": number(float(trained.n_evaluations / max(trained.seconds, 1e-9))),
-            "seed": trained.seed,
-            "backend": backend,
-            "search_seconds": number(trained.seconds),
-            "train_window": f"{trained.start:%Y-%m-%d} .. {trained.end:%Y-%m-%d}",
-            "metrics": markdown_table([{"metric": k, "value": v} for k, v in ev.metrics[0].items()]),
-            **({"trades": trades_md(ev.trades[0])} if ev.trades is not None else {}),
-            "data_hash": t.data_hash(data),
-            **plot(context, spec, data, trained.params, f"{name}: trained parameters (dashed: end of training)",
-                   "trained_parameters.png"),
-        })
-        yield dg.AssetCheckResult(check_name="finite_objective", passed=bool(np.isfinite(trained.objective)),
-                                  metadata={"objective": number(trained.objective)})
-
+    trained_parameters = build_trained_parameters(universe, partitions, data_key, tags)
     walk_forward_report = build_walk_forward_report(universe, partitions, data_key, tags)
 
     @dg.asset(
@@ -173,8 +122,8 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
                for part, ev in summary if ev is not None},
             **({"holdout_trades": trades_md(holdout.trades[0])} if holdout and holdout.trades is not None else {}),
             **({"oos_trades": trades_md(report.trades)} if tunable.trades else {}),
-            **plot(context, spec, data, trained.params,
-                   f"{name}: configuration {stored.id} ({stored.lifecycle_stage})", "configuration.png"),
+            **parameters_plot(context, name, spec, data, trained.params,
+                              f"{name}: configuration {stored.id} ({stored.lifecycle_stage})", "configuration.png"),
         })
 
     assets = [market_data, trained_parameters, walk_forward_report, configuration]

@@ -67,6 +67,11 @@ class TrainConfig(dg.Config):
     metric: Metric | None = Field(None, description="return_val, the metric trained on (default: the spec's); pools "
                                   "take the simulator's metrics, CEX strategies those and the trade metrics "
                                   "(net_profit, win_rate, ...); daily_var_95pct means daily_var_95%")
+    search_steps: int | None = Field(None, ge=1, le=256, description="steps the week's search (trained_parameters) "
+                                     "is cut into, for an executor to spread over workers: grid/random, ranges of "
+                                     "candidates (default: one per 50,000); optuna, workers sharing one study in "
+                                     "the store's database (default 1); other methods take 1. Walk-forward folds are "
+                                     "steps of their own and search within their step")
 
     def apply(self, spec: RunSpec) -> RunSpec:
         try:
@@ -84,6 +89,16 @@ def week_spec(base_spec: RunSpec, universe: str, window_end: datetime, config: T
     spec = config.apply(base_spec) if config is not None else base_spec
     keep = explicit_seed(base_spec) or (config is not None and config.seed is not None)
     return retrain_spec(spec, universe, window_end, keep_seed=keep)
+
+
+def parameters_plot(context, universe: str, spec: RunSpec, data, params: dict, title: str, file: str) -> dict:
+    """Metadata of the parameters' plot over training + hold-out (one run, the split marked)."""
+    from quant_assets.metadata import plot_metadata
+    from quant_core.tunables import tunable_for
+
+    end = spec.end_test or spec.end
+    png = tunable_for(spec).plot(data, params, spec.start, end, title, split=spec.end if spec.end_test else None)
+    return plot_metadata(png, title, universe, context.partition_key.replace("|", "_"), file)
 
 
 def k8s_training_tags() -> dict:

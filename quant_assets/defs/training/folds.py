@@ -32,6 +32,7 @@ from quant_assets.defs.training.common import (
     week_spec,
 )
 from quant_assets.defs.training.jobs import run_heartbeat
+from quant_assets.executor import training_step_tags
 from quant_assets.metadata import folds_markdown, number, plot_metadata
 from quant_assets.resources import ConfigurationStoreResource, JaxResource
 from quant_core.jsonsafe import json_safe
@@ -53,7 +54,7 @@ OPS = ("plan_folds", "run_fold", "combine_folds")  # node names inside the graph
 CHECKS = ("finite_oos_metrics", "oos_thresholds")
 
 
-def train_config_mapping() -> dg.ConfigMapping:
+def train_config_mapping(ops: tuple[str, ...] = OPS) -> dg.ConfigMapping:
     """The graph takes TrainConfig, as the single-step asset did, and passes it to each op. The mapping sees
     config values processed (an enum choice as its value: daily_var_95%); the ops' schema takes the choice's
     name again (daily_var_95pct)."""
@@ -64,7 +65,7 @@ def train_config_mapping() -> dg.ConfigMapping:
             value = raw.get(field)
             if value is not None and value not in enum.__members__:
                 raw[field] = enum(value).name
-        return {op: {"config": raw} for op in OPS}
+        return {op: {"config": raw} for op in ops}
 
     return dg.ConfigMapping(config_fn=to_ops, config_schema=TrainConfig.to_config_schema())
 
@@ -120,7 +121,7 @@ def build_walk_forward_report(universe: Universe, partitions: dg.PartitionsDefin
         for fold in folds:
             yield dg.DynamicOutput(fold, mapping_key=str(fold.index))
 
-    @dg.op(name=f"{name}__run_fold", pool=TRAINING_POOL,
+    @dg.op(name=f"{name}__run_fold", pool=TRAINING_POOL, tags=training_step_tags(),
            description="retrains on one fold's training window; evaluates it in and out of sample")
     def run_fold_op(context: dg.OpExecutionContext, config: TrainConfig, config_store: ConfigurationStoreResource,
                     jax_settings: JaxResource, data, fold: Fold) -> FoldOutcome:
@@ -129,7 +130,7 @@ def build_walk_forward_report(universe: Universe, partitions: dg.PartitionsDefin
         with run_heartbeat(config_store, context):  # the run's trained job awaits this step: it is alive
             return run_fold(data, spec, fold, seed=config.seed, log=context.log.info)
 
-    @dg.op(name=f"{name}__combine_folds", pool=TRAINING_POOL,
+    @dg.op(name=f"{name}__combine_folds", pool=TRAINING_POOL, tags=training_step_tags(),
            out={"result": dg.Out(WalkForwardReport), **{c: dg.Out(dagster_type=None) for c in CHECKS}},
            description="the folds' outcomes stitched into the walk-forward report, with its checks")
     def combine_folds_op(context: dg.OpExecutionContext, config: TrainConfig,

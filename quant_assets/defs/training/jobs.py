@@ -41,32 +41,57 @@ def reconcile_training_jobs(store: ConfigurationStore, instance: dg.DagsterInsta
     return store.reconcile_jobs(universe_key=universe, run_ended=dagster_run_ended(instance))
 
 
-@contextmanager
-def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetExecutionContext, universe: str,
-                 spec: Any, config: Any, data_hash: str) -> Iterator[None]:
+def start_training_job(store: ConfigurationStore, context: dg.OpExecutionContext, universe: str, spec: Any,
+                       config: Any, data_hash: str) -> int:
     """Record the training run in training_jobs before it starts (so a failed retrain leaves a trace and the stored
-    configuration stays as it was), beat it while it trains, and record its outcome after. Jobs of the universe
-    that earlier runs abandoned (killed, crashed) are reconciled first."""
+    configuration stays as it was); jobs of the universe that earlier runs abandoned (killed, crashed) are
+    reconciled first. Returns the job's id."""
+    try:
+        for job in reconcile_training_jobs(store, context.instance, universe):
+            context.log.warning(f"training job {job.id} of {universe} marked failed: {job.error}")
+    except Exception as exc:  # bookkeeping of earlier runs must not stop this one; the sensor tries again
+        context.log.warning(f"could not reconcile earlier training jobs of {universe}: {exc}")
+    return store.record_job_start(
+        universe_key=universe, method=spec.optimisation_settings.method,
+        settings={"budget": config.budget, "seed": spec.optimisation_settings.initial_random_key,
+                  "metric": spec.return_val,
+                  "partition": context.partition_key, "data_hash": data_hash},
+        orchestrator_run_id=context.run.run_id,
+    )
+
+
+@contextmanager
+def job_beating(store_resource: ConfigurationStoreResource, job_id: int) -> Iterator[None]:
+    """Beat the job while the block trains; a failure marks it failed with the error (and is raised on)."""
     store = store_resource.open()
     try:
-        try:
-            for job in reconcile_training_jobs(store, context.instance, universe):
-                context.log.warning(f"training job {job.id} of {universe} marked failed: {job.error}")
-        except Exception as exc:  # bookkeeping of earlier runs must not stop this one; the sensor tries again
-            context.log.warning(f"could not reconcile earlier training jobs of {universe}: {exc}")
-        job_id = store.record_job_start(
-            universe_key=universe, method=spec.optimisation_settings.method,
-            settings={"budget": config.budget, "seed": spec.optimisation_settings.initial_random_key,
-                      "metric": spec.return_val,
-                      "partition": context.partition_key, "data_hash": data_hash},
-            orchestrator_run_id=context.run.run_id,
-        )
         try:
             with store.heartbeat(job_id):
                 yield
         except Exception as exc:
             store.record_job_end(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
+    finally:
+        store.dispose()
+
+
+@contextmanager
+def training_job(store_resource: ConfigurationStoreResource, context: dg.AssetExecutionContext, universe: str,
+                 spec: Any, config: Any, data_hash: str) -> Iterator[None]:
+    """A training in one step: recorded before it starts, beaten while it trains, its outcome recorded after."""
+    store = store_resource.open()
+    try:
+        job_id = start_training_job(store, context, universe, spec, config, data_hash)
+    finally:
+        store.dispose()
+    with job_beating(store_resource, job_id):
+        yield
+    end_training_job(store_resource, job_id)
+
+
+def end_training_job(store_resource: ConfigurationStoreResource, job_id: int) -> None:
+    store = store_resource.open()
+    try:
         store.record_job_end(job_id, status="trained")
     finally:
         store.dispose()
