@@ -18,6 +18,8 @@ from quant_core.train.method_settings import BfgsSettings, CmaEsSettings, Hessia
 # the training methods (quant_core.train.trainer); the CLI and the Dagster launchpad offer these
 Method = Literal["gradient_descent", "optuna", "grid", "random", "bfgs", "cma_es"]
 METHODS: tuple[str, ...] = get_args(Method)
+# methods whose search can be cut into parts that run as separate steps (quant_core.train.parts)
+SPLITTABLE_METHODS: tuple[str, ...] = ("grid", "random", "optuna")
 
 
 class SpecNotice(UserWarning):

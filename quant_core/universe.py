@@ -19,6 +19,7 @@ from quant_core.live.breakers import check_limits
 from quant_core.live.settings import LiveSettings
 from quant_core.runspec import check_spec
 from quant_core.spec import RunSpec
+from quant_core.spec_sections import SPLITTABLE_METHODS
 from quant_core.validate.folds import WalkForwardSettings
 from quant_core.yaml_files import YamlFileError, load_yaml_file
 
@@ -110,6 +111,9 @@ class Universe(BaseModel):
     circuit_breakers: dict[str, float] = Field(
         default_factory=dict, description="limits overriding the defaults (quant_core.live.breakers defines each)")
     live: LiveSettings = Field(default_factory=LiveSettings, description="the live gate and the challenger test")
+    search_steps: int | None = Field(None, ge=1, le=256, description="steps each retrain's search is cut into "
+                                     "(grid/random: candidate ranges; optuna: workers sharing one study); the "
+                                     "launchpad's search_steps overrides it")
 
     @field_validator("name")
     @classmethod
@@ -126,6 +130,10 @@ class Universe(BaseModel):
 
     @model_validator(mode="after")
     def _tokens_match(self) -> Universe:
+        method = self.spec.optimisation_settings.method
+        if (self.search_steps or 1) > 1 and method not in SPLITTABLE_METHODS:
+            raise ValueError(f"search_steps: {self.search_steps}: method {method} trains one path and cannot be split "
+                             f"into steps; remove search_steps (it applies to {', '.join(SPLITTABLE_METHODS)})")
         check_spec(self.spec)  # what its pool rule or strategy accepts, at registry load
         if (self.spec.kind == "pool" and self.spec.rule.split("__")[-1] == "min_variance"
                 and self.spec.target_weights_start == "first_target"):

@@ -78,6 +78,12 @@ def test_a_strategy_universe_trades_one_market(tmp_path):
 
         ("{name: u, markets: {BTC: shipped.BTC-USD.1d, USDC: shipped.USDC-USD.1d}, "
          "spec: {rule: min_variance, tokens: [BTC, USDC]}}", "set target_weights_start: initial_weights"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: momentum, tokens: [BTC]}, search_steps: 4}",
+         "search_steps: 4: method gradient_descent trains one path and cannot be split into steps; remove "
+         "search_steps (it applies to grid, random, optuna)"),
+        ("{name: u, markets: {BTC: shipped.BTC-USD.1d}, spec: {rule: momentum, tokens: [BTC], "
+         "optimisation_settings: {method: grid}}, search_steps: 0}",
+         "universes.0.search_steps: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_registry_names_the_entry(tmp_path, universe, needle):

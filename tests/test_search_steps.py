@@ -115,3 +115,23 @@ def test_a_search_that_cannot_be_split_is_refused_before_any_work(tmp_path, monk
         failure = next(e for e in instance.all_logs(res.run_id, of_type=dg.DagsterEventType.STEP_FAILURE))
         assert failure.step_key == f"{GRAPH}.plan_search"
         assert "search_steps=2: method cma_es trains one path" in str(failure.dagster_event.step_failure_data.error)
+
+
+@pytest.mark.slow
+def test_the_registry_entry_sets_the_steps_of_scheduled_retrains(tmp_path, monkeypatch, sqlite_url):
+    import test_strategy_platform as platform
+
+    monkeypatch.setenv("QUANT_DATABASE_URL", sqlite_url)
+    monkeypatch.setattr(platform, "REGISTRY", platform.REGISTRY.replace("    walk_forward:", "    search_steps: 2\n"
+                                                                        "    walk_forward:", 1))
+    registry, defs = make_platform(tmp_path, monkeypatch)
+    assert registry.universe(U).search_steps == 2
+    with dg.instance_for_test() as instance:
+        week = latest_retrain_week(registry, registry.universe(U), TODAY)
+        land_lookback(defs, instance)
+        res = _run(defs, instance, week, {"budget": 150})  # three batches of 64: two ranges
+        assert res.success
+        assert _steps(instance, res.run_id) == [f"{GRAPH}.combine_search", f"{GRAPH}.plan_search",
+                                                f"{GRAPH}.search_part[0]", f"{GRAPH}.search_part[1]"]
+        res = _run(defs, instance, week, {"budget": 150, "search_steps": 1})  # the launchpad overrides it
+        assert res.success and f"{GRAPH}.search_part[1]" not in _steps(instance, res.run_id)

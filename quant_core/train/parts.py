@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from quant_core.spec import RunSpec
+from quant_core.spec_sections import SPLITTABLE_METHODS
 from quant_core.train.method_settings import check_method_settings
 from quant_core.train.trainer import TrainedParameters, finish, grid_fields, study_fields, train
 from quant_core.tunables import tunable_for
 
 CANDIDATES_PER_PART = 50_000  # grid/random candidates per part when the caller does not choose the parts
 MAX_PARTS = 256
-SPLITTABLE = ("grid", "random", "optuna")
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,9 @@ def plan_search(data: Any, spec: RunSpec, *, seed: int | None = None, budget: in
     tunable.validate_data(data, spec.start, spec.end)
     if n_parts is not None and not 1 <= n_parts <= MAX_PARTS:
         raise ValueError(f"search_steps={n_parts}: use 1 to {MAX_PARTS}")
-    if n_parts not in (None, 1) and method not in SPLITTABLE:
+    if n_parts not in (None, 1) and method not in SPLITTABLE_METHODS:
         raise ValueError(f"search_steps={n_parts}: method {method} trains one path and cannot be split; split "
-                         f"{', '.join(SPLITTABLE)} searches only, or leave search_steps unset")
+                         f"{', '.join(SPLITTABLE_METHODS)} searches only, or leave search_steps unset")
     whole = [SearchPart(0, 1, "whole", seed, budget)]
     if method in ("grid", "random"):
         from quant_core.train.grid import batch_size, search_points

@@ -70,7 +70,8 @@ class TrainConfig(dg.Config):
     search_steps: int | None = Field(None, ge=1, le=256, description="steps the week's search (trained_parameters) "
                                      "is cut into, for an executor to spread over workers: grid/random, ranges of "
                                      "candidates (default: one per 50,000); optuna, workers sharing one study in "
-                                     "the store's database (default 1); other methods take 1. Walk-forward folds are "
+                                     "the store's database (default 1); other methods take 1. Default: the registry "
+                                     "entry's search_steps. Walk-forward folds are "
                                      "steps of their own and search within their step")
 
     def apply(self, spec: RunSpec) -> RunSpec:

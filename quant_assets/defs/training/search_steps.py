@@ -85,10 +85,11 @@ def build_trained_parameters(universe: Universe, partitions: dg.PartitionsDefini
                        config_store: ConfigurationStoreResource, data):
         spec = window_spec(context, config)
         settings = spec.optimisation_settings.optuna_settings
-        shared = spec.optimisation_settings.method == "optuna" and (config.search_steps or 1) > 1
+        steps = config.search_steps or universe.search_steps
+        shared = spec.optimisation_settings.method == "optuna" and (steps or 1) > 1
         storage = (settings.storage.url or optuna_storage_url(config_store.database_url)) if shared else None
         try:
-            parts = plan_search(data, spec, seed=config.seed, n_parts=config.search_steps, storage=storage,
+            parts = plan_search(data, spec, seed=config.seed, n_parts=steps, storage=storage,
                                 study_name=f"{name}/{context.partition_key}/{context.run.run_id}")
         except ValueError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
