@@ -75,12 +75,16 @@ def test_the_docker_image_installs_the_lock_with_the_same_uv(tmp_path: Path) -> 
     the export it runs works on the committed lock and pins every package with hashes."""
     docker = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     pinned = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "scripts" / "bootstrap.sh").read_text(), re.M).group(1)
-    assert f"ARG UV_VERSION={pinned}\n" in docker and "uv export --frozen --no-dev --no-emit-project" in docker
+    # --extra k8s: a run worker on Kubernetes loads the instance, whose run launcher is dagster-k8s's
+    assert f"ARG UV_VERSION={pinned}\n" in docker
+    assert "uv export --frozen --no-dev --extra k8s --no-emit-project" in docker
     assert "--require-hashes" in docker and "pip install --no-cache-dir -e ." not in docker
-    out = subprocess.run([_uv(), "export", "--frozen", "--no-dev", "--no-emit-project", "-o", str(tmp_path / "r.txt")],
+    out = subprocess.run([_uv(), "export", "--frozen", "--no-dev", "--extra", "k8s", "--no-emit-project", "-o",
+                          str(tmp_path / "r.txt")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "r.txt").read_text()
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     assert "jax==" + next(p["version"] for p in lock["package"] if p["name"] == "jax") in text
-    assert "--hash=sha256:" in text and "pytest==" not in text  # dev tools stay out of the image
+    assert "--hash=sha256:" in text and "dagster-k8s==" in text
+    assert "pytest==" not in text and "kubernetes-validate==" not in text  # dev tools stay out of the image
