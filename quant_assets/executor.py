@@ -2,6 +2,8 @@
 
 QUANT_EXECUTOR (read when the definitions load):
 - unset or `multiprocess`: every step in its own process on the machine that runs the run (Dagster's default);
+- `k8s`: every step is its own Kubernetes Job (dagster-k8s's k8s_job_executor; the `k8s` extra), for runs
+  launched by K8sRunLauncher (deploy/helm/values.yaml);
 - `celery`: every step is a Celery task on a pool of `dagster-celery worker` processes, on this machine or on
   others (deploy/celery/). QUANT_CELERY_BROKER names the broker (e.g. `redis://host:6379/0`, required);
   QUANT_CELERY_BACKEND the result backend (default: the broker). The workers must listen on the same broker
@@ -25,6 +27,7 @@ broker fails the run before any step is submitted, naming the broker and QUANT_C
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +39,8 @@ BROKER_ENV = "QUANT_CELERY_BROKER"
 BACKEND_ENV = "QUANT_CELERY_BACKEND"
 VISIBILITY_ENV = "QUANT_CELERY_VISIBILITY_TIMEOUT"
 TRAINING_QUEUE_ENV = "QUANT_CELERY_TRAINING_QUEUE"
+GPU_ENV, NODE_SELECTOR_ENV = "QUANT_TRAINING_GPU", "QUANT_GPU_NODE_SELECTOR"
+K8S_TAG = "dagster-k8s/config"
 QUEUE_TAG = "dagster-celery/queue"  # the op tag dagster-celery routes a step's task by
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "pyamqp", "sqs")
 CONNECT_SECONDS = 5
@@ -136,6 +141,13 @@ def executor_from_env(env: dict | None = None) -> dg.ExecutorDefinition | None:
     kind = env.get(EXECUTOR_ENV, "").strip().lower()
     if kind in ("", "multiprocess"):
         return None if not kind else dg.multiprocess_executor
+    if kind == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as exc:
+            raise ExecutorSettingsError(f"{EXECUTOR_ENV}=k8s needs dagster-k8s: install the project's k8s extra "
+                                        f"(bash scripts/bootstrap.sh k8s; the Docker image has it) ({exc})") from None
+        return k8s_job_executor
     if kind == "celery":
         try:
             executor = _checked_celery_executor()
@@ -143,20 +155,52 @@ def executor_from_env(env: dict | None = None) -> dg.ExecutorDefinition | None:
             raise ExecutorSettingsError(f"{EXECUTOR_ENV}=celery needs dagster-celery installed ({exc})") from None
         return executor.configured(celery_settings(env), name="celery")
     raise ExecutorSettingsError(f"{EXECUTOR_ENV}={env[EXECUTOR_ENV]!r}: use 'multiprocess' (the default: every "
-                                "step a process on the run's machine) or 'celery' (steps on dagster-celery "
-                                f"workers; set {BROKER_ENV} too)")
+                                "step a process on the run's machine), 'celery' (steps on dagster-celery "
+                                f"workers; set {BROKER_ENV} too) or 'k8s' (every step its own Kubernetes Job)")
+
+
+def k8s_config(env: dict | None = None, *, gpu: bool | None = None) -> dict:
+    """A `dagster-k8s/config` tag's value for training work: CPU/memory requests, and with QUANT_TRAINING_GPU=1 (at
+    definitions load) a GPU limit and a node selector (QUANT_GPU_NODE_SELECTOR, `key=value`, default
+    accelerator=nvidia). K8sRunLauncher reads it from run tags, k8s_job_executor from op tags too; other run
+    launchers and executors ignore it."""
+    env = os.environ if env is None else env
+    gpu = env.get(GPU_ENV) == "1" if gpu is None else gpu
+    resources: dict = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
+    config: dict = {"container_config": {"resources": resources}}
+    if gpu:
+        resources["limits"]["nvidia.com/gpu"] = "1"
+        key, sep, value = env.get(NODE_SELECTOR_ENV, "accelerator=nvidia").partition("=")
+        if not (sep and key.strip() and value.strip()):
+            raise ExecutorSettingsError(f"{NODE_SELECTOR_ENV}={env.get(NODE_SELECTOR_ENV)!r}: a node label as "
+                                        "key=value, e.g. accelerator=nvidia")
+        config["pod_spec_config"] = {"node_selector": {key.strip(): value.strip()}}
+    return config
+
+
+def _kind(env: dict) -> str:
+    return env.get(EXECUTOR_ENV, "").strip().lower()
+
+
+def k8s_run_tags(env: dict | None = None) -> dict:
+    """`dagster-k8s/config` of retrain runs. Under the k8s executor each step is its own pod and the run's pod only
+    orchestrates, so the GPU goes to the training steps' pods (training_step_tags), not to the run's."""
+    env = os.environ if env is None else env
+    return {K8S_TAG: json.dumps(k8s_config(env, gpu=False) if _kind(env) == "k8s" else k8s_config(env))}
 
 
 def training_step_tags(env: dict | None = None) -> dict:
-    """Op tags of the training steps: the Celery queue QUANT_CELERY_TRAINING_QUEUE names (none when unset)."""
+    """Op tags of the training steps: under the k8s executor, their pods' resources (and GPU); under celery, the
+    queue QUANT_CELERY_TRAINING_QUEUE names (none when unset)."""
     env = os.environ if env is None else env
+    tags = {K8S_TAG: json.dumps(k8s_config(env))} if _kind(env) == "k8s" else {}
     queue = env.get(TRAINING_QUEUE_ENV, "").strip()
     if not queue:
-        return {}
+        return tags
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", queue):
         raise ExecutorSettingsError(f"{TRAINING_QUEUE_ENV}={queue!r}: a queue name (letters, digits, '_', '-', '.'), "
                                     "e.g. training")
-    if env.get(EXECUTOR_ENV, "").strip().lower() != "celery":
+    if _kind(env) != "celery":
         raise ExecutorSettingsError(f"{TRAINING_QUEUE_ENV}={queue!r} routes training steps to a Celery queue: it "
                                     f"needs {EXECUTOR_ENV}=celery (or unset {TRAINING_QUEUE_ENV})")
     return {QUEUE_TAG: queue}

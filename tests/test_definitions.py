@@ -90,12 +90,12 @@ def test_cli_backfills_a_range_of_candles_in_one_run(tmp_path):
 def test_retrain_runs_carry_kubernetes_resources(monkeypatch):
     import json
 
-    from quant_assets.defs.training.common import k8s_training_tags
+    from quant_assets.executor import k8s_run_tags
 
-    cpu = json.loads(k8s_training_tags()["dagster-k8s/config"])
+    cpu = json.loads(k8s_run_tags()["dagster-k8s/config"])
     assert "nvidia.com/gpu" not in cpu["container_config"]["resources"]["limits"]
     monkeypatch.setenv("QUANT_TRAINING_GPU", "1")
-    gpu = json.loads(k8s_training_tags()["dagster-k8s/config"])
+    gpu = json.loads(k8s_run_tags()["dagster-k8s/config"])
     assert gpu["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["pod_spec_config"]["node_selector"] == {"accelerator": "nvidia"}
     job = build_definitions().resolve_job_def("retrain_momentum_btc_eth_usdc_1d")

@@ -2,8 +2,6 @@
 configuration (closing the run's training job: quant_assets.defs.training.jobs), the MATURE-threshold check, and
 the retrain job with its weekly schedule."""
 
-import json
-import os
 from datetime import datetime
 from enum import StrEnum
 
@@ -12,6 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from quant_assets.defs.training.jobs import awaits_configuration
+from quant_assets.executor import k8s_run_tags
 from quant_assets.metadata import markdown_table
 from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
@@ -102,19 +101,6 @@ def parameters_plot(context, universe: str, spec: RunSpec, data, params: dict, t
     return plot_metadata(png, title, universe, context.partition_key.replace("|", "_"), file)
 
 
-def k8s_training_tags() -> dict:
-    """`dagster-k8s/config` for retrain runs (K8sRunLauncher reads run tags): CPU/memory requests, and with
-    QUANT_TRAINING_GPU=1 at definition load a GPU limit and a node selector (QUANT_GPU_NODE_SELECTOR,
-    `key=value`, default accelerator=nvidia). Other run launchers ignore the tag."""
-    resources: dict = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
-    config: dict = {"container_config": {"resources": resources}}
-    if os.environ.get("QUANT_TRAINING_GPU") == "1":
-        resources["limits"]["nvidia.com/gpu"] = "1"
-        key, _, value = os.environ.get("QUANT_GPU_NODE_SELECTOR", "accelerator=nvidia").partition("=")
-        config["pod_spec_config"] = {"node_selector": {key: value}}
-    return {"dagster-k8s/config": json.dumps(config)}
-
-
 def frames_by_market(candles) -> dict[str, pl.DataFrame]:
     """{partition key: day frame} (or one bare frame for a single partition) -> {market: frame}."""
     if isinstance(candles, pl.DataFrame):
@@ -197,7 +183,7 @@ def retrain_job(universe: Universe, partitions, tags: dict, assets: list) -> dg.
     """The universe's retrain job; weekly, Monday 03:00 UTC: the week that just ended (its last candles land
     at 00:15)."""
     job = dg.define_asset_job(f"retrain_{universe.name}", selection=dg.AssetSelection.assets(*assets),
-                              tags={**tags, **k8s_training_tags()})  # partitioned as its assets
+                              tags={**tags, **k8s_run_tags()})  # partitioned as its assets
     schedule = dg.build_schedule_from_partitioned_job(job, day_of_week=1, hour_of_day=3, minute_of_hour=0,
                                                       default_status=schedule_status())
     return dg.Definitions(jobs=[job], schedules=[schedule])
