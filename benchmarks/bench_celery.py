@@ -1,7 +1,7 @@
 """The same retrain on 1 and on 2 Celery workers (issue 20): wall time of each run, the ratio, and Celery's
 overhead per step.
 
-    .venv/bin/python benchmarks/bench_celery.py [--repeats 1] [--concurrency 1]
+    .venv/bin/python benchmarks/bench_celery.py [--repeats 1] [--concurrency 1] [--budget N] [--search-steps K]
 
 Needs the local PostgreSQL (tests/conftest.py's server) and redis-server (started here on a free port, as the
 tests start it: tests/celery_cluster.py). Each worker count gets a fresh instance, store, broker and candle
@@ -14,7 +14,8 @@ own time (STEP_START -> STEP_SUCCESS); overhead per step = mean queue wait + the
 STEP_START. The ratio is the 1-worker time over the 2-worker time. On this 2-core machine the two workers share
 the same cores as the orchestrator, so the ratio says how much of the retrain's steps run side by side (the
 training step and the walk-forward's fold steps, as the `training` pool allows), not what a second machine would
-add.
+add. `--budget N --search-steps K` give the search N Optuna trials in K steps (workers sharing one study in the
+store's PostgreSQL), so the search itself can spread over the workers.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def spans(steps: list[dict], a: str, b: str) -> list[float]:
     return [t[b] - t[a] for s in steps for t in s.values() if {a, b} <= t.keys()]
 
 
-def run_once(cluster: CeleryCluster, week: str, label: str) -> tuple[float, dict]:
+def run_once(cluster: CeleryCluster, week: str, label: str, run_config: dict | None) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    proc = cluster.launch(JOB, week, label)
+    proc = cluster.launch(JOB, week, label, run_config=run_config)
     if proc.wait(timeout=1800) != 0:
         raise SystemExit(f"{label} failed:\n{(cluster.logs / f'{label}.log').read_text()[-4000:]}")
     wall = time.perf_counter() - t0
@@ -74,7 +75,8 @@ def run_once(cluster: CeleryCluster, week: str, label: str) -> tuple[float, dict
         return wall, step_times(instance, run.run_id)
 
 
-def bench(workers: int, concurrency: int, repeats: int, pg: PostgresServer) -> tuple[list[float], list[dict]]:
+def bench(workers: int, concurrency: int, repeats: int, pg: PostgresServer,
+          run_config: dict | None) -> tuple[list[float], list[dict]]:
     dagster_db, store_db = pg.create_database(), pg.create_database()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +90,10 @@ def bench(workers: int, concurrency: int, repeats: int, pg: PostgresServer) -> t
                         cluster.start_worker(f"w{i + 1}", concurrency)
                     backfill_candles(cluster, week)
                     cluster.wait_ready()
-                    run_once(cluster, week, "warmup")
+                    run_once(cluster, week, "warmup", run_config)
                     walls, steps = [], []
                     for r in range(repeats):
-                        wall, t = run_once(cluster, week, f"run{r}")
+                        wall, t = run_once(cluster, week, f"run{r}", run_config)
                         walls.append(wall)
                         steps.append(t)
                     return walls, steps
@@ -106,13 +108,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=1, help="steps each worker runs at once")
+    ap.add_argument("--budget", type=int, help="Optuna trials of the week's search (default: the registry's)")
+    ap.add_argument("--search-steps", type=int, help="steps the search is cut into (workers sharing one study)")
     args = ap.parse_args()
+    search = {k: v for k, v in (("budget", args.budget), ("search_steps", args.search_steps)) if v}
+    run_config = {"ops": {f"{U}__trained_parameters": {"config": search}}} if search else None
     pg = PostgresServer(POSTGRES_ADMIN_URL)
     if pg.unavailable:
         raise SystemExit(pg.unavailable)
     results = {}
     for n in (1, 2):
-        walls, steps = bench(n, args.concurrency, args.repeats, pg)
+        walls, steps = bench(n, args.concurrency, args.repeats, pg, run_config)
         results[n] = statistics.median(walls)
         waits, setup, work = (spans(steps, a, b) for a, b in (("submitted", "on_worker"), ("on_worker", "started"),
                                                                ("started", "finished")))

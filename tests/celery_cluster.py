@@ -149,8 +149,10 @@ class CeleryCluster:
         """SIGKILL the worker and its children: a machine lost mid-step."""
         stop(self.workers[name], signal.SIGKILL)
 
-    def launch(self, job: str, partition_key: str, log_name: str = "run", env: dict | None = None) -> subprocess.Popen:
-        """`dagster job execute` of one partition: this process orchestrates; the steps go to the broker."""
+    def launch(self, job: str, partition_key: str, log_name: str = "run", env: dict | None = None,
+               run_config: dict | None = None) -> subprocess.Popen:
+        """`dagster job execute` of one partition (with `run_config`, as a YAML file): this process orchestrates;
+        the steps go to the broker."""
         import json
 
         tags = {"dagster/partition": partition_key}
@@ -163,8 +165,13 @@ class CeleryCluster:
                                                 strict=True)))
             tags.update({f"dagster/partition/{d}": k for d, k in key.keys_by_dimension.items()})
         log = (self.logs / f"{log_name}.log").open("w")
+        config = []
+        if run_config:
+            path = self.tmp / f"{log_name}-config.yaml"
+            path.write_text(yaml.safe_dump(run_config))
+            config = ["-c", str(path)]
         return subprocess.Popen([str(BIN / "dagster"), "job", "execute", "-m", "quant_assets.definitions", "-a",
-                                 "defs", "-j", job, "--tags", json.dumps(tags)], cwd=ROOT, env=env or self.env,
+                                 "defs", "-j", job, "--tags", json.dumps(tags), *config], cwd=ROOT, env=env or self.env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @contextmanager
