@@ -40,8 +40,8 @@ def main() -> None:
     import dagster as dg
 
     from quant_assets.definitions import build_definitions
-    from quant_assets.demo import candle_keys, demo_day, ensure_dagster_home, land_candles
-    from quant_assets.partitions import latest_retrain_week
+    from quant_assets.demo import demo_day, ensure_dagster_home, land_candles
+    from quant_assets.partitions import latest_retrain_week, retrain_candle_keys
     from quant_assets.registry import current_registry
 
     ensure_dagster_home()
@@ -51,10 +51,10 @@ def main() -> None:
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     week = latest_retrain_week(registry, universe, demo_day(registry) + timedelta(days=1))
-    keys = candle_keys(registry, universe, week)
+    keys = retrain_candle_keys(universe, week)
     began = time.perf_counter()
     assert land_candles(keys, registry, defs, instance, quiet)
-    print(f"{universe.name}, week {week.split('|')[-1]}: landing {len(keys):,} candle partitions (one ranged run): "
+    print(f"{universe.name}, week {week}: landing {len(keys):,} candle partitions (one ranged run): "
           f"{time.perf_counter() - began:.1f} s")
     for i in range(args.repeats):
         retrain(defs, instance, universe.name, week,

@@ -58,16 +58,6 @@ def demo_day(registry) -> datetime:
     return to_utc(last).replace(hour=0, minute=0, second=0, microsecond=0)  # of the last candle
 
 
-def candle_keys(registry, universe, week: str) -> set[str]:
-    """The candle partitions (market x day) the universe's retrain of `week` reads."""
-    from quant_assets.partitions import candles_for_retrain, ohlcv_partitions, retrain_partitions
-
-    parts = retrain_partitions(registry, universe)
-    mapped = candles_for_retrain(universe).get_upstream_mapped_partitions_result_for_partitions(
-        parts.subset_with_partition_keys([week]), parts, ohlcv_partitions(registry))
-    return set(mapped.partitions_subset.get_partition_keys())
-
-
 def land_candles(keys: set[str], registry, defs, instance, quiet) -> bool:
     """Materialise the candle partitions not yet there: their days x markets in one ranged run per group of
     markets adjacent in the registry (quant_assets.backfill)."""
@@ -113,7 +103,7 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
 
     from quant_assets.definitions import build_definitions
     from quant_assets.defs.live.assets import LIVE_JOB
-    from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week
+    from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week, retrain_candle_keys
     from quant_assets.registry import current_registry
     from quant_core.live.status import current_stages, live_status
     from quant_core.reporting import configuration_rows, format_live, format_table
@@ -132,9 +122,9 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
     for k, universe in enumerate(universes):
         began = time.monotonic()
         week = latest_retrain_week(registry, universe, day + timedelta(days=1))
-        print(f"[{k + 1} of {len(universes)}] {universe.name}, week {week.split('|')[-1]}", flush=True)
+        print(f"[{k + 1} of {len(universes)}] {universe.name}, week {week}", flush=True)
         # its candles (markets x lookback days) in one ranged run, unless already there
-        if not land_candles(candle_keys(registry, universe, week), registry, defs, instance, quiet):
+        if not land_candles(retrain_candle_keys(universe, week), registry, defs, instance, quiet):
             return 1
         run_config = dict(quiet)
         if budget:
@@ -147,7 +137,7 @@ def run_demo(budget: int | None = None, only: list[str] | None = None) -> int:
             print(f"universe {universe.name}, week {week}: FAILED (run {result.run_id})")
             return 1
         # the days after the week, up to the demo day: their candles land and the forward run reads them all
-        week_end = datetime.fromisoformat(week.split("|")[-1]).replace(tzinfo=UTC) + timedelta(days=7)
+        week_end = datetime.fromisoformat(week).replace(tzinfo=UTC) + timedelta(days=7)
         after = {str(dg.MultiPartitionKey({MARKET_DIM: m, DATE_DIM: f"{week_end + timedelta(days=i):%Y-%m-%d}"}))
                  for m in set(universe.markets.values()) for i in range((day - week_end).days + 1)}
         forward = ""

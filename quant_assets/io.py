@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import dagster as dg
@@ -27,6 +28,16 @@ from quant_core.data.schema import CANDLE_SCHEMA
 from quant_core.paths import quant_home
 
 _FILE = "__candle_file"  # the column a scan of many partition files names each row's file in
+
+
+def absent(paths: dict[Any, UPath]) -> set[Any]:
+    """The keys whose file is absent, from one listing per directory (not one stat per file)."""
+    present: dict[str, set[str]] = {}
+    for path in paths.values():
+        parent = str(path.parent)
+        if parent not in present:
+            present[parent] = {p.name for p in path.parent.iterdir()} if path.parent.exists() else set()
+    return {k for k, path in paths.items() if path.name not in present[str(path.parent)]}
 
 
 class CandleIOManager(dg.UPathIOManager):
@@ -54,7 +65,7 @@ class CandleIOManager(dg.UPathIOManager):
         if len(keys) <= 1:
             return super().load_partitions(context)
         paths = self._get_paths_for_partitions(context)
-        missing = self._missing(paths)
+        missing = absent(paths)
         allowed = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         if missing and not allowed:
             reader = context.op_def.name + (f" (partition {context.partition_key})" if context.has_partition_key
@@ -87,15 +98,6 @@ class CandleIOManager(dg.UPathIOManager):
                 empty = both.clear().drop(_FILE)
                 return {k: groups.get((f,), empty) for k, f in files.items()}
         return {k: self.load_from_path(context, path) for k, path in paths.items()}
-
-    def _missing(self, paths: dict[str, UPath]) -> set[str]:
-        """The keys whose file is absent, from one listing per day directory (not one stat per partition)."""
-        present: dict[str, set[str]] = {}
-        for path in paths.values():
-            parent = str(path.parent)
-            if parent not in present:
-                present[parent] = {p.name for p in path.parent.iterdir()} if path.parent.exists() else set()
-        return {k for k, path in paths.items() if path.name not in present[str(path.parent)]}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if not (context.has_asset_partitions and len(context.asset_partition_keys) > 1):
@@ -133,17 +135,29 @@ class PartitionCandles:
         return {d for d in days if all(self._path(d, m).exists() for m in market_keys)}
 
     def frames(self, market_keys: list[str], first: str, last: str) -> dict[str, pl.DataFrame]:
+        """{market: its candles} over the days from `first` to `last` that have landed."""
         days = sorted(p.name for p in self.root.iterdir() if first <= p.name <= last) if self.root.exists() else []
-        out = {}
-        for m in market_keys:
-            paths = [p for p in (self._path(d, m) for d in days) if p.exists()]
-            if not paths:
-                out[m] = pl.DataFrame(schema=CANDLE_SCHEMA)
-            elif self.root.protocol in ("", "file", "local"):
-                out[m] = pl.read_parquet([p.path for p in paths]).sort("timestamp")  # one columnar scan
-            else:
-                out[m] = pl.concat([self._read(p) for p in paths]).sort("timestamp")
-        return out
+        return {m: self._scan([p for p in (self._path(d, m) for d in days) if p.exists()]) for m in market_keys}
+
+    def frames_of(self, keys: Collection[str], order: Sequence[str], reader: str) -> dict[str, pl.DataFrame]:
+        """{market: its candles} over exactly `keys` (date|market partition keys: a retrain's lookback), every one
+        checked present before any is read; missing ones fail naming their day ranges and the backfill that lands
+        them (quant_assets.backfill.missing_candles_failure)."""
+        paths = {k: self._path(*k.split("|")) for k in keys}
+        missing = absent(paths)
+        if missing:
+            raise missing_candles_failure(missing, len(keys), order, reader)
+        by_market: dict[str, list[UPath]] = {}
+        for key in sorted(keys):
+            by_market.setdefault(key.split("|")[1], []).append(paths[key])
+        return {m: self._scan(ps) for m, ps in by_market.items()}
+
+    def _scan(self, paths: list[UPath]) -> pl.DataFrame:
+        if not paths:
+            return pl.DataFrame(schema=CANDLE_SCHEMA)
+        if self.root.protocol in ("", "file", "local"):
+            return pl.read_parquet([p.path for p in paths]).sort("timestamp")  # one columnar scan
+        return pl.concat([self._read(p) for p in paths]).sort("timestamp")
 
     @staticmethod
     def _read(path: UPath) -> pl.DataFrame:

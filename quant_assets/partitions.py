@@ -1,15 +1,16 @@
-"""Partitions: candles per (market, day); retrains per (universe, week), mapped to exactly the candle
-partitions a retrain reads.
+"""Partitions: candles per (market, day); retrains per week (each universe has assets of its own); forward runs per
+day.
 
 Markets come from the registry as a static dimension rebuilt whenever the code location loads
 (adding a market to the registry needs no code; reloading the location in the UI or restarting the
-code server picks it up). We use a static rather than a dynamic dimension because only static
-dimensions can be mapped market -> universe (StaticPartitionMapping over a dynamic dimension passes
-validation but fails at run time in Dagster 1.13), and that mapping is what lets each retrain read
-only its own markets.
+code server picks it up): the registry is the one list of markets, so no run has to add them.
 
-Retrain weeks run Monday 00:00 to Monday 00:00 UTC. A universe's first week is the first whose lookback
-(spec span + estimator warm-up, `quant_core.retrain.lookback_days`) fits after `partitions_start`.
+Retrain weeks run Monday 00:00 to Monday 00:00 UTC, keyed by their Monday ("2024-12-16": what the UI's partition
+bars and metadata plots show). A universe's first week is the first whose lookback (spec span + estimator warm-up,
+`quant_core.retrain.lookback_days`) fits after `partitions_start`. The candles a week reads are its markets over
+that lookback (`retrain_candle_keys`); Dagster 1.13 has no mapping from a (market, day) asset to a single weekly
+dimension with an offset, so the Dagster-level dependency says only what lineage needs (the period's own days,
+`candles_of_period`) and the retrain checks and reads the exact partitions itself (quant_assets.io.PartitionCandles).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -27,7 +28,6 @@ from quant_core.retrain import lookback_days
 from quant_core.universe import Registry, Universe
 
 MARKET_DIM, DATE_DIM = "market", "date"
-UNIVERSE_DIM, WEEK_DIM = "universe", "week"
 WEEK_DAY_OFFSET = 1  # weeks start on Monday
 
 
@@ -52,11 +52,9 @@ def first_retrain_week(registry: Registry, universe: Universe) -> str:
     return (t + timedelta(days=(7 - t.weekday()) % 7)).strftime("%Y-%m-%d")
 
 
-def retrain_partitions(registry: Registry, universe: Universe) -> dg.MultiPartitionsDefinition:
-    weeks = dg.WeeklyPartitionsDefinition(start_date=first_retrain_week(registry, universe),
-                                          day_offset=WEEK_DAY_OFFSET, timezone="UTC")
-    return dg.MultiPartitionsDefinition({UNIVERSE_DIM: dg.StaticPartitionsDefinition([universe.name]),
-                                         WEEK_DIM: weeks})
+def retrain_partitions(registry: Registry, universe: Universe) -> dg.WeeklyPartitionsDefinition:
+    return dg.WeeklyPartitionsDefinition(start_date=first_retrain_week(registry, universe),
+                                         day_offset=WEEK_DAY_OFFSET, timezone="UTC")
 
 
 def lookback_weeks(universe: Universe) -> int:
@@ -72,23 +70,26 @@ def beta_api() -> Iterator[None]:
         yield
 
 
-def candles_for_retrain(universe: Universe) -> dg.MultiPartitionMapping:
-    """Week W of the universe reads the days of W and of the lookback_weeks before it, for its markets only."""
-    markets = sorted(set(universe.markets.values()))
+def candles_of_period() -> dg.MultiToSingleDimensionPartitionMapping:
+    """The lineage of a retrain week or a forward day in Dagster: that period's days of the candles, every market."""
     with beta_api():
-        return _retrain_mapping(universe, markets)
+        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIM)
 
 
-def _retrain_mapping(universe: Universe, markets: list[str]) -> dg.MultiPartitionMapping:
-    return dg.MultiPartitionMapping({
-        MARKET_DIM: dg.DimensionPartitionMapping(UNIVERSE_DIM, dg.StaticPartitionMapping(
-            {m: universe.name for m in markets})),
-        DATE_DIM: dg.DimensionPartitionMapping(WEEK_DIM, dg.TimeWindowPartitionMapping(
-            start_offset=-lookback_weeks(universe))),
-    })
+def retrain_days(universe: Universe, week: str) -> list[str]:
+    """The UTC days the retrain of `week` (its Monday) reads: the lookback_weeks whole weeks before it, and its own."""
+    first = date.fromisoformat(week) - timedelta(days=7 * lookback_weeks(universe))
+    return [(first + timedelta(days=i)).isoformat() for i in range(7 * (lookback_weeks(universe) + 1))]
+
+
+def retrain_candle_keys(universe: Universe, week: str) -> set[str]:
+    """The candle partitions (date|market keys) the retrain of `week` reads: its markets over retrain_days."""
+    markets = sorted(set(universe.markets.values()))
+    return {str(dg.MultiPartitionKey({MARKET_DIM: m, DATE_DIM: d})) for d in retrain_days(universe, week)
+            for m in markets}
 
 
 def latest_retrain_week(registry: Registry, universe: Universe, now) -> str | None:
-    """The universe's last complete retrain week at `now` (a MultiPartitionKey string), None before the first."""
+    """The universe's last complete retrain week at `now` (its Monday, YYYY-MM-DD), None before the first."""
     with dg.partition_loading_context(effective_dt=now):
         return retrain_partitions(registry, universe).get_last_partition_key()

@@ -156,14 +156,6 @@ class CeleryCluster:
         import json
 
         tags = {"dagster/partition": partition_key}
-        if "|" in partition_key:  # a multi-partition key: Dagster also tags each dimension
-            import dagster as dg
-
-            from quant_assets.partitions import UNIVERSE_DIM, WEEK_DIM
-
-            key = dg.MultiPartitionKey(dict(zip(sorted((UNIVERSE_DIM, WEEK_DIM)), partition_key.split("|"),
-                                                strict=True)))
-            tags.update({f"dagster/partition/{d}": k for d, k in key.keys_by_dimension.items()})
         log = (self.logs / f"{log_name}.log").open("w")
         config = []
         if run_config:
@@ -213,7 +205,7 @@ def backfill_candles(cluster: CeleryCluster, week: str) -> None:
         from quant_assets.defs.market_data.assets import OHLCV_KEY
 
         defs = build_definitions()
-        last = datetime.fromisoformat(week.split("|")[1]).replace(tzinfo=UTC) + timedelta(days=6)
+        last = datetime.fromisoformat(week).replace(tzinfo=UTC) + timedelta(days=6)
         first = last - timedelta(days=29)
         with cluster.instance() as instance:
             res = dg.materialize(list(defs.assets), selection=[OHLCV_KEY], instance=instance,

@@ -142,7 +142,7 @@ def test_graphql_backfill_then_sensor_retrain_lands_in_postgres(deployment):
     from quant_assets.partitions import latest_retrain_week
 
     week = latest_retrain_week(registry, registry.universe(U), datetime.now(UTC))
-    week_start = datetime.fromisoformat(week.split("|")[1]).replace(tzinfo=UTC)
+    week_start = datetime.fromisoformat(week).replace(tzinfo=UTC)
     days = [f"{week_start + timedelta(days=i):%Y-%m-%d}" for i in range(-21, 7)]
     names = [f"{d}|synth.{m}-USD.1d" for d in days for m in ("AAA", "BBB")]
     launched = _graphql(web_port, LAUNCH, {"params": {

@@ -56,7 +56,7 @@ def test_each_fold_is_its_own_step_and_the_report_is_the_in_process_one(platform
                              run_config={"ops": {f"{U}__walk_forward_report": {"config": {"seed": 5}}}})
         assert res.success
 
-        week_end = datetime.fromisoformat(week.split("|")[-1]).replace(tzinfo=UTC) + timedelta(days=7)
+        week_end = datetime.fromisoformat(week).replace(tzinfo=UTC) + timedelta(days=7)
         spec = week_spec(universe.spec, U, week_end, TrainConfig(seed=5))
         folds = make_folds(*walk_forward_span(spec), universe.walk_forward)
         assert len(folds) >= 2

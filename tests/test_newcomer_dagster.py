@@ -33,7 +33,7 @@ def platform(tmp_path, monkeypatch):
 
     registry = load_registry(path)
     week = latest_retrain_week(registry, registry.universe(U), datetime.now(UTC))
-    week_start = datetime.fromisoformat(week.split("|")[1]).replace(tzinfo=UTC)
+    week_start = datetime.fromisoformat(week).replace(tzinfo=UTC)
     lookback = [f"{week_start + timedelta(days=i):%Y-%m-%d}" for i in range(-21, 7)]  # what the week reads
     return SimpleNamespace(registry=registry, defs=build_definitions(), week=week, days=lookback)
 
@@ -150,7 +150,7 @@ def test_a_retrain_reads_its_candles_with_one_log_line_and_no_beta_warnings(plat
         messages = [e.message for e in instance.all_logs(res.run_id)]
         assert not [m for m in messages if "Loading partition" in m or m.startswith("Loading 56 partitions")]
         summary = [m for m in messages if "candle partitions" in m]
-        assert len(summary) == 1 and "56 candle partitions (2 markets x 28 days)" in summary[0], summary
+        assert len(summary) == 1 and "56 candle partitions (2 markets x 28 days, " in summary[0], summary
 
 
 def test_demo_progress_says_k_of_n_with_an_eta():
@@ -218,6 +218,26 @@ def test_walk_forward_plot_has_integer_fold_ticks(monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.close(figures[0])
+
+
+def test_retrain_partitions_are_weeks_so_the_plots_tab_labels_read_as_weeks(platform):
+    """The metadata Plots tab labels its x axis with partition keys: every retrain asset is keyed by its week's
+    Monday alone (not 'universe|week'), and the week a run materialises is the partition its events carry."""
+    import re
+
+    p = platform
+    retrain_assets = [a for a in p.defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def
+                      and OHLCV_KEY not in a.keys]
+    assert retrain_assets
+    for a in retrain_assets:
+        with dg.partition_loading_context(effective_dt=datetime.now(UTC)):
+            keys = a.partitions_def.get_partition_keys()
+        assert keys and all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", k) for k in keys), (a.keys, keys[:3])
+    with dg.instance_for_test() as instance:
+        _land(p, instance, p.days[0], p.days[-1])
+        assert _panel(p, instance).success
+        event = instance.get_latest_materialization_event(PANEL)
+        assert event.dagster_event.partition == p.week and datetime.fromisoformat(p.week).weekday() == 0
 
 
 # item 17 ------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from quant_core.store import ConfigurationStore
 
 UNIVERSE = "momentum_btc_eth_usdc_1d"
 N_TRIALS = 8
-WEEK = f"{UNIVERSE}|2024-12-16"  # the last week the shipped prices cover
+WEEK = "2024-12-16"  # the last week the shipped prices cover
 WEEK_END = datetime(2024, 12, 23, tzinfo=UTC)
 CANDLES = ("2023-10-01", "2024-12-22")  # its lookback and more
 

@@ -33,7 +33,7 @@ def _steps(instance, run_id) -> list[str]:
 
 
 def _spec(registry, week, config: TrainConfig):
-    week_end = datetime.fromisoformat(week.split("|")[-1]).replace(tzinfo=UTC) + timedelta(days=7)
+    week_end = datetime.fromisoformat(week).replace(tzinfo=UTC) + timedelta(days=7)
     return week_spec(registry.universe(U).spec, U, week_end, config)
 
 

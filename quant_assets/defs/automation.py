@@ -2,7 +2,7 @@
 
 New `ohlcv` materialisations (read from the event log after the sensor's cursor) request the retrain
 of each universe whose markets they touch, for its latest complete week, when every candle partition
-that week reads exists. The run key `<universe>|<week>` makes it one run per universe and week however
+that week reads exists. The run key (the week, in the universe's own job) makes it one run per universe and week however
 many partitions land (a 30-day x 2-market backfill gives one retrain, not 60); history backfilled
 outside that week's lookback requests nothing. Weekly schedules (one per universe) retrain on Monday
 whether or not data changed; a week requested once (by the schedule or the sensor) is not requested again.
@@ -23,14 +23,7 @@ import dagster as dg
 
 from quant_assets.defs.live.assets import forward_job_name, forward_partitions
 from quant_assets.defs.market_data.assets import OHLCV_KEY
-from quant_assets.partitions import (
-    DATE_DIM,
-    MARKET_DIM,
-    candles_for_retrain,
-    latest_retrain_week,
-    ohlcv_partitions,
-    retrain_partitions,
-)
+from quant_assets.partitions import DATE_DIM, MARKET_DIM, latest_retrain_week, ohlcv_partitions, retrain_candle_keys
 from quant_assets.settings import sensor_status
 from quant_core.universe import Registry
 
@@ -57,18 +50,14 @@ def _new_candle_keys(instance: dg.DagsterInstance, after: int) -> tuple[set[str]
 def retrain_requests(registry: Registry, instance: dg.DagsterInstance, new_keys: set[str],
                      now: datetime) -> tuple[list[dg.RunRequest], list[str]]:
     """The retrains new candle partitions call for, and why others were skipped."""
-    upstream_def = ohlcv_partitions(registry)
     materialized = set(instance.get_materialized_partitions(OHLCV_KEY)) | new_keys
     requests, skipped = [], []
     for universe in registry.universes:
-        parts = retrain_partitions(registry, universe)
         week = latest_retrain_week(registry, universe, now)
         if week is None:
             skipped.append(f"{universe.name}: no complete retrain week yet")
             continue
-        mapped = candles_for_retrain(universe).get_upstream_mapped_partitions_result_for_partitions(
-            parts.subset_with_partition_keys([week]), parts, upstream_def, current_time=now)
-        needed = set(mapped.partitions_subset.get_partition_keys())
+        needed = retrain_candle_keys(universe, week)
         if not needed & new_keys:
             continue
         missing = needed - materialized

@@ -85,7 +85,7 @@ def test_every_universe_retrained_exactly_once_a_week(scenario_a):
     assert len(mondays) == 8
     for u in UNIVERSES:
         weeks = [part for job, part in scenario_a.runs if job == f"retrain_{u}"]
-        assert weeks == [f"{u}|{ymd(m - timedelta(days=7))}" for m in mondays]
+        assert weeks == [ymd(m - timedelta(days=7)) for m in mondays]
 
 
 def expected_live_days(events) -> list[str]:
@@ -203,18 +203,18 @@ def _killed_then_resumed(p: Platform, job: str, partition: str) -> None:
             f"build_definitions().get_job_def({job!r}).execute_in_process(instance=inst, partition_key={partition!r})")
     child = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ), cwd=Path(__file__).parents[2],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    universe = job.removeprefix("retrain_")
     store = store_of(p)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and child.poll() is None:
-            if any(j.status == "running" for j in store.list_training_jobs(universe_key=partition.split("|")[0])):
+            if any(j.status == "running" for j in store.list_training_jobs(universe_key=universe)):
                 break
             time.sleep(0.2)
         assert child.poll() is None, "the child finished before it could be killed"
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(30)
-        universe, week = partition.split("|")
-        week_end = ymd(day(week) + timedelta(days=7))
+        week_end = ymd(day(partition) + timedelta(days=7))
         assert not [v for v in store.list_configurations(universe_key=universe) if ymd(v.available) == week_end], \
             "a killed retrain wrote nothing"
     finally:
@@ -230,7 +230,7 @@ def test_out_of_order_backfill_with_a_killed_run_gives_the_same_timeline(scenari
         b.activate()
         # the same candles, backfilled at once (one single-run backfill per market)
         b.backfill_candles("2024-01-01", LAST_DAY)
-        weeks = [(f"retrain_{u}", f"{u}|{ymd(day(m) - timedelta(days=7))}")
+        weeks = [(f"retrain_{u}", ymd(day(m) - timedelta(days=7)))
                  for u in UNIVERSES for m in days() if day(m).weekday() == 0]
         random.Random(3).shuffle(weeks)
         killed = weeks[len(weeks) // 2]

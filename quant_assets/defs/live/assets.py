@@ -15,7 +15,7 @@ import dagster as dg
 from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.io import CandleIOManager, PartitionCandles
 from quant_assets.metadata import markdown_table, number, png_markdown
-from quant_assets.partitions import DATE_DIM, beta_api, first_retrain_week
+from quant_assets.partitions import candles_of_period, first_retrain_week
 from quant_assets.resources import ConfigurationStoreResource
 from quant_core.jax_cache import enable_compilation_cache
 from quant_core.live.breakers import BREAKERS
@@ -29,12 +29,6 @@ LIVE_KEY = dg.AssetKey(["live_configurations"])
 LIVE_JOB = "refresh_live_configurations"
 LIVE_GROUP = "live"  # every universe's forward performance and the live overview
 
-
-
-def _day_of_candles() -> dg.MultiToSingleDimensionPartitionMapping:
-    """A forward day reads that day's candles of every market."""
-    with beta_api():
-        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIM)
 
 def forward_job_name(universe: str) -> str:
     return f"forward_{universe}"
@@ -76,7 +70,7 @@ def build_forward_assets(registry: Registry, universe: Universe) -> dg.Definitio
 
     @dg.asset(
         key=key, group_name=LIVE_GROUP, partitions_def=partitions, kinds={"sql"},
-        deps=[dg.AssetDep(OHLCV_KEY, partition_mapping=_day_of_candles())],
+        deps=[dg.AssetDep(OHLCV_KEY, partition_mapping=candles_of_period())],
         tags={"quant/kind": "forward", "quant/universe": name},
         description=f"The live configuration of {name} (and its newest candidates) run on each landed day after "
         "its training window, positions and pool state carried across days; the day's return, value, trades and "

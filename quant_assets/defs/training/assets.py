@@ -2,15 +2,17 @@
 
 One factory for every universe, a pool or a CEX strategy alike: it asks the universe's tunable
 (`quant_core.tunables.tunable_for`) for everything that differs (what its data is and is called, how it
-plots itself, how it stores its parameters). Every asset is partitioned by (universe, week). Week W's
-retrain moves the universe's run spec so its last window ends where W ends, searches with the seed of
+plots itself, how it stores its parameters). Every asset is partitioned by retrain week (keyed by its Monday). Week
+W's retrain moves the universe's run spec so its last window ends where W ends, searches with the seed of
 (universe, W) unless the registry or the launchpad sets one (`quant_core.retrain.retrain_spec`), and reads
-exactly the candle partitions of its markets over its lookback
-(`quant_assets.partitions.candles_for_retrain`). Training steps share the `training` concurrency pool so a
+exactly the candle partitions of its markets over its lookback (`quant_assets.partitions.retrain_candle_keys`),
+every one checked present before any work. Training steps share the `training` concurrency pool so a
 backfill cannot oversubscribe the machine. The trained parameters and the walk-forward report are graphs of
 steps (the search's parts: `quant_assets.defs.training.search_steps`; one step per fold:
 `quant_assets.defs.training.folds`), so an executor can spread them over workers.
 """
+
+import time
 
 import dagster as dg
 
@@ -19,7 +21,6 @@ from quant_assets.defs.market_data.assets import OHLCV_KEY
 from quant_assets.defs.training.common import (
     TrainConfig,
     configuration_metadata,
-    frames_by_market,
     parameters_plot,
     retrain_job,
     store_configuration,
@@ -31,7 +32,7 @@ from quant_assets.defs.training.jobs import run_heartbeat
 from quant_assets.defs.training.search_steps import build_trained_parameters
 from quant_assets.io import CandleIOManager
 from quant_assets.metadata import markdown_table, number
-from quant_assets.partitions import candles_for_retrain, retrain_partitions
+from quant_assets.partitions import candles_of_period, retrain_candle_keys, retrain_days, retrain_partitions
 from quant_assets.resources import ConfigurationStoreResource
 from quant_core.configuration import build_configuration
 from quant_core.spec import RunSpec
@@ -57,16 +58,24 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
         key=data_key,
         group_name=name,
         partitions_def=partitions,
-        ins={"candles": dg.AssetIn(key=OHLCV_KEY, partition_mapping=candles_for_retrain(universe))},
+        deps=[dg.AssetDep(OHLCV_KEY, partition_mapping=candles_of_period())],
         kinds={"numpy"},
         description=f"{tunable.data_name.replace('_', ' ')} of {', '.join(universe.markets.values())} over the "
         "retrain's lookback (warm-up + training + hold-out).",
         check_specs=[dg.AssetCheckSpec("complete_data", asset=data_key, blocking=True,
                                        description="the data cover the retrain window and its warm-up")],
     )
-    def market_data(context: dg.AssetExecutionContext, candles) -> dg.Output:
+    def market_data(context: dg.AssetExecutionContext,
+                    ohlcv_io_manager: dg.ResourceParam[CandleIOManager]) -> dg.Output:
         spec = window_spec(context)
-        data = tunable.load_data(markets, frames_by_market(candles))
+        keys = retrain_candle_keys(universe, context.partition_key)
+        began = time.monotonic()
+        frames = candle_source(ohlcv_io_manager).frames_of(keys, [m.key for m in registry.markets],
+                                                             f"{name} week {context.partition_key}")
+        days = retrain_days(universe, context.partition_key)
+        context.log.info(f"read {len(keys):,} candle partitions ({len(frames)} markets x {len(days)} days, "
+                         f"{days[0]} .. {days[-1]}) in {time.monotonic() - began:.1f} s")
+        data = tunable.load_data(markets, frames)
         try:
             tunable.validate_data(data, spec.start, spec.end_test or spec.end)
             complete, why = True, "the data cover warm-up + window"
@@ -78,7 +87,7 @@ def build_universe_assets(registry: Registry, universe: Universe) -> dg.Definiti
             **{k: (markdown_table([v]) if isinstance(v, dict) and k == "last_prices" else v)
                for k, v in described.items()},
             "window": f"{spec.startDateString[:10]} .. {(spec.endTestDateString or spec.endDateString)[:10]}",
-            "candle_partitions": len(candles),
+            "candle_partitions": len(keys),
             "data_hash": tunable.data_hash(data),
         })
         yield dg.AssetCheckResult(check_name="complete_data", passed=complete, metadata={"detail": why})

@@ -6,13 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from quant_assets.defs.training.jobs import awaits_configuration
 from quant_assets.executor import k8s_run_tags
 from quant_assets.metadata import markdown_table
-from quant_assets.partitions import MARKET_DIM
 from quant_assets.resources import ConfigurationStoreResource
 from quant_assets.settings import schedule_status
 from quant_core.configuration import stage_evidence
@@ -98,19 +96,7 @@ def parameters_plot(context, universe: str, spec: RunSpec, data, params: dict, t
 
     end = spec.end_test or spec.end
     png = tunable_for(spec).plot(data, params, spec.start, end, title, split=spec.end if spec.end_test else None)
-    return plot_metadata(png, title, universe, context.partition_key.replace("|", "_"), file)
-
-
-def frames_by_market(candles) -> dict[str, pl.DataFrame]:
-    """{partition key: day frame} (or one bare frame for a single partition) -> {market: frame}."""
-    if isinstance(candles, pl.DataFrame):
-        raise dg.Failure("a retrain mapped to a single candle partition: its lookback is empty")
-    parts: dict[str, list[pl.DataFrame]] = {}
-    for key, frame in candles.items():
-        parts.setdefault(key.keys_by_dimension[MARKET_DIM], []).append(frame)
-    return {m: pl.concat(fs).sort("timestamp") for m, fs in parts.items()}
-
-
+    return plot_metadata(png, title, universe, context.partition_key, file)
 
 
 def store_configuration(context: dg.AssetExecutionContext, store_resource: ConfigurationStoreResource,

@@ -90,7 +90,7 @@ def report_metadata(context, universe: Universe, report: WalkForwardReport) -> d
         "report": dg.MetadataValue.json(json_safe(report.to_dict() | {"folds": len(report.folds),
                                                                       "trades": len(report.trades)})),
         **plot_metadata(walk_forward_plot(report, what=tunable.name), "walk-forward", universe.name,
-                        context.partition_key.replace("|", "_"), "walk_forward_report.png"),
+                        context.partition_key, "walk_forward_report.png"),
     }
 
 
