@@ -7,7 +7,8 @@ Prints:
     own signal set, the hardest case), warm, with the compile time of the first call;
   the whole 201,600-combination grid of the seed plan (10 lookbacks x 5 pierce depths x 6 volume
     thresholds x 4 stop multiples x 7 reward:risk ratios x 4 holding limits x 2 ATR periods x 3 trend
-    filters) through `train` (method grid): seconds and backtests per second, table included.
+    filters) through `train` (method grid): seconds and backtests per second, table included; once with one
+    search thread and once with the default (one per CPU: quant_core.train.threads), and their ratio.
 The seed plan estimated 50 ms per backtest, 2.8 hours for this grid on one market. Goal here: under 2 minutes
 on a 2-core CPU (>= 1,700 backtests/s), under 10 s on a GPU. `--quick` runs a 576-point grid only.
 """
@@ -15,6 +16,7 @@ on a 2-core CPU (>= 1,700 backtests/s), under 10 s on a GPU. `--quick` runs a 57
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +29,7 @@ from quant_core.data.synthetic import synthetic_candles
 from quant_core.runspec import load_run_spec
 from quant_core.strategies.backtest import Costs, backtest
 from quant_core.strategies.market import strategy_bars
+from quant_core.train.threads import THREADS_ENV, search_threads
 from quant_core.train.trainer import train
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -59,6 +62,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096, help="combinations per vmapped call in the grid")
     ap.add_argument("--days", type=int, default=91)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", default="1,default",
+                    help="comma-separated search thread counts for the grid (default: 1 and one per CPU)")
     args = ap.parse_args()
     end = START + timedelta(days=args.days)
     candles = synthetic_candles(start=START - timedelta(days=1), end=end, timeframe="5m", seed=7)
@@ -89,13 +94,23 @@ def main() -> None:
         "optimisation_settings": {"method": "grid", "val_fraction": 0,
                                   "search_settings": {"parameter_space": grid, "batch_size": args.batch}}})
     size = int(np.prod([len(v) for v in grid.values()]))
-    t0 = time.perf_counter()
-    result = train(MarketCandles(candles, "5m"), spec)
-    total = time.perf_counter() - t0
-    print(f"grid of {size:,} combinations, batch {args.batch}: {total:.1f} s end to end "
-          f"({size / total:,.0f} backtests/s; search loop {result.seconds:.1f} s = "
-          f"{result.details['evaluations_per_second']:,.0f}/s); best net profit {result.objective:.2f} with "
-          f"{result.details['top'][0]['train_n_trades']:.0f} trades")
+    took = {}
+    for threads in args.threads.split(","):
+        if threads == "default":
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = threads
+        label = f"{search_threads()} search thread(s)" + (" (default)" if threads == "default" else "")
+        t0 = time.perf_counter()
+        result = train(MarketCandles(candles, "5m"), spec)
+        total = took[label] = time.perf_counter() - t0
+        print(f"grid of {size:,} combinations, batch {args.batch}, {label}: {total:.1f} s end to end "
+              f"({size / total:,.0f} backtests/s; search loop {result.seconds:.1f} s = "
+              f"{result.details['evaluations_per_second']:,.0f}/s); best net profit {result.objective:.2f} with "
+              f"{result.details['top'][0]['train_n_trades']:.0f} trades")
+    if len(took) > 1:
+        (a, ta), (b, tb) = list(took.items())[0], list(took.items())[-1]
+        print(f"grid: {a} / {b} = {ta / tb:.2f}x")
     print(f"seed plan estimate for the same grid: {size * 0.05 / 3600:.1f} h at 50 ms per backtest")
 
 

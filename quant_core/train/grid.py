@@ -17,12 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from quant_core.spec import RunSpec
 from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
+from quant_core.train.threads import search_threads
 
 MAX_GRID = 10_000_000
 
@@ -102,23 +104,43 @@ def metric_names(problem: SearchProblem, spec: RunSpec) -> tuple[str, ...]:
 
 
 def score_points(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], points: np.ndarray, lo: int,
-                 hi: int, *, log=None) -> np.ndarray:
+                 hi: int, *, log=None, threads: int | None = None) -> np.ndarray:
     """Scores [hi - lo, metrics, segments] of candidates lo..hi-1, in batches of batch_size(spec, len(points))
     counted from candidate 0, so a range that starts on a batch boundary is scored exactly as the whole search
-    scores it (the same padded batches, bit for bit)."""
+    scores it (the same padded batches, bit for bit). `threads` batches are scored at once (default
+    quant_core.train.threads.search_threads()); the first alone, so that it compiles once."""
     batch = batch_size(spec, len(points))
     if lo % batch:
         raise ValueError(f"score_points: lo={lo} is not on a batch boundary (batch size {batch})")
     evaluator = problem.evaluator(metric_names(problem, spec), 0)
     method = spec.optimisation_settings.method
-    scores = []
-    for b in range(lo, hi, batch):
+    starts = list(range(lo, hi, batch))
+    threads = min(search_threads() if threads is None else threads, len(starts) - 1)  # checked before any work
+
+    def score(b: int) -> np.ndarray:
         chunk = points[b : min(b + batch, hi)]
         padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
-        scores.append(evaluator.scores(candidate_params(axes, padded, problem.base))[: len(chunk)])
+        return evaluator.scores(candidate_params(axes, padded, problem.base))[: len(chunk)]
+
+    def done(b: int) -> None:
         if log:
             log(f"{method} search: {min(b + batch, hi) - lo}/{hi - lo} candidates"
                 + (f" (of {lo}..{hi - 1} in {len(points)})" if (lo, hi) != (0, len(points)) else ""))
+
+    scores = []
+    for b in starts[:1]:  # alone: it compiles the scoring function once for every thread
+        scores.append(score(b))
+        done(b)
+    rest = starts[1:]
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            for b, s in zip(rest, pool.map(score, rest), strict=True):  # in order, each as it completes
+                scores.append(s)
+                done(b)
+    else:
+        for b in rest:
+            scores.append(score(b))
+            done(b)
     return np.concatenate(scores)
 
 
