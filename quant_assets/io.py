@@ -4,10 +4,11 @@
 location (a local directory by default, `s3://...`, `gs://...`, `memory://` in tests). Two additions
 to the base class: a ranged run (a single-run backfill) outputs {partition key: frame} and every frame
 is written to its own partition file; and a local write goes to a temporary file that replaces the
-old one only once complete, so a failed write never leaves a truncated partition. Reading many partitions
-(a retrain's lookback: markets x hundreds of days) checks first that all exist, failing with the missing
-day ranges and the backfill to launch (quant_assets.backfill) instead of a FileNotFoundError half-way, and
-logs one line instead of Dagster's one DEBUG line per partition.
+old one only once complete, so a failed write never leaves a truncated partition. An asset that takes many
+partitions as a Dagster input (markets x hundreds of days) gets them checked first, failing with the missing
+day ranges and the backfill to launch (quant_assets.backfill) instead of a FileNotFoundError half-way, and one
+log line instead of Dagster's one DEBUG line per partition. The platform's own readers (a retrain's lookback,
+the forward days) read the files directly through `PartitionCandles`, with the same check.
 """
 
 from __future__ import annotations
