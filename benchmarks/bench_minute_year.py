@@ -7,7 +7,9 @@ Prints, each as the best of --repeats warm calls (compile time separately):
   the daily-objective path (daily_log_sharpe of one parameter set)
   the 0.3%-fee jitted forward pass (the sequential arbitrage scan)
   the whole `simulate` call on an in-memory price panel (zero fees, and with fees)
-  throughput with --batch parameter sets vmapped (zero fees and with fees)
+  throughput with --batch parameter sets vmapped (zero fees and with fees), and the same sets as one batch per
+    search thread scored at once on threads (as a grid or random search scores its batches:
+    quant_core.train.threads), with the ratio
 The reference simulator on this work (issue 3): 0.065 s zero-fee pass, 0.024 s objective-only,
 2.45 s with 0.3% fees.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,7 @@ from quant_core.sim.settings import static_settings
 from quant_core.sim.simulate import compiled_forward, run_device, simulate
 from quant_core.sim.window import plan_window, sorted_panel_rows
 from quant_core.train.objective import PoolObjective
+from quant_core.train.threads import search_threads
 
 WARM_DAYS = 30
 YEAR_MINUTES = 365 * 1440
@@ -79,6 +84,12 @@ def forward_call(panel, spec, batch: int | None = None):
     return call, window.n_steps
 
 
+def on_threads(call, threads: int) -> list:
+    """`call` once on each of `threads` threads at the same time."""
+    with ThreadPoolExecutor(threads) as pool:
+        return [f.result() for f in [pool.submit(call) for _ in range(threads)]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -97,6 +108,12 @@ def main() -> None:
         first, warm = best_of(call, max(1, args.repeats // 2))
         print(f"fees={fees}: {args.batch} parameter sets vmapped: {warm:.3f} s warm ({args.batch / warm:.1f} sets/s, "
               f"{args.batch * steps / warm / 1e6:.1f} M set-minutes/s; first call {first:.2f} s)")
+        threads = search_threads()
+        if threads > 1:
+            part, _ = forward_call(panel, spec, args.batch // threads)
+            _, split = best_of(partial(on_threads, part, threads), max(1, args.repeats // 2))
+            print(f"fees={fees}: the same as {threads} batches of {args.batch // threads} on {threads} threads: "
+                  f"{split:.3f} s warm ({warm / split:.2f}x)")
     obj = PoolObjective(panel, spec_for(0.0))
     one = {k: v[None] for k, v in resolve_params(spec_for(0.0)).items()}
     first, warm = best_of(lambda: obj(one), args.repeats)
