@@ -108,14 +108,14 @@ def score_points(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], 
     """Scores [hi - lo, metrics, segments] of candidates lo..hi-1, in batches of batch_size(spec, len(points))
     counted from candidate 0, so a range that starts on a batch boundary is scored exactly as the whole search
     scores it (the same padded batches, bit for bit). `threads` batches are scored at once (default
-    quant_core.train.threads.search_threads()); the first alone, so that it compiles once."""
+    quant_core.train.threads.search_threads())."""
     batch = batch_size(spec, len(points))
     if lo % batch:
         raise ValueError(f"score_points: lo={lo} is not on a batch boundary (batch size {batch})")
     evaluator = problem.evaluator(metric_names(problem, spec), 0)
     method = spec.optimisation_settings.method
     starts = list(range(lo, hi, batch))
-    threads = min(search_threads() if threads is None else threads, len(starts) - 1)  # checked before any work
+    threads = min(search_threads() if threads is None else threads, len(starts))  # checked before any work
 
     def score(b: int) -> np.ndarray:
         chunk = points[b : min(b + batch, hi)]
@@ -128,17 +128,13 @@ def score_points(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], 
                 + (f" (of {lo}..{hi - 1} in {len(points)})" if (lo, hi) != (0, len(points)) else ""))
 
     scores = []
-    for b in starts[:1]:  # alone: it compiles the scoring function once for every thread
-        scores.append(score(b))
-        done(b)
-    rest = starts[1:]
-    if threads > 1:
+    if threads > 1:  # concurrent first calls compile once: JAX shares one compilation between them
         with ThreadPoolExecutor(threads) as pool:
-            for b, s in zip(rest, pool.map(score, rest), strict=True):  # in order, each as it completes
+            for b, s in zip(starts, pool.map(score, starts), strict=True):  # in order, each as it completes
                 scores.append(s)
                 done(b)
     else:
-        for b in rest:
+        for b in starts:
             scores.append(score(b))
             done(b)
     return np.concatenate(scores)

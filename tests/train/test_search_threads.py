@@ -18,7 +18,8 @@ from quant_core.train.threads import THREADS_ENV, search_threads
 from quant_core.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "strategies"))
-from test_train_strategy import END, GRID as SWEEP_GRID, START, TF, spiky_candles  # noqa: E402
+from test_train_strategy import END, START, TF, spiky_candles  # noqa: E402
+from test_train_strategy import GRID as SWEEP_GRID
 
 
 class _Recording(grid.ThreadPoolExecutor):
@@ -45,7 +46,7 @@ def test_a_pool_grid_on_three_threads_equals_one_thread_bit_for_bit(monkeypatch,
     one = _trained(monkeypatch, "1", PANEL, GRID, seed=1)
     assert recorded == []  # one thread: no pool at all
     three = _trained(monkeypatch, "3", PANEL, GRID, seed=1)
-    assert recorded == [3]  # 25 candidates in batches of 4: the first alone, then 6 on 3 threads
+    assert recorded == [3]  # 25 candidates in batches of 4: 7 batches on 3 threads
     np.testing.assert_equal(three, one)
 
 
@@ -59,7 +60,7 @@ def test_a_strategy_grid_on_threads_equals_one_thread_bit_for_bit(monkeypatch, r
     data = MarketCandles(spiky_candles(), TF)
     one = _trained(monkeypatch, "1", data, spec)
     many = _trained(monkeypatch, "8", data, spec)
-    assert recorded == [3]  # 16 candidates, 4 batches: the first alone, 3 threads for the other 3
+    assert recorded == [4]  # 16 candidates, 4 batches: no more threads than batches
     np.testing.assert_equal(many, one)
 
 
