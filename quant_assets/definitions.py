@@ -13,9 +13,11 @@ from quant_assets.executor import executor_from_env
 from quant_assets.io import CandleIOManagerFactory
 from quant_assets.registry import current_registry
 from quant_assets.resources import ConfigurationStoreResource, ExchangeResource, JaxResource
+from quant_core.train.threads import configured_threads
 
 
 def build_definitions() -> dg.Definitions:
+    configured_threads()  # QUANT_SEARCH_THREADS, checked here so a bad value fails the load, not a training step
     registry = current_registry()
     universes = [build_universe_assets(registry, u) for u in registry.universes]
     forward = [build_forward_assets(registry, u) for u in registry.universes]

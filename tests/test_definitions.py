@@ -1,5 +1,6 @@
 """The Dagster definitions load (the equivalent of `dagster definitions validate`)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,12 @@ def test_retrain_runs_carry_kubernetes_resources(monkeypatch):
     assert gpu["pod_spec_config"]["node_selector"] == {"accelerator": "nvidia"}
     job = build_definitions().resolve_job_def("retrain_momentum_btc_eth_usdc_1d")
     assert "dagster-k8s/config" in job.tags and job.tags["quant/kind"] == "retrain"
+
+
+def test_a_bad_search_thread_count_fails_the_load_naming_it():
+    """QUANT_SEARCH_THREADS (quant_core.train.threads) is checked when the code location loads, not in a step."""
+    env = {**os.environ, "QUANT_SEARCH_THREADS": "0"}
+    exe = Path(sys.executable).parent / "dagster"
+    out = subprocess.run([str(exe), "definitions", "validate"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode != 0 and "QUANT_SEARCH_THREADS='0' is not a positive integer" in out.stdout + out.stderr

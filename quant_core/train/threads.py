@@ -18,17 +18,26 @@ import os
 THREADS_ENV = "QUANT_SEARCH_THREADS"
 
 
+def configured_threads() -> int | None:
+    """QUANT_SEARCH_THREADS as a positive integer, None when unset; a ValueError naming it otherwise (the code
+    location checks it at load, so a bad value is reported before any run)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{THREADS_ENV}={raw!r} is not a positive integer: set it to the number of search batches "
+                         f"to score at once (e.g. {THREADS_ENV}=2), or unset it for one per CPU")
+    return value
+
+
 def search_threads() -> int:
     """Batches a grid or random search scores at once."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"{THREADS_ENV}={raw!r} is not a positive integer: set it to the number of search "
-                             f"batches to score at once (e.g. {THREADS_ENV}=2), or unset it for one per CPU")
+    value = configured_threads()
+    if value is not None:
         return value
     import jax
 
