@@ -1,10 +1,11 @@
 """Issue-8 speed figures: the liquidity-sweep backtester on ~3 months of 5m candles (~26,000 bars).
 
-    .venv/bin/python benchmarks/bench_backtest.py [--batch 4096] [--days 91] [--quick]
+    .venv/bin/python benchmarks/bench_backtest.py [--batch 4096] [--days 91] [--quick] [--unroll 1,8]
 
 Prints:
   backtests per second of one vmapped call at several batch sizes (random combinations: every one its
     own signal set, the hardest case), warm, with the compile time of the first call;
+  (each for every --unroll value: bars per iteration of the backtester's inner scan, backtest.BAR_UNROLL)
   the whole 201,600-combination grid of the seed plan (10 lookbacks x 5 pierce depths x 6 volume
     thresholds x 4 stop multiples x 7 reward:risk ratios x 4 holding limits x 2 ATR periods x 3 trend
     filters) through `train` (method grid): seconds and backtests per second, table included; once with one
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 import quant_core  # noqa: F401  (float64)
+import quant_core.strategies.backtest as backtest_module
 from quant_core.data.market_candles import MarketCandles
 from quant_core.data.synthetic import synthetic_candles
 from quant_core.runspec import load_run_spec
@@ -64,6 +66,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", default="1,default",
                     help="comma-separated search thread counts for the grid (default: 1 and one per CPU)")
+    ap.add_argument("--grid-runs", type=int, default=1,
+                    help="runs of the grid per thread count (the second and later find their shapes compiled)")
+    ap.add_argument("--sizes", default="1024,4096,16384", help="comma-separated batch sizes of the one-call rows")
+    ap.add_argument("--unroll", default=str(backtest_module.bar_unroll()),
+                    help="comma-separated bars per iteration of the inner scan to measure (default: the backend's)")
     args = ap.parse_args()
     end = START + timedelta(days=args.days)
     candles = synthetic_candles(start=START - timedelta(days=1), end=end, timeframe="5m", seed=7)
@@ -72,7 +79,16 @@ def main() -> None:
     costs = Costs(0.001, 0.0002, 1.0, 10_000.0)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {n_bars} bars of 5m "
           f"({args.days} days) + {bars.window_start} warm-up bars")
-    for b in ([1024] if args.quick else [1024, 4096, 16384]):
+    for unroll in [int(u) for u in args.unroll.split(",")]:
+        backtest_module.BAR_UNROLL = unroll
+        print(f"-- inner scan unrolled {unroll} bar(s) per iteration")
+        one_calls(bars, costs, [1024] if args.quick else [int(b) for b in args.sizes.split(",")])
+        run_grid(candles, end, args)
+
+
+def one_calls(bars, costs, sizes: list[int]) -> None:
+    """One vmapped call per batch size: compile time, then the warm time of two fresh batches."""
+    for b in sizes:
         combos = random_combos(b)
         t0 = time.perf_counter()
         backtest(bars, combos, costs, metrics=("net_profit",))
@@ -86,6 +102,10 @@ def main() -> None:
         warm = min(times)
         print(f"random combinations, batch {b:6d}: first call {first:6.2f} s (compile incl.), warm {warm:6.2f} s "
               f"= {b / warm:8.0f} backtests/s ({warm / b * 1e3:.3f} ms each)")
+
+
+def run_grid(candles, end, args) -> None:
+    """The whole grid through `train` (method grid), once per --threads value."""
     grid = QUICK if args.quick else GRID
     spec = load_run_spec({
         "strategy": "liquidity_sweep", "tokens": ["BTC"], "startDateString": f"{START:%Y-%m-%d}",
@@ -95,12 +115,13 @@ def main() -> None:
                                   "search_settings": {"parameter_space": grid, "batch_size": args.batch}}})
     size = int(np.prod([len(v) for v in grid.values()]))
     took = {}
-    for threads in args.threads.split(","):
+    for threads in [t for t in args.threads.split(",") for _ in range(args.grid_runs)]:
         if threads == "default":
             os.environ.pop(THREADS_ENV, None)
         else:
             os.environ[THREADS_ENV] = threads
         label = f"{search_threads()} search thread(s)" + (" (default)" if threads == "default" else "")
+        label += f", run {sum(k.startswith(label) for k in took) + 1}" if args.grid_runs > 1 else ""
         t0 = time.perf_counter()
         result = train(MarketCandles(candles, "5m"), spec)
         total = took[label] = time.perf_counter() - t0

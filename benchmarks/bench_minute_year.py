@@ -78,7 +78,7 @@ def forward_call(panel, spec, batch: int | None = None):
     w0, v0 = jnp.asarray(initial_weights(spec)), jnp.float64(spec.initial_pool_value)
 
     def call():
-        with run_device(st):  # placed as simulate and the objective place it (fee scans on the CPU)
+        with run_device(st, sets=batch or 1):  # placed as simulate and the objective place it
             return fn(rows, params, w0, v0, {})
 
     return call, window.n_steps

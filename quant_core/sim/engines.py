@@ -93,6 +93,15 @@ def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=
     return out.reserves, out.fee_revenue
 
 
+def fee_kernel_runs(st: StaticSettings) -> bool:
+    """Whether this pass's only per-minute scan is the G3M fee path in the form the GPU kernel runs
+    (g3m_fee_kernel.applies, there decided from the engine's own arguments): a static positive fee with a
+    tolerant invariant test, arbitrage on, no explicit trades, no trade mask, no protocol fee split."""
+    pool = st.pool
+    return (pool.engine == "g3m" and pool.rebalancer is None and not pool.has("momentum_fee") and st.fees > 0
+            and st.invariant_tolerance > 0 and st.do_arb and not st.do_trades and st.protocol_fee_split == 0)
+
+
 def _g3m(st: StaticSettings, prices, weights, params, w0, v0, aux):
     if st.with_costs:
         return _g3m_with_fees(st, prices, weights, w0, v0, aux)

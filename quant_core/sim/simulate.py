@@ -27,6 +27,7 @@ from quant_core.sim.amm.g3m import g3m_minute_log_growth, g3m_minute_log_growth_
 from quant_core.sim.amm.gyroscope_fit import check_start_shares
 from quant_core.sim.dynamic_fees import momentum_fee_hook
 from quant_core.sim.engines import (
+    fee_kernel_runs,
     gyroscope_engine,
     minute_engine,
     minute_log_prices,
@@ -165,12 +166,22 @@ def compiled_forward(st: StaticSettings, batched: bool = False):
     return jax.jit(fn)
 
 
-def run_device(st: StaticSettings) -> contextlib.AbstractContextManager:
-    """Where a forward pass runs: the sequential per-minute scans (fees, CoW, Gyroscope, hooks) take
-    tens of microseconds per step on a GPU against under one on the CPU (a year of minutes with fees:
-    22 s on an H200, 0.4 s on 2 CPU cores), so on a GPU machine they are placed on the CPU; the
-    closed-form zero-fee pass stays on the default device."""
-    if st.minute_grid and jax.default_backend() != "cpu":
+# Fewest parameter sets for which a fee pass the GPU kernel runs stays on a GPU. The kernel's time hardly
+# depends on the batch (one thread per set, the minutes in sequence: 7.0 s for a year of minutes on an H200 for
+# 1,024 sets, against 33 s for the scan on its 16-core host), whereas the scan on one CPU thread (a search's on
+# a GPU machine, quant_core.train.threads) takes ~0.2 s per set and year: one set or a small batch is faster there.
+GPU_FEE_MIN_SETS = 32
+
+
+def run_device(st: StaticSettings, differentiated: bool = False, sets: int = 1) -> contextlib.AbstractContextManager:
+    """Where a forward pass of `sets` parameter sets runs: the sequential per-minute scans (fees, CoW, Gyroscope,
+    hooks) take tens of microseconds per step on a GPU against under one on the CPU (a year of minutes with
+    fees: 22 s on an H200, 0.4 s on 2 CPU cores), so on a GPU machine they are placed on the CPU; the
+    closed-form zero-fee pass stays on the default device, and so does a batch of GPU_FEE_MIN_SETS or more
+    whose fee pass the GPU kernel runs (engines.fee_kernel_runs; forward only: a derivative takes the scan,
+    `differentiated`)."""
+    gpu_kernel = fee_kernel_runs(st) and not differentiated and sets >= GPU_FEE_MIN_SETS
+    if st.minute_grid and jax.default_backend() != "cpu" and not gpu_kernel:
         return jax.default_device(jax.devices("cpu")[0])
     return contextlib.nullcontext()
 

@@ -123,7 +123,7 @@ class WindowLoss:
         st = static_settings(spec, window)
         check_trainable_series(spec, st)
         self.st = dataclasses.replace(st, n_steps=self.length + extra)
-        self.device = functools.partial(run_device, self.st)
+        self.device = functools.partial(run_device, self.st, differentiated=True)  # gradients take the scan
         warm = window.warmup_rows
         rows = sorted_panel_rows(panel, spec)[window.first_row : window.start_row + split.train_steps]
         sources = [rows]

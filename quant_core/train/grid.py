@@ -77,9 +77,9 @@ def candidate_params(axes: list[SearchAxis], points: np.ndarray, base: dict[str,
     return out
 
 
-def _row(axes: list[SearchAxis], point: np.ndarray, tokens: list[str]) -> dict:
-    return {(a.name if a.token is None else f"{a.name}[{tokens[a.token]}]"): float(v)
-            for a, v in zip(axes, point, strict=True)}
+def _column(a: SearchAxis, tokens: list[str]) -> str:
+    """A search axis' column in the table: its name, with the token for a per-token parameter."""
+    return a.name if a.token is None else f"{a.name}[{tokens[a.token]}]"
 
 
 def search_points(problem: SearchProblem, spec: RunSpec, *, seed: int | None = None,
@@ -156,14 +156,15 @@ def grid_result(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], p
     names = metric_names(problem, spec)
     base = problem.base
     tokens = problem.tokens
-    table = []
-    for i, point in enumerate(points):
-        row = {"candidate": i, **_row(axes, point, tokens)}
-        for m, name in enumerate(names):
-            row[f"train_{name}"] = float(scores[i, m, 0])
-            if problem.has_validation:
-                row[f"validation_{name}"] = float(scores[i, m, 1])
-        table.append(row)
+    # the table built by columns (a grid has 10^5 rows): candidate, the axes, then per metric train (validation)
+    columns = {"candidate": range(len(points)),
+               **{_column(a, tokens): points[:, j].astype(float).tolist() for j, a in enumerate(axes)}}
+    for m, name in enumerate(names):
+        columns[f"train_{name}"] = scores[:, m, 0].astype(float).tolist()
+        if problem.has_validation:
+            columns[f"validation_{name}"] = scores[:, m, 1].astype(float).tolist()
+    keys = tuple(columns)
+    table = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     objective = scores[:, 0, 0]
     if not np.isfinite(objective).any():
         raise NoFiniteCandidate("every candidate produced a non-finite objective; check the prices and the search space"

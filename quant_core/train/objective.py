@@ -106,7 +106,7 @@ class PoolEvaluator:
 
     def scores(self, params: dict[str, np.ndarray]) -> np.ndarray:
         """[B, n_metrics, n_segments]; non-finite scores become -inf (a failed candidate)."""
-        with self._device():
+        with self._device(sets=len(next(iter(params.values())))):
             batch = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}
             out = np.asarray(self._score(self._rows, batch, self._w0, self._v0))
         return np.where(np.isfinite(out), out, -np.inf)
@@ -140,7 +140,7 @@ def batched_values(panel: PricePanel, spec: RunSpec, params: list[dict], start: 
     check_trainable_series(spec, st)
     resolved = [resolve_params(spec, p) for p in params]
     batch = {k: np.stack([r[k] for r in resolved]) for k in resolved[0]}
-    with run_device(st):
+    with run_device(st, sets=len(params)):
         rows = jnp.asarray(sorted_panel_rows(panel, spec)[window.first_row : window.end_row])
         values, _, _ = compiled_forward(st, batched=True)(
             rows, {k: jnp.asarray(v) for k, v in batch.items()}, jnp.asarray(initial_weights(spec)),

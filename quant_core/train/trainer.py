@@ -116,9 +116,9 @@ def finish(tunable: Any, fields: dict[str, Any]) -> TrainedParameters:
     """The result in the tunable's units and natural signs, with the numerical environment it ran on."""
     fields["params"] = tunable.user_params(fields["params"])
     fields["candidates"] = [tunable.user_params(c) for c in fields["candidates"]]
-    fields["history"] = [natural_row(h) for h in fields["history"]]
+    fields["history"] = natural_rows(fields["history"])
     if "top" in fields["details"]:
-        fields["details"]["top"] = [natural_row(r) for r in fields["details"]["top"]]
+        fields["details"]["top"] = natural_rows(fields["details"]["top"])
     fields["environment"] = numerical_environment()
     return TrainedParameters(**fields)
 
@@ -139,14 +139,36 @@ def grid_fields(r: Any) -> dict[str, Any]:
                          "batch_size": r.batch_size})
 
 
-def natural_row(row: dict) -> dict:
-    """A history or search-table row with its per-metric columns (train_<metric>, validation_<metric>) in natural
-    signs, as every report shows metrics. Its 'objective' / 'value' entries stay what the method maximised."""
-    def natural(key: str, v: Any) -> Any:
+def _negated_columns(keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(key, metric) of the per-metric columns (train_<metric>, validation_<metric>) whose metric is negated."""
+    out = []
+    for key in keys:
         for part in ("train_", "validation_"):
-            name = key[len(part):]
-            if key.startswith(part) and name in NEGATED:
-                return [natural_value(name, x) for x in v] if isinstance(v, list) else natural_value(name, v)
-        return v
+            if key.startswith(part) and key[len(part):] in NEGATED:
+                out.append((key, key[len(part):]))
+                break
+    return out
 
-    return {k: natural(k, v) for k, v in row.items()}
+
+def natural_row(row: dict, negated: list[tuple[str, str]] | None = None) -> dict:
+    """A history or search-table row with its per-metric columns (train_<metric>, validation_<metric>) in natural
+    signs, as every report shows metrics. Its 'objective' / 'value' entries stay what the method maximised.
+    negated: the row's negated columns where the caller already knows them (`natural_rows`)."""
+    def natural(name: str, v: Any) -> Any:
+        return [natural_value(name, x) for x in v] if isinstance(v, list) else natural_value(name, v)
+
+    negated = _negated_columns(tuple(row)) if negated is None else negated
+    return {**row, **{key: natural(name, row[key]) for key, name in negated}} if negated else dict(row)
+
+
+def natural_rows(rows: list[dict]) -> list[dict]:
+    """natural_row of every row, the negated columns found once per set of keys (a grid's table has 10^5 rows)."""
+    by_keys: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    out = []
+    for row in rows:
+        keys = tuple(row)
+        negated = by_keys.get(keys)
+        if negated is None:
+            negated = by_keys[keys] = _negated_columns(keys)
+        out.append(natural_row(row, negated) if negated else dict(row))
+    return out

@@ -157,6 +157,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from quant_core.sim.amm import g3m_fee_kernel
 from quant_core.sim.amm.fee_inputs import _differentiated, _per_step, _static_value
 from quant_core.sim.amm.fused_ops import _any_in_batch, _block, _take
 from quant_core.sim.amm.g3m_fee_steps import (
@@ -479,11 +480,17 @@ def g3m_reserves_with_fees(
                                                      noise_trader_ratio, trades, protocol_fee_split)),
     )
     scalar = partial(jnp.asarray, dtype=jnp.float64)
-    reserves, fee, vol = _engine(
-        prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost), scalar(arb_fees),
-        scalar(noise_trader_ratio), trades, trade_mask, None if protocol == "none" else scalar(protocol_fee_split),
-        static,
-    )
+    statics = [fee_value, _static_value(gas_cost), _static_value(arb_fees), noise_value]
+    costs = None if None in statics else g3m_fee_kernel.KernelCosts(*statics)
+    if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
+        reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
+                                                     costs=costs)
+    else:
+        reserves, fee, vol = _engine(
+            prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost), scalar(arb_fees),
+            scalar(noise_trader_ratio), trades, trade_mask,
+            None if protocol == "none" else scalar(protocol_fee_split), static,
+        )
     if f != 1:
         reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]
         fee = jnp.zeros((fee.shape[0], f), fee.dtype).at[:, 0].set(fee).reshape(-1)[:n_steps]
