@@ -1,11 +1,12 @@
 """Issue-8 speed figures: the liquidity-sweep backtester on ~3 months of 5m candles (~26,000 bars).
 
-    .venv/bin/python benchmarks/bench_backtest.py [--batch 4096] [--days 91] [--quick] [--unroll 1,8]
+    .venv/bin/python benchmarks/bench_backtest.py [--batch 4096] [--days 91] [--quick] [--engines events,scan]
 
 Prints:
   backtests per second of one vmapped call at several batch sizes (random combinations: every one its
     own signal set, the hardest case), warm, with the compile time of the first call;
-  (each for every --unroll value: bars per iteration of the backtester's inner scan, backtest.BAR_UNROLL)
+  (each for every --engines value: metrics from trade to trade, `trade_events`, or the bar scan, and for the scan
+  every --unroll value: bars per iteration of its inner scan, backtest.BAR_UNROLL)
   the whole 201,600-combination grid of the seed plan (10 lookbacks x 5 pierce depths x 6 volume
     thresholds x 4 stop multiples x 7 reward:risk ratios x 4 holding limits x 2 ATR periods x 3 trend
     filters) through `train` (method grid): seconds and backtests per second, table included; once with one
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--grid-runs", type=int, default=1,
                     help="runs of the grid per thread count (the second and later find their shapes compiled)")
     ap.add_argument("--sizes", default="1024,4096,16384", help="comma-separated batch sizes of the one-call rows")
+    ap.add_argument("--engines", default="events",
+                    help="comma-separated: events (from trade to trade, the default for metrics), scan (bar by bar)")
     ap.add_argument("--unroll", default=str(backtest_module.bar_unroll()),
                     help="comma-separated bars per iteration of the inner scan to measure (default: the backend's)")
     args = ap.parse_args()
@@ -79,11 +82,13 @@ def main() -> None:
     costs = Costs(0.001, 0.0002, 1.0, 10_000.0)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {n_bars} bars of 5m "
           f"({args.days} days) + {bars.window_start} warm-up bars")
-    for unroll in [int(u) for u in args.unroll.split(",")]:
-        backtest_module.BAR_UNROLL = unroll
-        print(f"-- inner scan unrolled {unroll} bar(s) per iteration")
-        one_calls(bars, costs, [1024] if args.quick else [int(b) for b in args.sizes.split(",")])
-        run_grid(candles, end, args)
+    for engine in args.engines.split(","):
+        backtest_module.EVENT_ENGINE = engine == "events"
+        for unroll in [int(u) for u in args.unroll.split(",")] if engine == "scan" else [None]:
+            backtest_module.BAR_UNROLL = unroll
+            print(f"-- {engine}" + ("" if unroll is None else f", inner scan unrolled {unroll} bar(s) per iteration"))
+            one_calls(bars, costs, [1024] if args.quick else [int(b) for b in args.sizes.split(",")])
+            run_grid(candles, end, args)
 
 
 def one_calls(bars, costs, sizes: list[int]) -> None:

@@ -50,6 +50,7 @@ import numpy as np
 from quant_core import metrics as M
 from quant_core.strategies import get_strategy
 from quant_core.strategies.schema import Prepared, Strategy
+from quant_core.strategies.trade_events import run_events
 
 # indexed by the recorded reason code (new reasons are appended so that codes keep their meaning)
 EXIT_REASONS = ("stop", "target", "time", "end", "signal")
@@ -60,6 +61,8 @@ _REQUIRED_LANES = ("set", "atr_row", "stop_atr_mult", "max_hold_bars")
 # 3.6 s at 2, 5.6 s at 8). benchmarks/bench_backtest.py --unroll measures others (it sets BAR_UNROLL).
 UNROLL_BY_BACKEND = {"cpu": 1, "gpu": 8}
 BAR_UNROLL: int | None = None  # None: UNROLL_BY_BACKEND for the default backend
+# metrics-only backtests step from trade to trade (trade_events); False: the bar scan (benchmarks compare them)
+EVENT_ENGINE = True
 
 
 def bar_unroll() -> int:
@@ -339,9 +342,13 @@ def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, strateg
     win = prep.bars
     jwin = {k: jnp.asarray(v) for k, v in win.items()}
     exits = None if prep.exits is None else jnp.asarray(prep.exits)
-    final, marks, ys = _run(jwin, prep.entries, exits, jnp.asarray(prep.atr),
-                            {k: jnp.asarray(v) for k, v in prep.lanes.items()}, costs, bars.bars_per_day, trades,
-                            prep.stop_anchor == "fill", bar_unroll())
+    lanes = {k: jnp.asarray(v) for k, v in prep.lanes.items()}
+    if trades or not EVENT_ENGINE:  # every bar recorded: the bar scan
+        final, marks, ys = _run(jwin, prep.entries, exits, jnp.asarray(prep.atr), lanes, costs, bars.bars_per_day,
+                                trades, prep.stop_anchor == "fill", bar_unroll())
+    else:  # metrics only: stepped from trade to trade (trade_events), the scan's numbers
+        (final, marks), ys = run_events(jwin, jnp.asarray(prep.entries), exits, jnp.asarray(prep.atr), lanes, costs,
+                                        bars.bars_per_day, prep.stop_anchor == "fill"), None
     d, bpd = bars.n_days, bars.bars_per_day
     closes = win["close"].reshape(d, bpd)[:, -1]
     hodl = costs.initial_capital * np.concatenate([[1.0], closes / win["open"][0]])
