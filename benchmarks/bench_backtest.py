@@ -70,8 +70,8 @@ def main() -> None:
     ap.add_argument("--grid-runs", type=int, default=1,
                     help="runs of the grid per thread count (the second and later find their shapes compiled)")
     ap.add_argument("--sizes", default="1024,4096,16384", help="comma-separated batch sizes of the one-call rows")
-    ap.add_argument("--engines", default="events",
-                    help="comma-separated: events (from trade to trade, the default for metrics), scan (bar by bar)")
+    ap.add_argument("--engines", default="events" if backtest_module.event_engine() else "scan",
+                    help="comma-separated: events (from trade to trade), scan (bar by bar); default: the backend's")
     ap.add_argument("--unroll", default=str(backtest_module.bar_unroll()),
                     help="comma-separated bars per iteration of the inner scan to measure (default: the backend's)")
     args = ap.parse_args()
