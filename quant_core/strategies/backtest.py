@@ -61,19 +61,23 @@ _REQUIRED_LANES = ("set", "atr_row", "stop_atr_mult", "max_hold_bars")
 # 3.6 s at 2, 5.6 s at 8). benchmarks/bench_backtest.py --unroll measures others (it sets BAR_UNROLL).
 UNROLL_BY_BACKEND = {"cpu": 1, "gpu": 8}
 BAR_UNROLL: int | None = None  # None: UNROLL_BY_BACKEND for the default backend
-# How a metrics-only backtest runs, by backend: "events" steps from trade to trade (trade_events; on 2 CPU cores
-# the 201,600-combination grid took 10.2 s against 48.8 s bar by bar), "scan" steps bar by bar (measured on an
-# H200: the grid in 1.7 s at 8 bars per iteration; the events engine has not been timed on a GPU yet).
-# EVENT_ENGINE True / False overrides it (benchmarks/bench_backtest.py --engines).
+# How a metrics-only backtest runs: "events" steps from trade to trade (trade_events), "scan" bar by bar. On 2 CPU
+# cores the events engine ran the 201,600-combination grid (batches of 4,096) in 10.2 s against 48.8 s, and one call
+# of 4,096 random combinations in 1.29 s against 2.19 s; but its program compiles ~0.8 s slower (1.3 s against 0.5 s
+# for 512 combinations over 157 days of 5m bars), and at 512 combinations it ran no faster (0.77 s against 0.78 s, 157
+# days): so the CPU takes it for batches of EVENTS_MIN_BATCH or more (24 markets' random searches of 512 went from
+# 184 s to 235 s end to end with it). A GPU keeps the scan: measured there on an H200 (the grid in 1.7 s at 8 bars
+# per iteration), the events engine not yet. EVENT_ENGINE True / False overrides both (bench_backtest --engines).
 ENGINE_BY_BACKEND = {"cpu": "events", "gpu": "scan"}
+EVENTS_MIN_BATCH = 2048
 EVENT_ENGINE: bool | None = None
 
 
-def event_engine() -> bool:
-    """Whether metrics-only backtests step from trade to trade on this backend (or EVENT_ENGINE where set)."""
+def event_engine(batch: int = EVENTS_MIN_BATCH) -> bool:
+    """Whether a metrics-only backtest of `batch` combinations steps from trade to trade here."""
     if EVENT_ENGINE is not None:
         return EVENT_ENGINE
-    return ENGINE_BY_BACKEND.get(jax.default_backend(), "scan") == "events"
+    return ENGINE_BY_BACKEND.get(jax.default_backend(), "scan") == "events" and batch >= EVENTS_MIN_BATCH
 
 
 def bar_unroll() -> int:
@@ -354,7 +358,7 @@ def backtest(bars: Bars, params: dict[str, np.ndarray], costs: Costs, *, strateg
     jwin = {k: jnp.asarray(v) for k, v in win.items()}
     exits = None if prep.exits is None else jnp.asarray(prep.exits)
     lanes = {k: jnp.asarray(v) for k, v in prep.lanes.items()}
-    if trades or not event_engine():  # every bar recorded, or the backend's choice: the bar scan
+    if trades or not event_engine(len(lanes["set"])):  # every bar recorded, or a small batch: the bar scan
         final, marks, ys = _run(jwin, prep.entries, exits, jnp.asarray(prep.atr), lanes, costs, bars.bars_per_day,
                                 trades, prep.stop_anchor == "fill", bar_unroll())
     else:  # metrics only: stepped from trade to trade (trade_events), the scan's numbers

@@ -67,8 +67,8 @@ def test_signal_words_find_the_next_signal_and_never_the_last_bar():
     assert int(_next_signal(bits, nxt, jnp.int32(1), jnp.int32(0))) >= 199
 
 
-def test_backtest_uses_the_events_engine_for_metrics_and_the_scan_for_trades(monkeypatch):
-    """Both engines through the public entry: the same metrics and daily equity."""
+def test_both_engines_through_the_public_entry_give_the_same_metrics(monkeypatch):
+    """Both engines through `backtest`: the same metrics and daily equity."""
     import sys
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
@@ -85,6 +85,7 @@ def test_backtest_uses_the_events_engine_for_metrics_and_the_scan_for_trades(mon
                          start, end, 1)
     combos = random_combos(256, seed=4)
     costs = bt.Costs(0.001, 0.0002, 1.0, 10_000.0)
+    monkeypatch.setattr(bt, "EVENT_ENGINE", True)
     events = bt.backtest(bars, combos, costs)
     monkeypatch.setattr(bt, "EVENT_ENGINE", False)
     scan = bt.backtest(bars, combos, costs)
@@ -92,3 +93,14 @@ def test_backtest_uses_the_events_engine_for_metrics_and_the_scan_for_trades(mon
     for name, values in scan.metrics.items():
         np.testing.assert_allclose(events.metrics[name], values, rtol=1e-12, atol=1e-14, err_msg=name)
     np.testing.assert_allclose(events.daily_equity, scan.daily_equity, rtol=1e-13, atol=0)
+
+
+def test_which_engine_a_batch_takes(monkeypatch):
+    """On the CPU big batches step from trade to trade, small ones (whose compile time would dominate) bar by bar;
+    a GPU keeps the bar scan; EVENT_ENGINE overrides."""
+    monkeypatch.setattr(bt.jax, "default_backend", lambda: "cpu")
+    assert bt.event_engine(4096) and not bt.event_engine(512)
+    monkeypatch.setattr(bt.jax, "default_backend", lambda: "gpu")
+    assert not bt.event_engine(4096)
+    monkeypatch.setattr(bt, "EVENT_ENGINE", True)
+    assert bt.event_engine(16)
