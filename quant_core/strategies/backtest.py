@@ -65,9 +65,9 @@ BAR_UNROLL: int | None = None  # None: UNROLL_BY_BACKEND for the default backend
 # cores the events engine ran the 201,600-combination grid (batches of 4,096) in 10.2 s against 48.8 s, and one call
 # of 4,096 random combinations in 1.29 s against 2.19 s; but its program compiles ~0.8 s slower (1.3 s against 0.5 s
 # for 512 combinations over 157 days of 5m bars), and at 512 combinations it ran no faster (0.77 s against 0.78 s, 157
-# days): so the CPU takes it for batches of EVENTS_MIN_BATCH or more (24 markets' random searches of 512 went from
-# 184 s to 235 s end to end with it). A GPU keeps the scan: measured there on an H200 (the grid in 1.7 s at 8 bars
-# per iteration), the events engine not yet. EVENT_ENGINE True / False overrides both (bench_backtest --engines).
+# days): so the CPU takes it for batches of EVENTS_MIN_BATCH or more. A GPU keeps the scan: measured there on an
+# H200 (the grid in 1.7 s at 8 bars per iteration), the events engine not yet. EVENT_ENGINE True / False overrides
+# both (bench_backtest --engines).
 ENGINE_BY_BACKEND = {"cpu": "events", "gpu": "scan"}
 EVENTS_MIN_BATCH = 2048
 EVENT_ENGINE: bool | None = None
