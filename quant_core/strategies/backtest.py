@@ -50,6 +50,7 @@ import numpy as np
 from quant_core import metrics as M
 from quant_core.strategies import get_strategy
 from quant_core.strategies.schema import Prepared, Strategy
+from quant_core.strategies.tally import Tally
 from quant_core.strategies.trade_events import run_events
 
 # indexed by the recorded reason code (new reasons are appended so that codes keep their meaning)
@@ -158,19 +159,8 @@ class _State(NamedTuple):
     held: jax.Array
     pend: jax.Array  # side of the entry due at the next open
     pend_stop: jax.Array  # its stop level (anchor "extreme") or stop distance m x ATR (anchor "fill")
-    equity: jax.Array  # cash equity (after closed trades)
     mark: jax.Array  # equity marked at the last close
-    peak: jax.Array
-    max_dd: jax.Array
-    n: jax.Array
-    wins: jax.Array
-    sum_r: jax.Array
-    sum_r2: jax.Array
-    sum_win_r: jax.Array
-    sum_loss_r: jax.Array
-    gross_win: jax.Array
-    gross_loss: jax.Array
-    exposure: jax.Array
+    tally: Tally
 
 
 def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
@@ -181,7 +171,7 @@ def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
     o, h, lo, c, sig_row, exit_row, atr_row, last = x
     fee, slip, frac = costs.fee, costs.slippage, costs.position_fraction
     has_target = "rr_ratio" in p
-    s = state
+    s, a = state, state.tally
     # 1. the entry decided at the previous close fills at this open
     fill = o * (1.0 + s.pend * slip)
     pend_stop = fill - s.pend * s.pend_stop if stop_from_fill else s.pend_stop
@@ -207,14 +197,14 @@ def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
                       jnp.where(hit_target, jnp.where(long, jnp.maximum(o, target), jnp.minimum(o, target)), c))
     xfill = price * (1.0 - pos * slip)
     r = pos * (xfill - entry) / entry - fee * (1.0 + xfill / entry)
-    pnl = s.equity * frac * r
+    pnl = a.equity * frac * r
     win = exit_ & (r > 0)
     loss = exit_ & ~(r > 0)
-    equity = s.equity + jnp.where(exit_, pnl, 0.0)
+    equity = a.equity + jnp.where(exit_, pnl, 0.0)
     side_during = pos
     pos = jnp.where(exit_, 0.0, pos)
     mark = jnp.where(pos != 0, equity * (1.0 + frac * (pos * (c - entry) / entry - fee)), equity)
-    peak = jnp.maximum(s.peak, mark)
+    peak = jnp.maximum(a.peak, mark)
     # 3. a signal at this close: the entry is due at the next open
     sig = sig_row[p["set"]].astype(jnp.float64)
     take = (pos == 0) & (sig != 0) & ~last
@@ -226,11 +216,12 @@ def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
     new = _State(
         pos=pos, entry=entry, stop=stop, target=target, held=held,
         pend=jnp.where(take, sig, 0.0), pend_stop=jnp.where(take, new_stop, 0.0),
-        equity=equity, mark=mark, peak=peak, max_dd=jnp.maximum(s.max_dd, 1.0 - mark / peak),
-        n=s.n + exit_, wins=s.wins + win, sum_r=s.sum_r + jnp.where(exit_, r, 0.0),
-        sum_r2=s.sum_r2 + jnp.where(exit_, r * r, 0.0), sum_win_r=s.sum_win_r + jnp.where(win, r, 0.0),
-        sum_loss_r=s.sum_loss_r + jnp.where(loss, r, 0.0), gross_win=s.gross_win + jnp.where(win, pnl, 0.0),
-        gross_loss=s.gross_loss + jnp.where(loss, pnl, 0.0), exposure=s.exposure + inpos,
+        mark=mark, tally=Tally(
+            equity=equity, peak=peak, max_dd=jnp.maximum(a.max_dd, 1.0 - mark / peak),
+            n=a.n + exit_, wins=a.wins + win, sum_r=a.sum_r + jnp.where(exit_, r, 0.0),
+            sum_r2=a.sum_r2 + jnp.where(exit_, r * r, 0.0), sum_win_r=a.sum_win_r + jnp.where(win, r, 0.0),
+            sum_loss_r=a.sum_loss_r + jnp.where(loss, r, 0.0), gross_win=a.gross_win + jnp.where(win, pnl, 0.0),
+            gross_loss=a.gross_loss + jnp.where(loss, pnl, 0.0), exposure=a.exposure + inpos),
     )
     if not record:
         return new, None
@@ -245,9 +236,8 @@ def _bar(state: _State, x, p, costs: Costs, record: bool, stop_from_fill: bool):
 def _initial_state(b: int, capital: float) -> _State:
     z = jnp.zeros(b)
     cap = jnp.full(b, capital)
-    return _State(pos=z, entry=jnp.ones(b), stop=z, target=z, held=z, pend=z, pend_stop=z, equity=cap, mark=cap,
-                  peak=cap, max_dd=z, n=z, wins=z, sum_r=z, sum_r2=z, sum_win_r=z, sum_loss_r=z, gross_win=z,
-                  gross_loss=z, exposure=z)
+    return _State(pos=z, entry=jnp.ones(b), stop=z, target=z, held=z, pend=z, pend_stop=z, mark=cap,
+                  tally=Tally.start(cap))
 
 
 @functools.partial(jax.jit, static_argnames=("bars_per_day", "record", "stop_from_fill", "unroll"))
@@ -267,13 +257,14 @@ def _run(ohlc, signals, exits, atr, params, costs: Costs, bars_per_day: int, rec
         return state, (state.mark, ys)
 
     final, (marks, ys) = jax.lax.scan(day, _initial_state(b, costs.initial_capital), days)
+    final = final.tally
     if record:
         ys = jax.tree.map(lambda a: a.reshape((t,) + a.shape[2:]), ys)
     return final, marks, ys
 
 
 @functools.partial(jax.jit, static_argnames=("names",))
-def _metrics(final: _State, marks, hodl, capital, names: tuple[str, ...], n_bars: int):
+def _metrics(final: Tally, marks, hodl, capital, names: tuple[str, ...], n_bars: int):
     """{name: [B]} from the scan's accumulators and the daily marks [D, B]."""
     n = final.n
     losses = n - final.wins

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from quant_core.strategies.tally import Tally
+
 CHUNK = 32  # bars examined per step of a trade's exit search
 WORD = 64  # bars per word of the entry-signal bitmask
 
@@ -26,18 +28,7 @@ WORD = 64  # bars per word of the entry-signal bitmask
 class _Lane(NamedTuple):
     t_from: jax.Array  # the first bar whose close may give the next entry signal
     done: jax.Array
-    equity: jax.Array
-    peak: jax.Array
-    max_dd: jax.Array
-    n: jax.Array
-    wins: jax.Array
-    sum_r: jax.Array
-    sum_r2: jax.Array
-    sum_win_r: jax.Array
-    sum_loss_r: jax.Array
-    gross_win: jax.Array
-    gross_loss: jax.Array
-    exposure: jax.Array
+    tally: Tally
     daily: jax.Array  # [D] each day's closing mark
 
 
@@ -111,7 +102,8 @@ def run_events(ohlc, signals, exits, atr, params, costs, bars_per_day: int, stop
             target = fill + side * p["rr_ratio"] * jnp.abs(fill - stop) if has_target else jnp.float64(0.0)
             active = ~done & ok
             long = side > 0
-            equity = st.equity
+            a = st.tally
+            equity = a.equity
 
             def chunk(x: _Exit) -> _Exit:
                 b = x.base + offsets
@@ -141,29 +133,27 @@ def run_events(ohlc, signals, exits, atr, params, costs, bars_per_day: int, stop
                 dd = jnp.max(jnp.where(seen, 1.0 - mark / peaks, -jnp.inf))
                 return _Exit(x.base + CHUNK, found, b[j], r, pnl, peaks[-1], jnp.maximum(x.max_dd, dd))
 
-            start = _Exit(f - f % CHUNK, ~active, f, jnp.float64(0.0), jnp.float64(0.0), st.peak, st.max_dd)
+            start = _Exit(f - f % CHUNK, ~active, f, jnp.float64(0.0), jnp.float64(0.0), a.peak, a.max_dd)
             x = jax.lax.while_loop(lambda x: ~x.found, chunk, start)
             win = x.r > 0
             after = equity + x.pnl
             in_trade = (day_end >= f) & (day_end < x.bar)
             marks = jnp.where(in_trade, equity * (1.0 + frac * (side * (c[day_end] - fill) / fill - fee)), after)
             traded = _Lane(
-                t_from=x.bar, done=done, equity=after, peak=x.peak, max_dd=x.max_dd, n=st.n + 1.0,
-                wins=st.wins + win, sum_r=st.sum_r + x.r, sum_r2=st.sum_r2 + x.r * x.r,
-                sum_win_r=st.sum_win_r + jnp.where(win, x.r, 0.0), sum_loss_r=st.sum_loss_r + jnp.where(win, 0.0, x.r),
-                gross_win=st.gross_win + jnp.where(win, x.pnl, 0.0),
-                gross_loss=st.gross_loss + jnp.where(win, 0.0, x.pnl),
-                exposure=st.exposure + (x.bar - f + 1).astype(jnp.float64),
-                daily=jnp.where(day_end >= f, marks, st.daily),
+                t_from=x.bar, done=done, daily=jnp.where(day_end >= f, marks, st.daily), tally=Tally(
+                    equity=after, peak=x.peak, max_dd=x.max_dd, n=a.n + 1.0, wins=a.wins + win,
+                    sum_r=a.sum_r + x.r, sum_r2=a.sum_r2 + x.r * x.r, sum_win_r=a.sum_win_r + jnp.where(win, x.r, 0.0),
+                    sum_loss_r=a.sum_loss_r + jnp.where(win, 0.0, x.r),
+                    gross_win=a.gross_win + jnp.where(win, x.pnl, 0.0),
+                    gross_loss=a.gross_loss + jnp.where(win, 0.0, x.pnl),
+                    exposure=a.exposure + (x.bar - f + 1).astype(jnp.float64)),
             )
             skipped = st._replace(t_from=jnp.where(done, st.t_from, f), done=done)
             return jax.tree.map(lambda a, b: jnp.where(active, a, b), traded, skipped)
 
-        z = jnp.float64(0.0)
         cap = costs.initial_capital * jnp.ones((), jnp.float64)
-        init = _Lane(jnp.int32(0), jnp.bool_(False), cap, cap, z, z, z, z, z, z, z, z, z, z,
-                     jnp.full(day_end.shape, cap))
+        init = _Lane(jnp.int32(0), jnp.bool_(False), Tally.start(cap), jnp.full(day_end.shape, cap))
         return jax.lax.while_loop(lambda st: ~st.done, attempt, init)
 
     out = jax.vmap(lane)(params)
-    return out, out.daily.T
+    return out.tally, out.daily.T
