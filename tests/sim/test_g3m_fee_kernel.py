@@ -179,3 +179,19 @@ def test_a_batched_forward_pass_through_the_kernel_equals_the_scan(monkeypatch):
     kernel = forward(panel, spec, params, cpu)
     assert calls and calls[-1] == 4
     np.testing.assert_allclose(kernel, scan, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [CASES["gas, arb fees, noise"], CASES["one arbitrage per step, 1% fee"]],
+                         ids=["costs and noise", "one arbitrage per step"])
+def test_the_kernel_lowers_to_triton_for_a_gpu(kw):
+    """The Pallas program lowers through the Triton backend for CUDA (no GPU needed to lower): a weak-typed
+    constant once lowered as float32 there and failed on the GPU ('f64', 'f32') while interpret mode passed."""
+    costs = KernelCosts(kw["fees"], kw.get("gas_cost", 0.0), kw.get("arb_fees", 0.0), kw.get("noise_trader_ratio", 0.0))
+    prices, weights, r0 = _paths()
+
+    def kernel(p, w, r):
+        return fee_path_sets(p, w, r, static=_static(kw), costs=costs, interpret=False)
+
+    lowered = jax.jit(kernel).trace(jnp.asarray(prices), jnp.asarray(weights), jnp.asarray(r0)).lower(
+        lowering_platforms=("cuda",))
+    assert "g3m_fee_path" in lowered.as_text()
