@@ -149,7 +149,7 @@ def run_events(ohlc, signals, exits, atr, params, costs, bars_per_day: int, stop
                     exposure=a.exposure + (x.bar - f + 1).astype(jnp.float64)),
             )
             skipped = st._replace(t_from=jnp.where(done, st.t_from, f), done=done)
-            return jax.tree.map(lambda a, b: jnp.where(active, a, b), traded, skipped)
+            return jax.tree.map(lambda new, old: jnp.where(active, new, old), traded, skipped)
 
         cap = costs.initial_capital * jnp.ones((), jnp.float64)
         init = _Lane(jnp.int32(0), jnp.bool_(False), Tally.start(cap), jnp.full(day_end.shape, cap))
