@@ -129,16 +129,27 @@ class PartitionCandles:
     def _path(self, day: str, market: str) -> UPath:
         return self.root / day / f"{market}{CandleIOManager.extension}"
 
-    def present_days(self, market_keys: list[str], first: str) -> set[str]:
+    def _landed(self, market_keys: list[str], first: str, last: str | None = None) -> dict[tuple[str, str], UPath]:
+        """{(day, market): path} of the partitions from `first` (to `last`) that have landed, from one listing of
+        the root and one per day (`absent`), as the retrain's check (`frames_of`) looks."""
         if not self.root.exists():
-            return set()
-        days = [p.name for p in self.root.iterdir() if p.name >= first and len(p.name) == 10]
-        return {d for d in days if all(self._path(d, m).exists() for m in market_keys)}
+            return {}
+        days = sorted(p.name for p in self.root.iterdir()
+                      if len(p.name) == 10 and first <= p.name and (last is None or p.name <= last))
+        paths = {(d, m): self._path(d, m) for d in days for m in market_keys}
+        missing = absent(paths)
+        return {k: p for k, p in paths.items() if k not in missing}
+
+    def present_days(self, market_keys: list[str], first: str) -> set[str]:
+        """The days from `first` on whose partitions have landed for every one of the markets."""
+        landed = self._landed(market_keys, first)
+        days = {d for d, _ in landed}
+        return {d for d in days if all((d, m) in landed for m in market_keys)}
 
     def frames(self, market_keys: list[str], first: str, last: str) -> dict[str, pl.DataFrame]:
         """{market: its candles} over the days from `first` to `last` that have landed."""
-        days = sorted(p.name for p in self.root.iterdir() if first <= p.name <= last) if self.root.exists() else []
-        return {m: self._scan([p for p in (self._path(d, m) for d in days) if p.exists()]) for m in market_keys}
+        landed = self._landed(market_keys, first, last)
+        return {m: self._scan([p for (d, mk), p in sorted(landed.items()) if mk == m]) for m in market_keys}
 
     def frames_of(self, keys: Collection[str], order: Sequence[str], reader: str) -> dict[str, pl.DataFrame]:
         """{market: its candles} over exactly `keys` (date|market partition keys: a retrain's lookback), every one
