@@ -11,8 +11,8 @@ Prints:
     thresholds x 4 stop multiples x 7 reward:risk ratios x 4 holding limits x 2 ATR periods x 3 trend
     filters) through `train` (method grid): seconds and backtests per second, table included; once with one
     search thread and once with the default (one per CPU: quant_core.train.threads), and their ratio.
-The seed plan estimated 50 ms per backtest, 2.8 hours for this grid on one market. Goal here: under 2 minutes
-on a 2-core CPU (>= 1,700 backtests/s), under 10 s on a GPU. `--quick` runs a 576-point grid only.
+The seed plan estimated 50 ms per backtest, 2.8 hours for this grid on one market. Goals: issue 8, under 2 minutes
+on a 2-core CPU and 10 s on a GPU; issue 19, 25 s on 2 cores and 1.5 s on a GPU. `--quick` runs a 576-point grid.
 """
 
 from __future__ import annotations
