@@ -41,9 +41,9 @@ def numerical_environment() -> dict[str, str]:
     default backend ("cpu", "gpu", "tpu": where jitted simulations and backtests run) and that device's kind
     (e.g. "cpu", "NVIDIA H200").
 
-    On a GPU backend a pool's sequential per-minute scans are still placed on the CPU
-    (quant_core.sim.simulate.run_device); the backend says which machine a result came from, and with the
-    versions whether a rerun can reproduce it to the last digit."""
+    On a GPU backend a pool's sequential per-minute scans are placed on the CPU, except a batch's fee path that
+    the GPU kernel runs (quant_core.sim.simulate.run_device); the backend says which machine a result came from,
+    and with the versions whether a rerun can reproduce it to the last digit."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
