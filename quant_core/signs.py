@@ -32,7 +32,8 @@ _STORED_PARTS = ("in_sample", "holdout")
 
 def natural_value(name: str, value: Any) -> Any:
     """`value` of metric `name` as reported: an objective-signed risk measure flipped back to positive.
-    (0.0 - v, not -v, so that a flat path reads 0.0 rather than -0.0; None stays None.)"""
+    (0.0 - v, not -v, so that a flat path reads 0.0 rather than -0.0; None stays None; a numpy array of one
+    metric's values is flipped as a whole.)"""
     if value is None or name not in NEGATED:
         return value
     return 0.0 - value

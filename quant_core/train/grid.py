@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quant_core.signs import natural_value
 from quant_core.spec import RunSpec
 from quant_core.train.problem import NoFiniteCandidate, SearchAxis, SearchProblem
 from quant_core.train.threads import search_threads
@@ -33,7 +34,9 @@ MAX_GRID = 10_000_000
 class GridResult:
     best_params: dict[str, list[float]]
     best_value: float
-    table: list[dict] = field(default_factory=list)  # one row per candidate: parameters and metrics
+    # one row per candidate: parameters and metrics, the metrics in natural signs (quant_core.signs), as every
+    # report shows them (flipped here by columns: a grid has 10^5 rows); top: the best top_k rows
+    table: list[dict] = field(default_factory=list)
     top: list[dict] = field(default_factory=list)
     n_evaluations: int = 0
     seconds: float = 0.0
@@ -160,9 +163,9 @@ def grid_result(problem: SearchProblem, spec: RunSpec, axes: list[SearchAxis], p
     columns = {"candidate": range(len(points)),
                **{_column(a, tokens): points[:, j].astype(float).tolist() for j, a in enumerate(axes)}}
     for m, name in enumerate(names):
-        columns[f"train_{name}"] = scores[:, m, 0].astype(float).tolist()
+        columns[f"train_{name}"] = natural_value(name, scores[:, m, 0].astype(float)).tolist()
         if problem.has_validation:
-            columns[f"validation_{name}"] = scores[:, m, 1].astype(float).tolist()
+            columns[f"validation_{name}"] = natural_value(name, scores[:, m, 1].astype(float)).tolist()
     keys = tuple(columns)
     table = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     objective = scores[:, 0, 0]

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from quant_core.provenance import numerical_environment
-from quant_core.signs import NEGATED, natural_value
+from quant_core.signs import NATURAL, NEGATED, SIGNS_KEY, natural_value
 from quant_core.spec import METHODS, RunSpec
 from quant_core.train.method_settings import check_method_settings
 from quant_core.tunables import tunable_for
@@ -116,9 +116,10 @@ def finish(tunable: Any, fields: dict[str, Any]) -> TrainedParameters:
     """The result in the tunable's units and natural signs, with the numerical environment it ran on."""
     fields["params"] = tunable.user_params(fields["params"])
     fields["candidates"] = [tunable.user_params(c) for c in fields["candidates"]]
-    fields["history"] = natural_rows(fields["history"])
-    if "top" in fields["details"]:
-        fields["details"]["top"] = natural_rows(fields["details"]["top"])
+    if fields.pop(SIGNS_KEY, None) != NATURAL:  # a grid's table comes in natural signs (GridResult)
+        fields["history"] = natural_rows(fields["history"])
+        if "top" in fields["details"]:
+            fields["details"]["top"] = natural_rows(fields["details"]["top"])
     fields["environment"] = numerical_environment()
     return TrainedParameters(**fields)
 
@@ -136,7 +137,7 @@ def grid_fields(r: Any) -> dict[str, Any]:
     return dict(params=r.best_params, objective=r.best_value, n_evaluations=r.n_evaluations, seconds=r.seconds,
                 history=r.table, candidates=r.candidates, n_configurations=r.n_evaluations,
                 details={"top": r.top, "evaluations_per_second": r.evaluations_per_second,
-                         "batch_size": r.batch_size})
+                         "batch_size": r.batch_size}, **{SIGNS_KEY: NATURAL})
 
 
 def _negated_columns(keys: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -150,19 +151,13 @@ def _negated_columns(keys: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-def natural_row(row: dict, negated: list[tuple[str, str]] | None = None) -> dict:
-    """A history or search-table row with its per-metric columns (train_<metric>, validation_<metric>) in natural
-    signs, as every report shows metrics. Its 'objective' / 'value' entries stay what the method maximised.
-    negated: the row's negated columns where the caller already knows them (`natural_rows`)."""
+def natural_rows(rows: list[dict]) -> list[dict]:
+    """History rows with their per-metric columns (train_<metric>, validation_<metric>) in natural signs, as every
+    report shows metrics (new dicts; the negated columns found once per set of keys). 'objective' / 'value'
+    entries stay what the method maximised."""
     def natural(name: str, v: Any) -> Any:
         return [natural_value(name, x) for x in v] if isinstance(v, list) else natural_value(name, v)
 
-    negated = _negated_columns(tuple(row)) if negated is None else negated
-    return {**row, **{key: natural(name, row[key]) for key, name in negated}} if negated else dict(row)
-
-
-def natural_rows(rows: list[dict]) -> list[dict]:
-    """natural_row of every row, the negated columns found once per set of keys (a grid's table has 10^5 rows)."""
     by_keys: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     out = []
     for row in rows:
@@ -170,5 +165,5 @@ def natural_rows(rows: list[dict]) -> list[dict]:
         negated = by_keys.get(keys)
         if negated is None:
             negated = by_keys[keys] = _negated_columns(keys)
-        out.append(natural_row(row, negated) if negated else dict(row))
+        out.append({**row, **{key: natural(name, row[key]) for key, name in negated}} if negated else dict(row))
     return out
