@@ -26,6 +26,12 @@ from quant_core.sim.window import plan_window
 T, N, SETS = 300, 3, 5
 
 
+@pytest.fixture(autouse=True)
+def _scan_on_the_cpu(monkeypatch):
+    """What the kernel replaces on a GPU is the scan: the CPU's compiled loop (g3m_fee_native) stays out."""
+    monkeypatch.setenv("QUANT_NATIVE_FEES", "0")
+
+
 def _paths(seed: int = 0):
     rng = np.random.default_rng(seed)
     vol = np.array([0.01, 0.012, 0.0005])

@@ -353,9 +353,11 @@ def test_rejects_bad_arguments():
         g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trades=np.zeros((10, 2)))
 
 
-def test_trade_mask_closes_the_pool_between_windows():
+def test_trade_mask_closes_the_pool_between_windows(monkeypatch):
     """The hodling index pool's fee path: minutes outside the mask hold the reserves and earn
-    nothing; when the pool reopens the drift since it closed is arbitraged at once."""
+    nothing; when the pool reopens the drift since it closed is arbitraged at once. (The scan throughout: a mask
+    keeps it, and the unmasked pass it is compared with bit for bit would otherwise run as the CPU's C loop.)"""
+    monkeypatch.setenv("QUANT_NATIVE_FEES", "0")
     prices, weights, r0 = _path()
     mask = (np.arange(len(prices)) % 100) < 30
     out = g3m_reserves_with_fees(prices, weights, r0, fees=0.003, trade_mask=mask)

@@ -38,11 +38,12 @@ class KernelCosts(NamedTuple):
     noise: float
 
 
-def applies(static: _Static, costs: KernelCosts | None, on_gpu: bool) -> bool:
-    """Whether a fee pass with these settings runs as the kernel (else the scan)."""
+def in_scope(static: _Static, costs: KernelCosts | None) -> bool:
+    """Whether a fee pass with these settings is one the kernel (and the CPU's compiled loop,
+    g3m_fee_native) computes: a positive static fee with a tolerant invariant test, static costs, arbitrage on,
+    no trades, no trade mask, no protocol fee split, no derivative."""
     return (
-        on_gpu
-        and costs is not None
+        costs is not None
         and static.fee_mode == "positive"
         and static.tolerance > 0.0
         and static.protocol == "none"
@@ -51,6 +52,11 @@ def applies(static: _Static, costs: KernelCosts | None, on_gpu: bool) -> bool:
         and not static.has_mask
         and not static.rows_as_xs
     )
+
+
+def applies(static: _Static, costs: KernelCosts | None, on_gpu: bool) -> bool:
+    """Whether a fee pass with these settings runs as the kernel (else the CPU loop or the scan)."""
+    return on_gpu and in_scope(static, costs)
 
 
 def on_gpu() -> bool:

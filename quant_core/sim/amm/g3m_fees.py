@@ -119,13 +119,12 @@ the noise income above (the reference's G3M scans report none; its reCLAMM one r
 same way, reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops
 all of this at trace time: the compiled program is the one without the option.
 
-Speed. A scan step is a few dozen tiny kernels, and on XLA:CPU (jax 0.10) launching a kernel costs
-more than its arithmetic; a sequence of more than 8 kernels also switches to a concurrent executor
-that costs several times more per kernel (and, in one configuration tried while writing this,
-computed a wrong result: a kernel read a buffer before its producer had run). So: everything that
-depends only on (w, p) is computed before the scan, vectorised; gathers, scatters and reductions over
-the few tokens are written as selects and adds of slices, which fuse; each stage (find the price
-arbitrage, execute it, the trade, find the weight arbitrage, execute it) is the branch of a
+Speed of the scan. A step is a few dozen tiny kernels, and on XLA:CPU (jax 0.10) launching a kernel costs more
+than its arithmetic; a sequence of more than 8 kernels also switches to a concurrent executor that costs several
+times more per kernel (and, in one configuration tried while writing this, computed a wrong result: a kernel read
+a buffer before its producer had run). So: everything that depends only on (w, p) is computed before the scan;
+gathers, scatters and reductions over the few tokens are written as selects and adds of slices, which fuse; each
+stage (find the price arbitrage, execute it, the trade, find the weight arbitrage, execute it) is the branch of a
 `lax.cond` on an always-true predicate, all inside one outer cond, so that every kernel sequence
 stays at 8 or fewer (single and vmapped). The predicate comes from the scan counter, so it stays
 unbatched under vmap (a batched predicate would turn the conds into selects). Reverse-mode
@@ -139,12 +138,12 @@ branch of a cond on a cheap test, the largest margin z - z* over the pairs (the 
 search, with a slack of QUIET_MARGIN); when no candidate is near validity the step keeps its reserves and
 earns nothing, which is exactly what the search and apply would give (no valid candidate: a zero trade).
 Under vmap the test is whether any member of the batch may trade, unbatched (fused_ops._any_in_batch), so
-the cond still skips. A year of minutes with 3 tokens and 0.3 % fees: ~0.28 s on a 2-core CPU, 0.38 s
-without the skip (reference: ~2.5 s; benchmarks/bench_fee_path.py).
+the cond still skips. A year of minutes, 3 tokens, 0.3 % fees: ~0.28 s on 2 cores, 0.38 s without the skip.
 
-Layout: this module owns the scan (the order of operations above) and the public entry point; the
-per-step trade math lives in g3m_fee_steps, the fusion-friendly array helpers in fused_ops and the input
-handling in fee_inputs.
+Where it runs: in the common training case (g3m_fee_kernel.in_scope), a GPU runs the path as one Pallas kernel
+(g3m_fee_kernel) and a CPU as a compiled C loop (g3m_fee_native); the scan runs everything else (and any
+derivative). This module owns the scan and the entry point; per-step trade math: g3m_fee_steps; fusion-friendly
+helpers: fused_ops; inputs: fee_inputs.
 """
 
 from __future__ import annotations
@@ -157,7 +156,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.sim.amm import g3m_fee_kernel
+from quant_core.sim.amm import g3m_fee_kernel, g3m_fee_native
 from quant_core.sim.amm.fee_inputs import _differentiated, _per_step, _static_value
 from quant_core.sim.amm.fused_ops import _any_in_batch, _block, _take
 from quant_core.sim.amm.g3m_fee_steps import (
@@ -484,6 +483,9 @@ def g3m_reserves_with_fees(
     costs = None if None in statics else g3m_fee_kernel.KernelCosts(*statics)
     if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
         reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
+                                                     costs=costs)
+    elif g3m_fee_native.applies(static, costs):
+        reserves, fee, vol = g3m_fee_native.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
                                                      costs=costs)
     else:
         reserves, fee, vol = _engine(

@@ -1,0 +1,206 @@
+/* The G3M fee path on the CPU as a plain loop: one parameter set at a time, minute by minute.
+ *
+ * Why: XLA:CPU runs the fee scan (g3m_fees._engine) as dozens of small kernels per minute and cannot skip the
+ * work of a minute without a trade for one set of a vmapped batch; here each set's minutes run in registers,
+ * and a minute whose pairs all lie inside their no-trade band (most minutes at a 0.3 % fee) costs a few
+ * comparisons. The arithmetic is the GPU kernel's (g3m_fee_kernel._weight_terms, _arbitrage) and the scan's,
+ * in the same order of operations: thresholds (g3m_fee_steps._thresholds), pair candidates, the most
+ * profitable valid one (exact ties summed), acceptance, fee income, noise traders. Compiled on first use by
+ * g3m_fee_native.py (no -ffast-math: IEEE semantics, libm's log and expm1).
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define MAX_N 8
+#define MAX_PAIRS (MAX_N * (MAX_N - 1) / 2)
+
+typedef struct {
+    double fees, gas, arb_fees, noise, tolerance;
+    int64_t n, weight_arb;
+} costs_t;
+
+/* the weight row's terms; a pair's threshold is computed when an arbitrage first compares against it */
+typedef struct {
+    const double *w;
+    double lw[MAX_N];
+    double s[MAX_PAIRS];   /* the second token's share of each pair */
+    double w_sum[MAX_PAIRS];
+    double z[2][MAX_PAIRS];  /* thresholds: [0] forward (first token in), [1] backward; NAN until computed */
+} terms_t;
+
+/* what g3m_fee_steps._thresholds computes from gamma and the tolerance alone */
+typedef struct {
+    double gamma, inv_gamma, log_gamma, log1p_tol, log1p_gamma, a1, a2, b2, a3, b3;
+} consts_t;
+
+static void make_consts(double fees, double tolerance, consts_t *k) {
+    double gamma = 1.0 - fees;
+    double c = 1.0 / gamma;
+    k->gamma = gamma;
+    k->inv_gamma = 1.0 / gamma;
+    k->log_gamma = log(gamma);
+    k->log1p_tol = log1p(-tolerance);
+    k->log1p_gamma = log1p(-gamma);
+    k->a1 = c - gamma;
+    k->a2 = 0.5 * c * (1.0 - c);
+    k->b2 = 0.5 * gamma * (1.0 - gamma);
+    k->a3 = c * (1.0 - c) * (1.0 - 2.0 * c) / 6.0;
+    k->b3 = gamma * (1.0 - gamma) * (1.0 - 2.0 * gamma) / 6.0;
+}
+
+/* g3m_fee_steps._thresholds for one outgoing share s */
+static double threshold(double s, double w_sum, const consts_t *k) {
+    double target = k->log1p_tol / w_sum;
+    double q = 1.0 - s;
+    double qs = q * s;
+    double h1 = qs * k->a1;
+    double h2 = qs * (k->a2 * s + k->b2 * q);
+    double h3 = qs * (k->a3 * s * s - k->b3 * q * q);
+    double h1_safe = h1 > 0.0 ? h1 : 1.0;
+    double z = target / h1_safe;
+    for (int it = 0; it < 2; it++)
+        z = z - (((h3 * z + h2) * z + h1) * z - target) / ((3.0 * h3 * z + 2.0 * h2) * z + h1_safe);
+    double lo = 0.5 * k->log1p_gamma / s;
+    z = z < lo ? lo : z;  /* jnp.clip(z, lo, 0.0) */
+    z = z > 0.0 ? 0.0 : z;
+    return h1 > 0.0 ? z : -INFINITY;
+}
+
+static void weight_terms(const double *w, int64_t n, terms_t *out) {
+    out->w = w;
+    for (int64_t k = 0; k < n; k++) out->lw[k] = log(w[k]);
+    int m = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++, m++) {
+            double w_sum = w[i] + w[j];
+            out->w_sum[m] = w_sum;
+            out->s[m] = w[j] / w_sum;
+            out->z[0][m] = out->z[1][m] = NAN;
+        }
+}
+
+static double pair_threshold(terms_t *t, int m, int fwd, const consts_t *k) {
+    double *z = &t->z[fwd ? 0 : 1][m];
+    if (isnan(*z)) *z = threshold(fwd ? t->s[m] : 1.0 - t->s[m], t->w_sum[m], k);
+    return *z;
+}
+
+/* One arbitrage at the weights of `t`: updates r and lr when accepted; adds its income and volume. */
+static void arbitrage(double *r, double *lr, terms_t *t, const double *p, const double *lp, const costs_t *c,
+                      const consts_t *k, double *income_out, double *volume_out) {
+    int64_t n = c->n;
+    double inv_gamma = k->inv_gamma, log_gamma = k->log_gamma;
+    double u[MAX_N];
+    for (int64_t k = 0; k < n; k++) u[k] = (t->lw[k] - lp[k]) - lr[k];
+    double d1[MAX_PAIRS], d2[MAX_PAIRS], profit[MAX_PAIRS];
+    int valid[MAX_PAIRS], any = 0, m = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++, m++) {
+            double d = u[i] - u[j];
+            int fwd = d > 0.0;
+            double z = log_gamma + fabs(d);
+            valid[m] = z >= pair_threshold(t, m, fwd, k);
+            profit[m] = 0.0;
+            if (!valid[m]) continue;
+            any = 1;
+            double s = fwd ? t->s[m] : 1.0 - t->s[m];
+            double e_in = expm1(s * z);
+            double e_out = expm1(s * z - z);
+            double x_in = ((fwd ? r[i] : r[j]) * inv_gamma) * e_in;
+            double x_out = (fwd ? r[j] : r[i]) * e_out;
+            profit[m] = -((fwd ? p[i] : p[j]) * x_in + (fwd ? p[j] : p[i]) * x_out);
+            d1[m] = fwd ? x_in : x_out;
+            d2[m] = fwd ? x_out : x_in;
+        }
+    /* no valid pair: no trade, and an empty trade changes nothing whether accepted or not */
+    if (!any) return;
+    int n_pairs = m;
+    double by_first[MAX_N], by_second[MAX_N];
+    for (int64_t k = 0; k < n; k++) by_first[k] = by_second[k] = 0.0;
+    m = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++, m++) {
+            if (!valid[m]) continue;
+            int take = 1;
+            for (int o = 0; o < n_pairs; o++) take = take && (profit[m] >= profit[o]);
+            if (!take) continue;
+            by_first[i] = by_first[i] + d1[m];
+            by_second[j] = by_second[j] + d2[m];
+        }
+    double delta[MAX_N], flow[MAX_N], after[MAX_N];
+    double abs_flow = 0.0, inflow = 0.0, total = 0.0;
+    for (int64_t k = 0; k < n; k++) {
+        delta[k] = by_first[k] + by_second[k];
+        flow[k] = delta[k] * p[k];
+    }
+    /* left-to-right sums, as fused_ops._total */
+    abs_flow = fabs(flow[0]);
+    inflow = flow[0] > 0.0 ? flow[0] : 0.0;
+    total = flow[0];
+    for (int64_t k = 1; k < n; k++) {
+        abs_flow = abs_flow + fabs(flow[k]);
+        inflow = inflow + (flow[k] > 0.0 ? flow[k] : 0.0);
+        total = total + flow[k];
+    }
+    double net = -total;
+    int costs = !(c->gas == 0.0 && c->arb_fees == 0.0);
+    int accept = costs ? (net - c->gas >= 0.5 * c->arb_fees * abs_flow) : (net >= 0.0);
+    if (!accept) return;
+    double income = c->fees * inflow;
+    double volume = abs_flow;
+    for (int64_t k = 0; k < n; k++) after[k] = r[k] + delta[k];
+    if (c->noise != 0.0) {
+        double noise_income = c->noise * income;
+        double value = after[0] * p[0];
+        for (int64_t k = 1; k < n; k++) value = value + after[k] * p[k];
+        for (int64_t k = 0; k < n; k++) after[k] = after[k] + (after[k] * noise_income) / value;
+        income = income + noise_income;
+        volume = volume * (1.0 + c->noise);
+    }
+    for (int64_t k = 0; k < n; k++) {
+        r[k] = after[k];
+        lr[k] = log(after[k]);
+    }
+    *income_out = income + *income_out;
+    *volume_out = volume + *volume_out;
+}
+
+/* Sets lo..hi-1 of S. prices and log prices [T, n] shared by every set (price_stride 0) or [S, T, n];
+ * weights [S, T, n]; r0 [S, n]; out: reserves [S, T, n], fee revenue and traded value [S, T]. */
+int g3m_fee_path(const double *prices, const double *log_prices, int64_t price_stride, const double *weights,
+                 const double *r0, int64_t lo, int64_t hi, int64_t n_steps, const costs_t *c,
+                 double *r_out, double *f_out, double *v_out) {
+    int64_t n = c->n;
+    if (n < 2 || n > MAX_N) return 1;
+    consts_t k;
+    make_consts(c->fees, c->tolerance, &k);
+    for (int64_t set = lo; set < hi; set++) {
+        const double *p_set = prices + set * price_stride, *lp_set = log_prices + set * price_stride;
+        const double *w_set = weights + set * n_steps * n;
+        double r[MAX_N], lr[MAX_N];
+        for (int64_t k = 0; k < n; k++) {
+            r[k] = r0[set * n + k];
+            lr[k] = log(r[k]);
+        }
+        terms_t prev, cur;
+        weight_terms(w_set, n, &prev);
+        for (int64_t t = 0; t < n_steps; t++) {
+            const double *p = p_set + t * n, *lp = lp_set + t * n;
+            double income = 0.0, volume = 0.0;
+            weight_terms(w_set + t * n, n, &cur);
+            arbitrage(r, lr, &prev, p, lp, c, &k, &income, &volume);  /* at the old weights */
+            if (c->weight_arb) {
+                /* at the new weights; the scan adds this one's income to the first's (f2 + f) */
+                double income2 = 0.0, volume2 = 0.0;
+                arbitrage(r, lr, &cur, p, lp, c, &k, &income2, &volume2);
+                income = income2 + income;
+                volume = volume2 + volume;
+            }
+            for (int64_t k = 0; k < n; k++) r_out[(set * n_steps + t) * n + k] = r[k];
+            f_out[set * n_steps + t] = income;
+            v_out[set * n_steps + t] = volume;
+            prev = cur;
+        }
+    }
+    return 0;
+}
