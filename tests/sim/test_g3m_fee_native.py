@@ -1,8 +1,8 @@
 """The CPU's compiled fee loop (quant_core.sim.amm.g3m_fee_native) against the XLA scan it replaces there.
 
-The loop is built with the machine's C compiler (CI has gcc); every comparison runs the same inputs through the
-scan with QUANT_NATIVE_FEES=0, with minutes that trade and minutes that do not (the loop skips the trade search of
-a minute whose pairs all sit inside their no-trade band).
+The loop is built with the machine's C++ compiler (CI has g++) and called by XLA as an FFI custom call; every
+comparison runs the same inputs through the scan with QUANT_NATIVE_FEES=0, with minutes that trade and minutes that
+do not (the loop skips the trade search of a minute whose pairs all sit inside their no-trade band).
 """
 
 from __future__ import annotations
@@ -42,15 +42,16 @@ def _vmapped(prices, weights, r0, kw):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """The set counts of every call into the loop (an empty list: the scan ran)."""
+    """The set counts of every loop call traced (an empty list: the scan ran; custom_vmap also traces the one-set
+    form for its shapes, so a vmapped pass records 1 and then its set count)."""
     calls = []
-    real = g3m_fee_native._host_path
+    real = g3m_fee_native.fee_path_sets
 
-    def spy(prices, log_prices, weights, *args):
+    def spy(prices, weights, *args, **kwargs):
         calls.append(weights.shape[0])
-        return real(prices, log_prices, weights, *args)
+        return real(prices, weights, *args, **kwargs)
 
-    monkeypatch.setattr(g3m_fee_native, "_host_path", spy)
+    monkeypatch.setattr(g3m_fee_native, "fee_path_sets", spy)
     return calls
 
 
@@ -79,7 +80,7 @@ def test_one_pass_under_jit_and_per_set_prices(counted, monkeypatch):
     per_set = np.stack([prices * (1.0 + 0.01 * s) for s in range(SETS)])
     batched = jax.vmap(lambda p, w, r: g3m_reserves_with_fees(p, w, r, fees=0.003).reserves)(per_set, weights, r0)
     jax.block_until_ready((one, batched))
-    assert counted == [1, SETS]
+    assert counted[0] == 1 and counted[-1] == SETS
     monkeypatch.setenv(g3m_fee_native.NATIVE_ENV, "0")
     np.testing.assert_allclose(one, g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003).reserves,
                                rtol=1e-12)
@@ -116,8 +117,8 @@ def test_a_bad_switch_is_refused_by_name(monkeypatch):
 
 
 def test_no_working_compiler_falls_back_to_the_scan_with_a_warning(monkeypatch, tmp_path, caplog, counted):
-    """A machine whose C compiler fails still trains (the scan), and says why once."""
-    monkeypatch.setenv("CC", "false")  # a 'compiler' that always fails
+    """A machine whose C++ compiler fails still trains (the scan), and says why once."""
+    monkeypatch.setenv("CXX", "false")  # a 'compiler' that always fails
     monkeypatch.setenv(g3m_fee_native.DIR_ENV, str(tmp_path))
     monkeypatch.setattr(g3m_fee_native, "_library", [])
     prices, weights, r0 = _paths(5)
@@ -126,7 +127,7 @@ def test_no_working_compiler_falls_back_to_the_scan_with_a_warning(monkeypatch, 
     assert counted == [] and "run as the XLA scan" in caplog.text
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
     monkeypatch.setattr(g3m_fee_native, "_library", [])
-    monkeypatch.delenv("CC")
+    monkeypatch.delenv("CXX")
     loop = jax.block_until_ready(g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003))
     np.testing.assert_allclose(out.reserves, loop.reserves, rtol=1e-12)
     assert counted == [1] and any(p.suffix == ".so" for p in tmp_path.iterdir())

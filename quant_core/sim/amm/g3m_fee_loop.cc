@@ -1,4 +1,4 @@
-/* The G3M fee path on the CPU as a plain loop: one parameter set at a time, minute by minute.
+/* The G3M fee path on the CPU as a plain loop, one parameter set at a time, minute by minute; an XLA FFI handler.
  *
  * Why: XLA:CPU runs the fee scan (g3m_fees._engine) as dozens of small kernels per minute and cannot skip the
  * work of a minute without a trade for one set of a vmapped batch; here each set's minutes run in registers,
@@ -6,10 +6,18 @@
  * comparisons. The arithmetic is the GPU kernel's (g3m_fee_kernel._weight_terms, _arbitrage) and the scan's,
  * in the same order of operations: thresholds (g3m_fee_steps._thresholds), pair candidates, the most
  * profitable valid one (exact ties summed), acceptance, fee income, noise traders. Compiled on first use by
- * g3m_fee_native.py (no -ffast-math: IEEE semantics, libm's log and expm1).
+ * g3m_fee_native.py against jaxlib's FFI headers (no -ffast-math: IEEE semantics, libm's log and expm1); XLA calls
+ * it with its own buffers (no copies, no Python on the way) and it splits the sets over threads.
  */
-#include <math.h>
-#include <stdint.h>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using std::isnan;
 
 #define MAX_N 8
 #define MAX_PAIRS (MAX_N * (MAX_N - 1) / 2)
@@ -26,11 +34,13 @@ typedef struct {
     double s[MAX_PAIRS];   /* the second token's share of each pair */
     double w_sum[MAX_PAIRS];
     double z[2][MAX_PAIRS];  /* thresholds: [0] forward (first token in), [1] backward; NAN until computed */
+    double below[MAX_PAIRS];  /* a z under this is under both thresholds (see weight_terms); -inf: no bound */
 } terms_t;
 
 /* what g3m_fee_steps._thresholds computes from gamma and the tolerance alone */
 typedef struct {
     double gamma, inv_gamma, log_gamma, log1p_tol, log1p_gamma, a1, a2, b2, a3, b3;
+    int bounded;  /* whether weight_terms may bound the thresholds from below (fees <= 0.5) */
 } consts_t;
 
 static void make_consts(double fees, double tolerance, consts_t *k) {
@@ -46,6 +56,7 @@ static void make_consts(double fees, double tolerance, consts_t *k) {
     k->b2 = 0.5 * gamma * (1.0 - gamma);
     k->a3 = c * (1.0 - c) * (1.0 - 2.0 * c) / 6.0;
     k->b3 = gamma * (1.0 - gamma) * (1.0 - 2.0 * gamma) / 6.0;
+    k->bounded = fees <= 0.5;
 }
 
 /* g3m_fee_steps._thresholds for one outgoing share s */
@@ -66,7 +77,19 @@ static double threshold(double s, double w_sum, const consts_t *k) {
     return h1 > 0.0 ? z : -INFINITY;
 }
 
-static void weight_terms(const double *w, int64_t n, terms_t *out) {
+/* A lower bound on a pair's two thresholds, so that the usual minute (every pair's z far below its band's edge)
+ * needs no Newton solve. Both directions share h1 = s q a1; the solve starts at z0 = target / h1 and each of its two
+ * steps moves z by at most |z0| (|h2| + |h3| |z0|) / (h1 - 2 |h2| |z0| - 3 |h3| z0^2), relative to |z0|; for
+ * fees <= 0.5, |h2| / h1 and |h3| / h1 stay below 2, so with |z0| <= 1e-3 the solve ends within 1 % of z0 and the
+ * clip to [lo, 0] only raises it: both thresholds are >= 2 z0. Outside those conditions: no bound (-inf). */
+static double threshold_bound(double s, double w_sum, const consts_t *k) {
+    double h1 = s * (1.0 - s) * k->a1;
+    if (!k->bounded || !(h1 > 0.0)) return -INFINITY;
+    double z0 = k->log1p_tol / (w_sum * h1);
+    return z0 >= -1e-3 ? 2.0 * z0 : -INFINITY;
+}
+
+static void weight_terms(const double *w, int64_t n, const consts_t *c, terms_t *out) {
     out->w = w;
     for (int64_t k = 0; k < n; k++) out->lw[k] = log(w[k]);
     int m = 0;
@@ -76,6 +99,7 @@ static void weight_terms(const double *w, int64_t n, terms_t *out) {
             out->w_sum[m] = w_sum;
             out->s[m] = w[j] / w_sum;
             out->z[0][m] = out->z[1][m] = NAN;
+            out->below[m] = threshold_bound(out->s[m], w_sum, c);
         }
 }
 
@@ -99,7 +123,8 @@ static void arbitrage(double *r, double *lr, terms_t *t, const double *p, const 
             double d = u[i] - u[j];
             int fwd = d > 0.0;
             double z = log_gamma + fabs(d);
-            valid[m] = z >= pair_threshold(t, m, fwd, k);
+            /* thresholds are <= 0: z >= 0 passes, z under the bound fails, only the rest needs the solve */
+            valid[m] = z >= 0.0 || (z >= t->below[m] && z >= pair_threshold(t, m, fwd, k));
             profit[m] = 0.0;
             if (!valid[m]) continue;
             any = 1;
@@ -158,8 +183,9 @@ static void arbitrage(double *r, double *lr, terms_t *t, const double *p, const 
         volume = volume * (1.0 + c->noise);
     }
     for (int64_t k = 0; k < n; k++) {
+        /* a token the trade did not touch (and no noise income) keeps its reserve bit for bit, so its log too */
+        if (after[k] != r[k]) lr[k] = log(after[k]);
         r[k] = after[k];
-        lr[k] = log(after[k]);
     }
     *income_out = income + *income_out;
     *volume_out = volume + *volume_out;
@@ -167,7 +193,7 @@ static void arbitrage(double *r, double *lr, terms_t *t, const double *p, const 
 
 /* Sets lo..hi-1 of S. prices and log prices [T, n] shared by every set (price_stride 0) or [S, T, n];
  * weights [S, T, n]; r0 [S, n]; out: reserves [S, T, n], fee revenue and traded value [S, T]. */
-int g3m_fee_path(const double *prices, const double *log_prices, int64_t price_stride, const double *weights,
+static int fee_path_sets(const double *prices, const double *log_prices, int64_t price_stride, const double *weights,
                  const double *r0, int64_t lo, int64_t hi, int64_t n_steps, const costs_t *c,
                  double *r_out, double *f_out, double *v_out) {
     int64_t n = c->n;
@@ -183,11 +209,11 @@ int g3m_fee_path(const double *prices, const double *log_prices, int64_t price_s
             lr[k] = log(r[k]);
         }
         terms_t prev, cur;
-        weight_terms(w_set, n, &prev);
+        weight_terms(w_set, n, &k, &prev);
         for (int64_t t = 0; t < n_steps; t++) {
             const double *p = p_set + t * n, *lp = lp_set + t * n;
             double income = 0.0, volume = 0.0;
-            weight_terms(w_set + t * n, n, &cur);
+            weight_terms(w_set + t * n, n, &k, &cur);
             arbitrage(r, lr, &prev, p, lp, c, &k, &income, &volume);  /* at the old weights */
             if (c->weight_arb) {
                 /* at the new weights; the scan adds this one's income to the first's (f2 + f) */
@@ -204,3 +230,51 @@ int g3m_fee_path(const double *prices, const double *log_prices, int64_t price_s
     }
     return 0;
 }
+
+/* The handler: weights [..., T, n] (S sets: the product of the leading dimensions), prices and log prices [T, n] or
+ * with the same leading dimensions, initial reserves [..., n]; results as the inputs' leading dimensions. */
+static ffi::Error fee_path_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> log_prices,
+                               ffi::Buffer<ffi::F64> weights, ffi::Buffer<ffi::F64> r0, double fees, double gas,
+                               double arb_fees, double noise, double tolerance, int64_t weight_arb, int64_t threads,
+                               ffi::ResultBuffer<ffi::F64> r_out, ffi::ResultBuffer<ffi::F64> f_out,
+                               ffi::ResultBuffer<ffi::F64> v_out) {
+    auto wd = weights.dimensions(), pd = prices.dimensions();
+    if (wd.size() < 2 || pd.size() < 2) return ffi::Error::InvalidArgument("g3m_fee_path: weights and prices need [T, n]");
+    int64_t n_steps = wd[wd.size() - 2], n = wd[wd.size() - 1];
+    int64_t n_sets = static_cast<int64_t>(weights.element_count()) / (n_steps * n);
+    int64_t price_sets = static_cast<int64_t>(prices.element_count()) / (n_steps * n);
+    if (pd[pd.size() - 2] != n_steps || pd[pd.size() - 1] != n || (price_sets != 1 && price_sets != n_sets)
+        || static_cast<int64_t>(r0.element_count()) != n_sets * n)
+        return ffi::Error::InvalidArgument("g3m_fee_path: prices, weights and initial reserves disagree in shape");
+    if (n < 2 || n > MAX_N) return ffi::Error::InvalidArgument("g3m_fee_path: 2 to 8 tokens");
+    costs_t c = {fees, gas, arb_fees, noise, tolerance, n, weight_arb};
+    int64_t stride = price_sets == 1 ? 0 : n_steps * n;
+    const double *p = prices.typed_data(), *lp = log_prices.typed_data(), *w = weights.typed_data();
+    const double *r = r0.typed_data();
+    double *ro = r_out->typed_data(), *fo = f_out->typed_data(), *vo = v_out->typed_data();
+    int64_t workers = threads < 1 ? 1 : (threads > n_sets ? n_sets : threads);
+    std::vector<std::thread> pool;
+    for (int64_t i = 1; i < workers; i++)
+        pool.emplace_back(fee_path_sets, p, lp, stride, w, r, n_sets * i / workers, n_sets * (i + 1) / workers,
+                          n_steps, &c, ro, fo, vo);
+    fee_path_sets(p, lp, stride, w, r, 0, n_sets / workers, n_steps, &c, ro, fo, vo);
+    for (auto &t : pool) t.join();
+    return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(G3mFeePath, fee_path_ffi,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Attr<double>("fees")
+                                  .Attr<double>("gas")
+                                  .Attr<double>("arb_fees")
+                                  .Attr<double>("noise")
+                                  .Attr<double>("tolerance")
+                                  .Attr<int64_t>("weight_arb")
+                                  .Attr<int64_t>("threads")
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>());
