@@ -16,6 +16,7 @@ CPU against the scan (to 1e-12 relative), so the kernel is checked where CI runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -222,26 +223,32 @@ def _triton_params():
     return plgpu.CompilerParams(num_warps=1, num_stages=1)
 
 
+def all_sets_in_one_call(sets: Callable[[jax.Array, jax.Array, jax.Array], tuple]) -> Callable:
+    """One parameter set's fee path from `sets(prices, weights [S, T, n], initial_reserves [S, n])`: a single
+    pass calls it with S = 1, and under vmap every set goes to one call (custom_vmap; prices stay shared unless
+    batched). Shared by this kernel and the CPU's compiled loop (g3m_fee_native)."""
+
+    @jax.custom_batching.custom_vmap
+    def one(prices, weights, initial_reserves):
+        r, f, v = sets(prices, weights[None], initial_reserves[None])
+        return r[0], f[0], v[0]
+
+    @one.def_vmap
+    def _batched(axis_size, in_batched, prices, weights, initial_reserves):
+        _, w_b, r_b = in_batched
+        weights = weights if w_b else jnp.broadcast_to(weights, (axis_size, *weights.shape))
+        initial_reserves = (initial_reserves if r_b
+                            else jnp.broadcast_to(initial_reserves, (axis_size, *initial_reserves.shape)))
+        return sets(prices, weights, initial_reserves), (True, True, True)
+
+    return one
+
+
 def fee_path(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
              costs: KernelCosts, interpret: bool | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One parameter set's reserves [T, n], fee revenue [T], traded value [T]; under vmap, all sets in one kernel.
     interpret None: interpreted where JAX has no GPU backend (the tests), compiled for the GPU otherwise."""
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-
-    @jax.custom_batching.custom_vmap
-    def one(prices, weights, initial_reserves):
-        r, f, v = fee_path_sets(prices, weights[None], initial_reserves[None], static=static, costs=costs,
-                                interpret=interpret)
-        return r[0], f[0], v[0]
-
-    @one.def_vmap
-    def _batched(axis_size, in_batched, prices, weights, initial_reserves):
-        p_b, w_b, r_b = in_batched
-        weights = weights if w_b else jnp.broadcast_to(weights, (axis_size, *weights.shape))
-        initial_reserves = (initial_reserves if r_b
-                            else jnp.broadcast_to(initial_reserves, (axis_size, *initial_reserves.shape)))
-        out = fee_path_sets(prices, weights, initial_reserves, static=static, costs=costs, interpret=interpret)
-        return out, (True, True, True)
-
-    return one(prices, weights, initial_reserves)
+    sets = partial(fee_path_sets, static=static, costs=costs, interpret=interpret)
+    return all_sets_in_one_call(sets)(prices, weights, initial_reserves)

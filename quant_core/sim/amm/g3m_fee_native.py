@@ -24,13 +24,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.sim.amm.g3m_fee_kernel import KernelCosts
+from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call
 from quant_core.sim.amm.g3m_fee_steps import _Static
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
@@ -131,18 +132,5 @@ def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.A
 def fee_path(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
              costs: KernelCosts) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One set's reserves [T, n], fee revenue [T], traded value [T]; under vmap, every set in one call."""
-
-    @jax.custom_batching.custom_vmap
-    def one(prices, weights, initial_reserves):
-        r, f, v = fee_path_sets(prices, weights[None], initial_reserves[None], static=static, costs=costs)
-        return r[0], f[0], v[0]
-
-    @one.def_vmap
-    def _batched(axis_size, in_batched, prices, weights, initial_reserves):
-        _, w_b, r_b = in_batched
-        weights = weights if w_b else jnp.broadcast_to(weights, (axis_size, *weights.shape))
-        initial_reserves = (initial_reserves if r_b
-                            else jnp.broadcast_to(initial_reserves, (axis_size, *initial_reserves.shape)))
-        return fee_path_sets(prices, weights, initial_reserves, static=static, costs=costs), (True, True, True)
-
-    return one(prices, weights, initial_reserves)
+    sets = partial(fee_path_sets, static=static, costs=costs)
+    return all_sets_in_one_call(sets)(prices, weights, initial_reserves)
