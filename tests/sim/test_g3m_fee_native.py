@@ -131,3 +131,15 @@ def test_no_working_compiler_falls_back_to_the_scan_with_a_warning(monkeypatch, 
     loop = jax.block_until_ready(g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003))
     np.testing.assert_allclose(out.reserves, loop.reserves, rtol=1e-12)
     assert counted == [1] and any(p.suffix == ".so" for p in tmp_path.iterdir())
+
+
+def test_an_unwritable_build_directory_falls_back_to_the_scan_and_names_the_setting(monkeypatch, tmp_path, caplog,
+                                                                                     counted):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(g3m_fee_native.DIR_ENV, str(blocker / "native"))
+    monkeypatch.setattr(g3m_fee_native, "_library", [])
+    prices, weights, r0 = _paths(6)
+    with caplog.at_level(logging.WARNING, logger=g3m_fee_native.__name__):
+        jax.block_until_ready(g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003))
+    assert counted == [] and "set QUANT_NATIVE_DIR to a writable directory" in caplog.text

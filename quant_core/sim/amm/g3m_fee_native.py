@@ -71,8 +71,13 @@ def _compile() -> ctypes.CDLL | None:
     key = hashlib.sha256(SOURCE.read_bytes() + cxx.encode() + jax.__version__.encode()).hexdigest()[:16]
     target = _cache_dir() / f"g3m_fee_loop-{key}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # built aside, then renamed: processes race
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # built aside, then renamed: processes race
+        except OSError as exc:
+            _log.warning("cannot build the fee loop in %s (%s; set %s to a writable directory): G3M fee passes run "
+                         "as the XLA scan (slower)", target.parent, exc, DIR_ENV)
+            return None
         os.close(fd)
         cmd = [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno", "-pthread",
                f"-I{jax.ffi.include_dir()}", "-o", tmp, str(SOURCE)]
