@@ -7,7 +7,7 @@ Every number is checked finite and in range, the message naming the key and the 
 
 This module imports pydantic only, so the run spec model can hold these models without importing JAX.
 `check_method_settings(spec)` checks what involves other keys (the method, the spec's kind, price noise,
-a bounded__ rule's learnable_bounds_settings.freeze_bounds)
+turnover_penalty, a bounded__ rule's learnable_bounds_settings.freeze_bounds)
 and is run by the trainer before any work.
 """
 
@@ -193,6 +193,11 @@ def check_method_settings(spec: Any, *, differentiable: bool | None = None) -> N
             raise ValueError(f"optimisation_settings.train_on_hessian_trace penalises the differentiable training "
                              f"objective of {list(HESSIAN_METHODS)}, not the scores of method {method!r}: use one of "
                              "those methods or set train_on_hessian_trace: false")
+    if getattr(spec, "turnover_penalty", 0) > 0 and (strategy or method not in HESSIAN_METHODS):
+        what = "a CEX strategy's" if strategy else f"method {method!r}'s"
+        raise ValueError(f"turnover_penalty subtracts the pool's daily turnover from the differentiable training "
+                         f"objective of {list(HESSIAN_METHODS)}; {what} scores do not take it: use one of those "
+                         "methods on a pool, or set turnover_penalty: 0")
     if method in ("bfgs", "cma_es") and differentiable and getattr(spec, "price_noise_sigma", 0) > 0:
         raise ValueError(f"price_noise_sigma adds fresh noise to every gradient step; method {method!r} needs a "
                          "fixed objective: set price_noise_sigma: 0 or use gradient_descent")

@@ -144,6 +144,20 @@ def test_augmentations_change_the_batch_objective_deterministically():
     assert all(p < q for p, q in zip(penalised, plain, strict=True))  # turnover is positive
 
 
+@pytest.mark.parametrize("method", ["optuna", "grid", "random"])
+def test_a_turnover_penalty_is_refused_where_the_scores_do_not_take_it(method):
+    """turnover_penalty is honoured by gradient_descent, bfgs and cma_es on pools; a search's scores would
+    silently ignore it, so the spec is refused naming the key."""
+    from quant_core.runspec import load_run_spec
+    from quant_core.spec import RunSpecError
+
+    base = {"rule": "momentum", "tokens": ["BTC", "ETH"], "startDateString": "2024-01-01",
+            "endDateString": "2024-03-01", "turnover_penalty": 0.1}
+    with pytest.raises(RunSpecError, match=f"turnover_penalty .* method '{method}'.* set turnover_penalty: 0"):
+        load_run_spec({**base, "optimisation_settings": {"method": method}})
+    assert load_run_spec({**base, "optimisation_settings": {"method": "cma_es"}}).turnover_penalty == 0.1
+
+
 def test_swa_and_checkpoints_are_recorded():
     r = train_gradient(PANEL, _spec({"n_iterations": 8, "use_swa": True, "swa_start_frac": 0.5, "swa_freq": 2,
                                      "track_checkpoints": True, "checkpoint_interval": 4}))
