@@ -239,8 +239,10 @@ static ffi::Error fee_path_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F6
                                ffi::ResultBuffer<ffi::F64> r_out, ffi::ResultBuffer<ffi::F64> f_out,
                                ffi::ResultBuffer<ffi::F64> v_out) {
     auto wd = weights.dimensions(), pd = prices.dimensions();
-    if (wd.size() < 2 || pd.size() < 2) return ffi::Error::InvalidArgument("g3m_fee_path: weights and prices need [T, n]");
+    if (wd.size() < 2 || pd.size() < 2)
+        return ffi::Error::InvalidArgument("g3m_fee_path: weights and prices need [T, n]");
     int64_t n_steps = wd[wd.size() - 2], n = wd[wd.size() - 1];
+    if (n_steps == 0 || weights.element_count() == 0) return ffi::Error::Success();  /* nothing to simulate */
     int64_t n_sets = static_cast<int64_t>(weights.element_count()) / (n_steps * n);
     int64_t price_sets = static_cast<int64_t>(prices.element_count()) / (n_steps * n);
     if (pd[pd.size() - 2] != n_steps || pd[pd.size() - 1] != n || (price_sets != 1 && price_sets != n_sets)
