@@ -194,10 +194,10 @@ def check_method_settings(spec: Any, *, differentiable: bool | None = None) -> N
                              f"objective of {list(HESSIAN_METHODS)}, not the scores of method {method!r}: use one of "
                              "those methods or set train_on_hessian_trace: false")
     if getattr(spec, "turnover_penalty", 0) > 0 and (strategy or method not in HESSIAN_METHODS):
-        what = "a CEX strategy's" if strategy else f"method {method!r}'s"
+        what = "a CEX strategy" if strategy else f"method {method!r}"
         raise ValueError(f"turnover_penalty subtracts the pool's daily turnover from the differentiable training "
-                         f"objective of {list(HESSIAN_METHODS)}; {what} scores do not take it: use one of those "
-                         "methods on a pool, or set turnover_penalty: 0")
+                         f"objective of {list(HESSIAN_METHODS)}; the scores of {what} do not take it: use one of "
+                         "those methods on a pool, or set turnover_penalty: 0")
     if method in ("bfgs", "cma_es") and differentiable and getattr(spec, "price_noise_sigma", 0) > 0:
         raise ValueError(f"price_noise_sigma adds fresh noise to every gradient step; method {method!r} needs a "
                          "fixed objective: set price_noise_sigma: 0 or use gradient_descent")
