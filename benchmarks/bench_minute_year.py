@@ -11,7 +11,8 @@ Prints, each as the best of --repeats warm calls (compile time separately):
     search thread scored at once on threads (as a grid or random search scores its batches:
     quant_core.train.threads), with the ratio
 The reference simulator on this work (issue 3): 0.065 s zero-fee pass, 0.024 s objective-only,
-2.45 s with 0.3% fees.
+2.45 s with 0.3% fees. On a CPU the fee rows run the compiled C++ loop (quant_core/sim/amm/g3m_fee_native.py);
+QUANT_NATIVE_FEES=0 in the environment measures the XLA scan instead.
 """
 
 from __future__ import annotations
