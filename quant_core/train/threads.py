@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from quant_core.cpus import usable_cpus
+
 THREADS_ENV = "QUANT_SEARCH_THREADS"
 
 
@@ -43,4 +45,4 @@ def search_threads() -> int:
 
     if jax.default_backend() != "cpu":
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()

@@ -29,7 +29,6 @@ typedef struct {
 
 /* the weight row's terms; a pair's threshold is computed when an arbitrage first compares against it */
 typedef struct {
-    const double *w;
     double lw[MAX_N];
     double s[MAX_PAIRS];   /* the second token's share of each pair */
     double w_sum[MAX_PAIRS];
@@ -90,7 +89,6 @@ static double threshold_bound(double s, double w_sum, const consts_t *k) {
 }
 
 static void weight_terms(const double *w, int64_t n, const consts_t *c, terms_t *out) {
-    out->w = w;
     for (int64_t k = 0; k < n; k++) out->lw[k] = log(w[k]);
     int m = 0;
     for (int64_t i = 0; i < n; i++)

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call
+from quant_core.cpus import usable_cpus
+from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call, in_scope, on_gpu
 from quant_core.sim.amm.g3m_fee_steps import _Static
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
@@ -110,14 +111,8 @@ def applies(static: _Static, costs: KernelCosts | None) -> bool:
     """Whether a fee pass with these settings runs as the loop: the GPU kernel's scope (a positive static fee,
     tolerant invariant test, static costs, arbitrage on, no trades or mask or protocol split, no derivative),
     on the CPU, at most MAX_TOKENS tokens, enabled and compiled."""
-    from quant_core.sim.amm import g3m_fee_kernel
-
-    return (g3m_fee_kernel.in_scope(static, costs) and not g3m_fee_kernel.on_gpu() and static.n <= MAX_TOKENS
+    return (in_scope(static, costs) and not on_gpu() and static.n <= MAX_TOKENS
             and enabled() and library() is not None)
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
@@ -131,7 +126,7 @@ def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.A
     return call(prices, jnp.log(prices), weights, initial_reserves,  # XLA's log of the prices, as the scan takes it
                 fees=np.float64(costs.fees), gas=np.float64(costs.gas), arb_fees=np.float64(costs.arb_fees),
                 noise=np.float64(costs.noise), tolerance=np.float64(static.tolerance),
-                weight_arb=np.int64(static.weight_arb), threads=np.int64(_threads()))
+                weight_arb=np.int64(static.weight_arb), threads=np.int64(usable_cpus()))
 
 
 def fee_path(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
