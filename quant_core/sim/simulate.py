@@ -29,9 +29,9 @@ from quant_core.sim.dynamic_fees import momentum_fee_hook
 from quant_core.sim.engines import (
     fee_kernel_runs,
     gyroscope_engine,
-    minute_engine,
     minute_log_prices,
     rebalancing_values,
+    step_engine,
     weight_schedule,
 )
 from quant_core.sim.resolve import initial_weights, resolve_params
@@ -97,14 +97,11 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
                 chunk_period=st.chunk_period, max_memory_days=st.max_memory_days, token_index=0,
                 timing=st.momentum_fee_timing, reference_constants=st.momentum_fee_reference_constants,
                 method=st.rule_context.method)}
-        minute_reserves, fee_revenue = minute_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux)
-        reserves = minute_reserves[::m]
+        # the reserves at each data step and the fees earned within it, booked at the step's end
+        reserves, extras["fee_revenue"] = step_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux)
         values = token_sum(reserves * prices, keepdims=False)
         if pool.engine in ("gyroscope", "reclamm"):  # weights as the value shares the reserves hold
             weights = reserves * prices / values[:, None]
-        # fees earned within each data step, booked at the step's end
-        per_step = jnp.sum(fee_revenue[1:].reshape(st.n_steps - 1, m), axis=1)
-        extras["fee_revenue"] = jnp.concatenate([fee_revenue[:1], per_step])
     if st.report:
         if minute_prices is None:
             minute_prices = jnp.exp(minute_log_prices(log_prices, m))

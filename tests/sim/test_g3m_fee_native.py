@@ -74,6 +74,34 @@ def test_the_loop_equals_the_scan(case, counted, monkeypatch):
     np.testing.assert_allclose(loop.arb_volume, scan.arb_volume, rtol=1e-11, atol=1e-8)
 
 
+@pytest.mark.parametrize("keep, f", [(40, 1), (40, 4), (40, 3)], ids=["step 40", "arb every 4", "arb every 3"])
+def test_data_step_rows_equal_the_scans_minutes_summed(keep, f, counted, monkeypatch):
+    """keep_every: the loop writes only each data step's reserves and sums (arb_frequency dividing the step: the
+    loop keeps every keep/f-th of its rows; not dividing it: minute rows, summed after)."""
+    prices, weights, r0 = _paths(7)
+    rows = keep * ((T - 1) // keep) + 1
+    prices, weights = prices[:rows], weights[:, :rows]
+    kw = {"fees": 0.003, "arb_frequency": f, "keep_every": keep}
+    loop = _vmapped(prices, weights, r0, kw)
+    assert counted[-1] == SETS and loop.reserves.shape == (SETS, (prices.shape[0] - 1) // keep + 1, N)
+    monkeypatch.setenv(g3m_fee_native.NATIVE_ENV, "0")
+    minutes = _vmapped(prices, weights, r0, {**kw, "keep_every": 1})
+    fees = np.asarray(minutes.fee_revenue)
+    steps = np.concatenate([fees[:, :1], fees[:, 1:].reshape(SETS, -1, keep).sum(-1)], axis=1)
+    assert np.sum(steps[:, 1:] > 0) > 0.5 * steps[:, 1:].size  # most steps earn fees
+    np.testing.assert_allclose(loop.reserves, np.asarray(minutes.reserves)[:, ::keep], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(loop.fee_revenue, steps, rtol=1e-11, atol=1e-8)
+    scan = _vmapped(prices, weights, r0, kw)  # the scan's minutes, summed by data_steps
+    np.testing.assert_allclose(loop.reserves, scan.reserves, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(loop.arb_volume, scan.arb_volume, rtol=1e-11, atol=1e-8)
+
+
+def test_a_step_that_does_not_divide_the_minutes_is_refused():
+    prices, weights, r0 = _paths(8)
+    with pytest.raises(ValueError, match=r"keep_every \(7\) must be >= 1 and divide T - 1 \(1999\)"):
+        g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003, keep_every=7)
+
+
 def test_one_pass_under_jit_and_per_set_prices(counted, monkeypatch):
     prices, weights, r0 = _paths(1)
     one = jax.jit(lambda p, w, r: g3m_reserves_with_fees(p, w, r, fees=0.003).reserves)(prices, weights[0], r0[0])

@@ -13,21 +13,19 @@ Per step t (prices p_t, weights w_t, previous weights w_{t-1}, reserves R; step 
      weight_arbitrage=False, see "One arbitrage per step").
 An arbitrage is executed if -Delta.p - gas_cost >= arb_fees/2 * sum_i |Delta_i| p_i.
 
-One arbitrage per step (weight_arbitrage=False; engines passes it for static-weight rules, `balancer`).
-The reference's constant-weight BalancerPool does not share the TFMM scan: its scan step
-(balancer/balancer_reserves.py, _jax_calc_balancer_reserves_with_fees_scan_function_using_precalcs,
-:114-182, and the dynamic-inputs twin :349-424) makes ONE trade search per minute,
-parallelised_optimal_trade_sifter at its constant weights (:139 / :377; the same pair candidates and
-invariant test as here), the zero-fee all-token trade where gamma == 1 (:153 / :391), the same
-gas/arb_fees test (:163-169 / :401-407), and then, on the dynamic-inputs path only, the explicit trade
-(:416-417). So stages 1-2 here, stage 3 dropped. It matters with fees: for n >= 3 a pair trade cannot
-reach the n-token optimum in one step, and with constant weights the second search finds another
-profitable pair (8.6e-5 of the value after two months of minutes, 3 tokens: the reference case
-balancer@fees0.003 of tests/sim/test_reference_outputs.py). The BalancerPool has
-no noise traders and no protocol fee (balancer.py:138-170, 304-355 pass neither), and its arb_frequency
-is the same subsampling of prices. (protocol_fee_split is already 0 for balancer: settings.
-protocol_fee_applies. noise_trader_ratio is still honoured here if given, as an extension; the
-reference's balancer ignores it.) The compiled program for weight_arbitrage=True is unchanged.
+One arbitrage per step (weight_arbitrage=False; engines passes it for static-weight rules, `balancer`). The
+reference's constant-weight BalancerPool does not share the TFMM scan: its scan step (balancer/balancer_reserves.py,
+_jax_calc_balancer_reserves_with_fees_scan_function_using_precalcs, :114-182, and the dynamic-inputs twin :349-424)
+makes ONE trade search per minute, parallelised_optimal_trade_sifter at its constant weights (:139 / :377; the same
+pair candidates and invariant test as here), the zero-fee all-token trade where gamma == 1 (:153 / :391), the same
+gas/arb_fees test (:163-169 / :401-407), and then, on the dynamic-inputs path only, the explicit trade (:416-417). So
+stages 1-2 here, stage 3 dropped. It matters with fees: for n >= 3 a pair trade cannot reach the n-token optimum in
+one step, and with constant weights the second search finds another profitable pair (8.6e-5 of the value after two
+months of minutes, 3 tokens: the reference case balancer@fees0.003 of tests/sim/test_reference_outputs.py). The
+BalancerPool has no noise traders and no protocol fee (balancer.py:138-170, 304-355 pass neither), and its
+arb_frequency is the same subsampling of prices. (protocol_fee_split is already 0 for balancer: settings.
+protocol_fee_applies. noise_trader_ratio is still honoured here if given, as an extension; the reference's balancer
+ignores it.) The compiled program for weight_arbitrage=True is unchanged.
 
 Best trade (arXiv 2402.06731). Candidates are the n(n-1) one-in/one-out signatures (token I into
 the pool, J out). With gamma = 1 - fees, s = w_J/(w_I + w_J) and the log mispricing
@@ -60,12 +58,11 @@ invariant change, exact to O(z*^4)). Per token pair only the direction with the 
 candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the
 order of 2 fees^2 w_I w_J/(w_I + w_J) (3e-7 at fees 0.003, equal weights); keep it well below that.
 
-Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after
-each arbitrage in the scan functions of quantamm_reserves.py, "apply noise trade if
-noise_trader_ratio is greater than 0"): noise volume of noise_trader_ratio times the arbitrage's
-pays the fee on its inbound leg; the income noise_trader_ratio * fees * sum_i max(Delta_i, 0) p_i
-is added by scaling all reserves by 1 + income / (pool value after the arbitrage), so quoted prices
-do not move. Only executed arbitrages bring noise income (no arbitrage, no noise).
+Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after each arbitrage in
+the scan functions of quantamm_reserves.py, "apply noise trade if noise_trader_ratio is greater than 0"): noise volume
+of noise_trader_ratio times the arbitrage's pays the fee on its inbound leg; the income noise_trader_ratio * fees *
+sum_i max(Delta_i, 0) p_i is added by scaling all reserves by 1 + income / (pool value after the arbitrage), so quoted
+prices do not move. Only executed arbitrages bring noise income (no arbitrage, no noise).
 
 Explicit trades (G3M_trades.py, _jax_calc_G3M_trade_from_exact_out_given_in; format from the
 docstring of _jax_calc_quantAMM_reserves_with_dynamic_inputs): trades is a float array [T, 3], one
@@ -75,12 +72,11 @@ pool takes the whole amount and pays out R_out (1 - (1 + gamma amount/R_in)^(-w_
 no validity test, as in the reference, and also with do_arb=False. With arb_frequency f only the
 rows of the simulated minutes 0, f, 2f, ... are used (the reference's trade array is per step).
 
-arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times
-(cut to T). fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the
-repeated ones. fee_revenue[t] = fees * sum_i p_i (inflows of the executed arbitrages and trade) +
-the noise income (with protocol_fee_split > 0 the LPs' share only, see below); arb_volume[t] =
-sum_i |Delta_i| p_i over executed arbitrages, times 1 + noise_trader_ratio, plus the explicit trade's
-two legs.
+arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times (cut to T).
+fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the repeated ones. fee_revenue[t] =
+fees * sum_i p_i (inflows of the executed arbitrages and trade) + the noise income (with protocol_fee_split > 0 the
+LPs' share only, see below); arb_volume[t] = sum_i |Delta_i| p_i over executed arbitrages, times 1 +
+noise_trader_ratio, plus the explicit trade's two legs.
 
 Dynamic inputs (the reference's calculate_reserves_with_dynamic_inputs, TFMM_base_pool.py:378-457, and
 _jax_calc_quantAMM_reserves_with_dynamic_inputs, quantamm_reserves.py:742-928): fees, gas_cost and arb_fees
@@ -119,31 +115,26 @@ the noise income above (the reference's G3M scans report none; its reCLAMM one r
 same way, reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops
 all of this at trace time: the compiled program is the one without the option.
 
-Speed of the scan. A step is a few dozen tiny kernels, and on XLA:CPU (jax 0.10) launching a kernel costs more
-than its arithmetic; a sequence of more than 8 kernels also switches to a concurrent executor that costs several
-times more per kernel (and, in one configuration tried while writing this, computed a wrong result: a kernel read
-a buffer before its producer had run). So: everything that depends only on (w, p) is computed before the scan;
-gathers, scatters and reductions over the few tokens are written as selects and adds of slices, which fuse; each
-stage (find the price arbitrage, execute it, the trade, find the weight arbitrage, execute it) is the branch of a
-`lax.cond` on an always-true predicate, all inside one outer cond, so that every kernel sequence
-stays at 8 or fewer (single and vmapped). The predicate comes from the scan counter, so it stays
-unbatched under vmap (a batched predicate would turn the conds into selects). Reverse-mode
-differentiation works (only scan and cond are used); under a derivative the scan slices packed per-step rows
-instead of indexing the [T, k] inputs (the reverse pass is then linear in T, and XLA compiles its vmapped form
-correctly; see `rows_as_xs` in _engine).
+Speed of the scan. On XLA:CPU (jax 0.10) launching a kernel costs more than its arithmetic, and a sequence of more
+than 8 kernels switches to a slower concurrent executor (which once computed a wrong result here). So everything that
+depends only on (w, p) is computed before the scan; gathers and reductions over the few tokens are selects and adds
+of slices, which fuse; each stage (find/execute the price arbitrage, the trade, the weight arbitrage) is the branch
+of a `lax.cond` on an always-true, unbatched predicate (the scan counter), all inside one outer cond, so every
+kernel sequence stays at 8 or fewer. Reverse-mode differentiation works (scan and cond only); under a derivative
+the scan slices packed per-step rows instead of indexing the [T, k] inputs (`rows_as_xs` in _engine).
 
-Quiet steps. Most arbitrages find nothing: every pair's log mispricing is inside the fee band. With a
-positive Python fee, invariant_tolerance > 0 and no protocol fee, each arbitrage (find, then apply) is the
-branch of a cond on a cheap test, the largest margin z - z* over the pairs (the validity test of the
-search, with a slack of QUIET_MARGIN); when no candidate is near validity the step keeps its reserves and
-earns nothing, which is exactly what the search and apply would give (no valid candidate: a zero trade).
-Under vmap the test is whether any member of the batch may trade, unbatched (fused_ops._any_in_batch), so
-the cond still skips. A year of minutes, 3 tokens, 0.3 % fees: ~0.28 s on 2 cores, 0.38 s without the skip.
+Quiet steps. Most arbitrages find nothing: every pair's log mispricing is inside the fee band. With a positive Python
+fee, invariant_tolerance > 0 and no protocol fee, each arbitrage (find, then apply) is the branch of a cond on a cheap
+test, the largest margin z - z* over the pairs (the validity test of the search, with a slack of QUIET_MARGIN); when
+no candidate is near validity the step keeps its reserves and earns nothing, which is exactly what the search and
+apply would give (no valid candidate: a zero trade). Under vmap the test is whether any member of the batch may trade,
+unbatched (fused_ops._any_in_batch), so the cond still skips. A year of minutes, 3 tokens, 0.3 % fees: ~0.28 s on 2
+cores, 0.38 s without the skip.
 
 Where it runs: in the common training case (g3m_fee_kernel.in_scope), a GPU runs the path as one Pallas kernel
-(g3m_fee_kernel) and a CPU as a compiled C loop (g3m_fee_native); the scan runs everything else (and any
-derivative). This module owns the scan and the entry point; per-step trade math: g3m_fee_steps; fusion-friendly
-helpers: fused_ops; inputs: fee_inputs.
+(g3m_fee_kernel) and a CPU as a compiled C++ loop (g3m_fee_native), which with keep_every also writes only a data
+step's rows; the scan runs everything else (and any derivative). This module owns the scan and the entry point;
+per-step trade math: g3m_fee_steps; fusion-friendly helpers: fused_ops; inputs: fee_inputs.
 """
 
 from __future__ import annotations
@@ -157,6 +148,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quant_core.sim.amm import g3m_fee_kernel, g3m_fee_native
+from quant_core.sim.amm.data_steps import data_steps
 from quant_core.sim.amm.fee_inputs import _differentiated, _per_step, _static_value
 from quant_core.sim.amm.fused_ops import _any_in_batch, _block, _take
 from quant_core.sim.amm.g3m_fee_steps import (
@@ -402,6 +394,7 @@ def g3m_reserves_with_fees(
     trade_mask: ArrayLike | None = None,
     protocol_fee_split: ArrayLike = 0.0,
     weight_arbitrage: bool = True,
+    keep_every: int = 1,
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
@@ -418,7 +411,8 @@ def g3m_reserves_with_fees(
     the reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
     weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage,
     at w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step").
-    Works under jit, vmap and reverse-mode grad.
+    keep_every (static) k > 1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the
+    CPU loop keeps without writing every minute. Works under jit, vmap and reverse-mode grad.
     See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
@@ -438,6 +432,8 @@ def g3m_reserves_with_fees(
     n_steps, n = prices.shape
     if n < 2:
         raise ValueError("a pool needs at least two tokens")
+    if int(keep_every) < 1 or (n_steps - 1) % int(keep_every):
+        raise ValueError(f"keep_every ({keep_every}) must be >= 1 and divide T - 1 ({n_steps - 1})")
     if trades is not None:
         trades = jnp.asarray(trades, dtype=jnp.float64)
         if trades.shape != (n_steps, 3):
@@ -481,6 +477,10 @@ def g3m_reserves_with_fees(
     scalar = partial(jnp.asarray, dtype=jnp.float64)
     statics = [fee_value, _static_value(gas_cost), _static_value(arb_fees), noise_value]
     costs = None if None in statics else g3m_fee_kernel.KernelCosts(*statics)
+    keep = int(keep_every)
+    if keep % f == 0 and g3m_fee_native.applies(static, costs):  # the loop keeps a data step's rows itself
+        return FeeReserves(*g3m_fee_native.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
+                                                    costs=costs, keep=keep // f))
     if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
         reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
                                                      costs=costs)
@@ -497,4 +497,4 @@ def g3m_reserves_with_fees(
         reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]
         fee = jnp.zeros((fee.shape[0], f), fee.dtype).at[:, 0].set(fee).reshape(-1)[:n_steps]
         vol = jnp.zeros((vol.shape[0], f), vol.dtype).at[:, 0].set(vol).reshape(-1)[:n_steps]
-    return FeeReserves(reserves, fee, vol)
+    return FeeReserves(*data_steps(reserves, fee, vol, keep=keep))
