@@ -2,8 +2,9 @@
 
 `golden_run(name)` trains, walk-forwards and builds the stored configuration of one registry universe on
 fixed data with a small budget, exactly as the platform's assets do, and returns what a configuration row
-holds (parameters, metrics, stage, reason, sample size, data hash). `cd tests && python -m golden.runs` rewrites
-the recorded JSON; do that only when a numerical change is intended, and say so in the commit.
+holds (parameters, metrics, stage, reason, sample size, data hash). `cd tests && python -m golden.runs [NAME ...]`
+rewrites the recorded JSON; do that only when a numerical change is intended, and say so in the commit. (The
+demo's pool universe was re-recorded for issue 19, at its 0.3 % fee and deployable parameter ranges.)
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 REGISTRY = HERE.parents[1] / "quant_assets" / "registry.yaml"
-# recorded before the demo's pool universe took its 0.3 % fee (issue 19): still run at zero fees, so the recording
-# keeps guarding the zero-fee path; tests/sim holds the fee path's own comparisons
-RECORDED_AT_ZERO_FEES = {"momentum_btc_eth_usdc_1d"}
 RUNS = {
     # the demo's pool universe and two sweep universes (different exchange, market and timeframe)
     "momentum_btc_eth_usdc_1d": 16,
@@ -51,8 +49,6 @@ def golden_run(name: str) -> dict:
     registry = load_registry(REGISTRY)
     universe = registry.universe(name)
     spec = with_training(universe.spec, budget=RUNS[name], seed=0)
-    if name in RECORDED_AT_ZERO_FEES:
-        spec = spec.model_copy(update={"fees": 0.0})
     universe = universe.model_copy(update={"spec": spec})
     if spec.kind == "pool":
         data = panel_from_long_prices(shipped_prices_path(), spec.tokens)
@@ -81,6 +77,8 @@ def path(name: str) -> Path:
 
 
 if __name__ == "__main__":
-    for run in RUNS:
+    import sys
+
+    for run in sys.argv[1:] or RUNS:  # `python -m golden.runs NAME ...` rewrites only those
         path(run).write_text(json.dumps(golden_run(run), indent=1, sort_keys=True) + "\n")
         print("wrote", path(run))
