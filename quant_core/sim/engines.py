@@ -134,12 +134,16 @@ def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v
     return MINUTE_ENGINES[pool.rebalancer or pool.engine](st, prices, weights, params, w0, v0, aux)
 
 
-def step_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
+def step_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux,
+                schedule: WeightSchedule | None = None):
     """Reserves at each data step's first minute [S, n] and the fee revenue earned within each step [S]
-    (data_steps) from minute prices and weights [T, n]. The G3M fee path keeps those rows itself: at 0.3 % fees
-    over 270 days of daily data a vmapped batch of 32 sets no longer writes ~0.5 GB of minute rows."""
+    (data_steps) from minute prices and weights [T, n] (`schedule`, where given, the schedule whose per_minute
+    they are). The G3M fee path keeps those rows itself, and on the CPU ramps a linear schedule's weights itself:
+    at 0.3 % fees over 270 days of daily data a vmapped batch of 32 sets neither writes ~0.5 GB of minute rows nor
+    reads ~0.3 GB of minute weights."""
     if (pool.rebalancer or pool.engine) == "g3m" and st.with_costs:
-        return _g3m_with_fees(st, prices, weights, w0, v0, aux, keep_every=st.step_minutes)
+        return _g3m_with_fees(st, prices, weights if schedule is None else schedule, w0, v0, aux,
+                              keep_every=st.step_minutes)
     return data_steps(*minute_engine(pool, st, prices, weights, params, w0, v0, aux), keep=st.step_minutes)
 
 

@@ -42,21 +42,19 @@ exactly the reference, and this engine, use the all-token zero-fee trade instead
 R_i <- (w_i/p_i) prod_j (p_j R_j/w_j)^{w_j} (so fees -> 0+ does not converge to it for n >= 3:
 pair trades cannot reach the n-token optimum in one step).
 
-Invariant test. The optimal trade leaves the invariant exactly unchanged, so the reference's strict
-post >= pre is decided by rounding and drops some profitable trades. invariant_tolerance=0.0 keeps
-that knife-edge test, evaluated literally in logs (which trades it drops depends on rounding, so it
-matches the reference statistically, not trade for trade); the default 1e-9 is the intended test.
-For z >= 0 the test passes. For z < 0 (the trade runs against its signature) the invariant falls by
-~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, so a tolerance also admits such candidates when |z| is
-below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6, with a profit ~ s z^2 V/2 (~1e-12 of the pool).
-That follows from the literal test, so we keep it; such trades happen when a pair sits just inside
-the band after a trade. Their profit is a difference of two terms of size |z| V, so in the
-reference's linear-space formula its sign is a matter of rounding, whereas here both legs come from
-the same z and the profit is exact to rounding. Rather than two log1p per candidate and step, each
-candidate's threshold z* is solved once per step from the weights (cubic Taylor expansion of the
-invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
-candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the
-order of 2 fees^2 w_I w_J/(w_I + w_J) (3e-7 at fees 0.003, equal weights); keep it well below that.
+Invariant test. The optimal trade leaves the invariant exactly unchanged, so the reference's strict post >= pre is
+decided by rounding and drops some profitable trades. invariant_tolerance=0.0 keeps that knife-edge test, evaluated
+literally in logs (which trades it drops depends on rounding, so it matches the reference statistically, not trade for
+trade); the default 1e-9 is the intended test. For z >= 0 the test passes. For z < 0 (the trade runs against its
+signature) the invariant falls by ~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, so a tolerance also admits such
+candidates when |z| is below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6, with a profit ~ s z^2 V/2 (~1e-12 of the
+pool). That follows from the literal test, so we keep it; such trades happen when a pair sits just inside the band
+after a trade. Their profit is a difference of two terms of size |z| V, so in the reference's linear-space formula its
+sign is a matter of rounding, whereas here both legs come from the same z and the profit is exact to rounding. Rather
+than two log1p per candidate and step, each candidate's threshold z* is solved once per step from the weights (cubic
+Taylor expansion of the invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
+candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the order of 2 fees^2 w_I
+w_J/(w_I + w_J) (3e-7 at fees 0.003, equal weights); keep it well below that.
 
 Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after each arbitrage in
 the scan functions of quantamm_reserves.py, "apply noise trade if noise_trader_ratio is greater than 0"): noise volume
@@ -64,13 +62,12 @@ of noise_trader_ratio times the arbitrage's pays the fee on its inbound leg; the
 sum_i max(Delta_i, 0) p_i is added by scaling all reserves by 1 + income / (pool value after the arbitrage), so quoted
 prices do not move. Only executed arbitrages bring noise income (no arbitrage, no noise).
 
-Explicit trades (G3M_trades.py, _jax_calc_G3M_trade_from_exact_out_given_in; format from the
-docstring of _jax_calc_quantAMM_reserves_with_dynamic_inputs): trades is a float array [T, 3], one
-row per minute: (index of the token paid in, index of the token taken out, amount paid in, in token
-units). A row with amount 0, or with in == out (which the reference mishandles), is no trade. The
-pool takes the whole amount and pays out R_out (1 - (1 + gamma amount/R_in)^(-w_in/w_out)) at w_t;
-no validity test, as in the reference, and also with do_arb=False. With arb_frequency f only the
-rows of the simulated minutes 0, f, 2f, ... are used (the reference's trade array is per step).
+Explicit trades (G3M_trades.py, _jax_calc_G3M_trade_from_exact_out_given_in; format from the docstring of
+_jax_calc_quantAMM_reserves_with_dynamic_inputs): trades is a float array [T, 3], one row per minute: (index of the
+token paid in, index of the token taken out, amount paid in, in token units). A row with amount 0, or with in == out
+(which the reference mishandles), is no trade. The pool takes the whole amount and pays out R_out (1 - (1 + gamma
+amount/R_in)^(-w_in/w_out)) at w_t; no validity test, as in the reference, and also with do_arb=False. With
+arb_frequency f only the rows of the simulated minutes 0, f, 2f, ... are used, as the reference's per-step trades.
 
 arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times (cut to T).
 fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the repeated ones. fee_revenue[t] =
@@ -79,20 +76,19 @@ LPs' share only, see below); arb_volume[t] = sum_i |Delta_i| p_i over executed a
 noise_trader_ratio, plus the explicit trade's two legs.
 
 Dynamic inputs (the reference's calculate_reserves_with_dynamic_inputs, TFMM_base_pool.py:378-457, and
-_jax_calc_quantAMM_reserves_with_dynamic_inputs, quantamm_reserves.py:742-928): fees, gas_cost and arb_fees
-may each be a scalar or one value per minute [T]. Step t uses fees[t], gas_cost[t], arb_fees[t] for all
-three of its trades: the price arbitrage at the old weights w_{t-1} too (the reference builds its lagged
-per-signature terms from the lagged weights but the current gamma, quantamm_reserves.py:864-877, and scans
-gamma, arb_thresh, arb_fees as step t's inputs, :540-542), the explicit trade and the weight arbitrage.
-A step whose fee is exactly 0 (1 - fees == 1 in floating point) takes the zero-fee all-token trade and the
-others the pair trades, decided step by step (fees_are_being_charged = gamma != 1.0, :546), so a zero
-inside a non-zero series switches that one minute to the zero-fee trade. (Before the engine, the
-reference's loader of fee files treats every 0 as missing and overwrites it, windowing_utils.py:265-272,
-so a zero from data never reaches this switch there; ours takes the series as given.) With arb_frequency f the
-values of the simulated minutes 0, f, 2f, ... are used (the reference wants the series already cut to one
-value per simulated step, (T - 1)//f of them, TFMM_base_pool.py:416-429). A constant series gives the
-scalar's result to rounding (the scalar path keeps its own, faster, code). Minutes with fees == 0 compute
-their discarded pair-trade terms from a stand-in gamma so that gradients stay finite.
+_jax_calc_quantAMM_reserves_with_dynamic_inputs, quantamm_reserves.py:742-928): fees, gas_cost and arb_fees may each
+be a scalar or one value per minute [T]. Step t uses fees[t], gas_cost[t], arb_fees[t] for all three of its trades:
+the price arbitrage at the old weights w_{t-1} too (the reference builds its lagged per-signature terms from the
+lagged weights but the current gamma, quantamm_reserves.py:864-877, and scans gamma, arb_thresh, arb_fees as step t's
+inputs, :540-542), the explicit trade and the weight arbitrage. A step whose fee is exactly 0 (1 - fees == 1 in
+floating point) takes the zero-fee all-token trade and the others the pair trades, decided step by step
+(fees_are_being_charged = gamma != 1.0, :546), so a zero inside a non-zero series switches that one minute to the
+zero-fee trade. (Before the engine, the reference's loader of fee files treats every 0 as missing and overwrites it,
+windowing_utils.py:265-272, so a zero from data never reaches this switch there; ours takes the series as given.) With
+arb_frequency f the values of the simulated minutes 0, f, 2f, ... are used (the reference wants the series already cut
+to one value per simulated step, (T - 1)//f of them, TFMM_base_pool.py:416-429). A constant series gives the scalar's
+result to rounding (the scalar path keeps its own, faster, code). Minutes with fees == 0 compute their discarded
+pair-trade terms from a stand-in gamma so that gradients stay finite.
 
 Protocol fee split (phi = protocol_fee_split in [0, 1], f = fees, Delta an executed trade's pool-side
 amounts, rho = noise_trader_ratio; quantamm_reserves.py:80-86 for the share, :303 and :363-370 / :430-437
@@ -110,10 +106,10 @@ there are trades, forward_pass.py:1035-1038; so do we):
     the shares of the step's executed arbitrages and of its explicit trade (phi f x amount in, on the token
     paid in) are summed and subtracted once at the end of the step, so the trade and the weight arbitrage
     meet the reserves before any deduction.
-fee_revenue reports what stays with the LPs: (1 - phi) f sum_i max(Delta_i, 0) p_i per executed trade plus
-the noise income above (the reference's G3M scans report none; its reCLAMM one reports the LPs' share the
-same way, reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops
-all of this at trace time: the compiled program is the one without the option.
+fee_revenue reports what stays with the LPs: (1 - phi) f sum_i max(Delta_i, 0) p_i per executed trade plus the noise
+income above (the reference's G3M scans report none; its reCLAMM one reports the LPs' share the same way,
+reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops all of this at trace
+time: the compiled program is the one without the option.
 
 Speed of the scan. On XLA:CPU (jax 0.10) launching a kernel costs more than its arithmetic, and a sequence of more
 than 8 kernels switches to a slower concurrent executor (which once computed a wrong result here). So everything that
@@ -162,6 +158,7 @@ from quant_core.sim.amm.g3m_fee_steps import (
     _thresholds,
     _zero_fee_trade,
 )
+from quant_core.sim.weights import WeightSchedule
 
 ArrayLike = Any  # jax.Array, np.ndarray or a Python number
 
@@ -380,7 +377,7 @@ def _lag(x: jax.Array) -> jax.Array:
 
 def g3m_reserves_with_fees(
     prices: ArrayLike,
-    weights: ArrayLike,
+    weights: ArrayLike | WeightSchedule,
     initial_reserves: ArrayLike,
     *,
     fees: ArrayLike,
@@ -398,21 +395,20 @@ def g3m_reserves_with_fees(
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
-    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive,
-    rows sum to 1); initial_reserves [n]. fees, gas_cost, arb_fees, noise_trader_ratio: scalars,
-    Python numbers or traced arrays (a Python 0.0 drops its term at trace time; fees == 0 selects the
-    zero-fee trade, traced fees select it per value). fees, gas_cost and arb_fees may also be one value
-    per minute [T] (minute t's value applies to all of step t's trades; see "Dynamic inputs").
-    trades: optional float array [T, 3] of (token-in index, token-out index, amount in) per minute,
-    amount 0 for no trade. arb_frequency,
-    invariant_tolerance and do_arb are static. trade_mask: optional bool [T]; where False the pool is
-    closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between
-    its weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee, taken out of
-    the reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
-    weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage,
-    at w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step").
-    keep_every (static) k > 1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the
-    CPU loop keeps without writing every minute. Works under jit, vmap and reverse-mode grad.
+    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive, rows sum to 1), or
+    the WeightSchedule giving them (the CPU loop then ramps them itself); initial_reserves [n]. fees, gas_cost,
+    arb_fees, noise_trader_ratio: scalars, Python numbers or traced arrays (a Python 0.0 drops its term at trace
+    time; fees == 0 selects the zero-fee trade, traced fees select it per value). fees, gas_cost and arb_fees may
+    also be one value per minute [T] (minute t's value applies to all of step t's trades; see "Dynamic inputs").
+    trades: optional float array [T, 3] of (token-in index, token-out index, amount in) per minute, amount 0 for no
+    trade. arb_frequency, invariant_tolerance and do_arb are static. trade_mask: optional bool [T]; where False the
+    pool is closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between its
+    weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee, taken out of the
+    reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
+    weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage, at
+    w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step"). keep_every (static) k >
+    1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the CPU loop keeps without
+    writing every minute. Works under jit, vmap and reverse-mode grad.
     See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
@@ -422,6 +418,9 @@ def g3m_reserves_with_fees(
     if not 0.0 <= tol < 1.0:
         raise ValueError("invariant_tolerance must be in [0, 1)")
     prices = jnp.asarray(prices, dtype=jnp.float64)
+    ramp = weights if isinstance(weights, WeightSchedule) and weights.is_linear else None  # the loop ramps them
+    if isinstance(weights, WeightSchedule):  # the other paths read rows (XLA drops them where the loop ramps)
+        weights = weights.per_minute(prices.shape[0])
     weights = jnp.asarray(weights, dtype=jnp.float64)
     initial_reserves = jnp.asarray(initial_reserves, dtype=jnp.float64)
     if prices.ndim != 2 or weights.shape != prices.shape or initial_reserves.shape != prices.shape[1:]:
@@ -479,8 +478,9 @@ def g3m_reserves_with_fees(
     costs = None if None in statics else g3m_fee_kernel.KernelCosts(*statics)
     keep = int(keep_every)
     if keep % f == 0 and g3m_fee_native.applies(static, costs):  # the loop keeps a data step's rows itself
-        return FeeReserves(*g3m_fee_native.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
-                                                    costs=costs, keep=keep // f))
+        rows = weights[::f] if ramp is None or f != 1 else ramp
+        return FeeReserves(*g3m_fee_native.fee_path(prices[::f], rows, initial_reserves, static=static, costs=costs,
+                                                    keep=keep // f))
     if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
         reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
                                                      costs=costs)
