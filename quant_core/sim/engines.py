@@ -81,7 +81,8 @@ def _trad_hodling_engine(st: StaticSettings, prices, weights, params, w0, v0, au
     return _trad_hodling(st, prices, weights, v0, aux), _no_fees(prices)
 
 
-def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=None, keep_every: int = 1):
+def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=None, keep_every: int = 1,
+                   flows: bool = True):
     out = g3m_reserves_with_fees(
         prices, weights, v0 * w0 / prices[0], fees=aux.get("dynamic_fees", st.fees), gas_cost=st.gas_cost,
         arb_fees=st.arb_fees, protocol_fee_split=st.protocol_fee_split,
@@ -89,7 +90,7 @@ def _g3m_with_fees(st: StaticSettings, prices, weights, w0, v0, aux, trade_mask=
         trades=aux["trades"] if st.do_trades else None,
         invariant_tolerance=st.invariant_tolerance, do_arb=st.do_arb, trade_mask=trade_mask,
         # the reference's BalancerPool arbitrages once per step (no weight arbitrage: its weights never move)
-        weight_arbitrage=st.pool.rule.kind != "static_weights", keep_every=keep_every,
+        weight_arbitrage=st.pool.rule.kind != "static_weights", keep_every=keep_every, flows=flows,
     )
     return out.reserves, out.fee_revenue
 
@@ -134,16 +135,13 @@ def minute_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v
     return MINUTE_ENGINES[pool.rebalancer or pool.engine](st, prices, weights, params, w0, v0, aux)
 
 
-def step_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux,
-                schedule: WeightSchedule | None = None):
+def step_engine(pool: Pool, st: StaticSettings, prices, weights, params, w0, v0, aux):
     """Reserves at each data step's first minute [S, n] and the fee revenue earned within each step [S]
-    (data_steps) from minute prices and weights [T, n] (`schedule`, where given, the schedule whose per_minute
-    they are). The G3M fee path keeps those rows itself, and on the CPU ramps a linear schedule's weights itself:
-    at 0.3 % fees over 270 days of daily data a vmapped batch of 32 sets neither writes ~0.5 GB of minute rows nor
-    reads ~0.3 GB of minute weights."""
+    (data_steps) from minute prices and weights [T, n]. The G3M fee path keeps those rows itself (its fee revenue is
+    None unless st.report asks for it): at 0.3 % fees over 270 days of daily data a vmapped batch of 32 sets no
+    longer writes ~0.5 GB of minute rows, and over minute data a pass that is not a report writes only reserves."""
     if (pool.rebalancer or pool.engine) == "g3m" and st.with_costs:
-        return _g3m_with_fees(st, prices, weights if schedule is None else schedule, w0, v0, aux,
-                              keep_every=st.step_minutes)
+        return _g3m_with_fees(st, prices, weights, w0, v0, aux, keep_every=st.step_minutes, flows=st.report)
     return data_steps(*minute_engine(pool, st, prices, weights, params, w0, v0, aux), keep=st.step_minutes)
 
 

@@ -89,9 +89,8 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
         minute_lp = minute_log_prices(log_prices, m)
         minute_prices = jnp.exp(minute_lp)
         minute_weights = schedule.per_minute(minute_lp.shape[0])
-        ramp = schedule  # what minute_weights are the per_minute of (None once replaced)
         if pool.engine == "gyroscope" and pool.rebalancer:
-            minute_weights, ramp = _gyroscope_zero_fee_weights(st, minute_prices, params, v0), None
+            minute_weights = _gyroscope_zero_fee_weights(st, minute_prices, params, v0)
         if pool.has("momentum_fee"):
             aux = {**aux, "dynamic_fees": momentum_fee_hook(
                 raw_rows, params, stride=st.stride, start_row=st.warmup_rows, n_minutes=minute_lp.shape[0],
@@ -99,8 +98,7 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
                 timing=st.momentum_fee_timing, reference_constants=st.momentum_fee_reference_constants,
                 method=st.rule_context.method)}
         # the reserves at each data step and the fees earned within it, booked at the step's end
-        reserves, extras["fee_revenue"] = step_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux,
-                                                      schedule=ramp)
+        reserves, extras["fee_revenue"] = step_engine(pool, st, minute_prices, minute_weights, params, w0, v0, aux)
         values = token_sum(reserves * prices, keepdims=False)
         if pool.engine in ("gyroscope", "reclamm"):  # weights as the value shares the reserves hold
             weights = reserves * prices / values[:, None]

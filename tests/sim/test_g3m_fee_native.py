@@ -96,49 +96,18 @@ def test_data_step_rows_equal_the_scans_minutes_summed(keep, f, counted, monkeyp
     np.testing.assert_allclose(loop.arb_volume, scan.arb_volume, rtol=1e-11, atol=1e-8)
 
 
+def test_without_flows_the_loop_writes_only_the_reserves(counted):
+    prices, weights, r0 = _paths(10)
+    full = _vmapped(prices, weights, r0, {"fees": 0.003})
+    bare = _vmapped(prices, weights, r0, {"fees": 0.003, "flows": False})
+    assert counted[-1] == SETS and bare.fee_revenue is None and bare.arb_volume is None
+    np.testing.assert_array_equal(bare.reserves, full.reserves)
+
+
 def test_a_step_that_does_not_divide_the_minutes_is_refused():
     prices, weights, r0 = _paths(8)
     with pytest.raises(ValueError, match=r"keep_every \(7\) must be >= 1 and divide T - 1 \(1999\)"):
         g3m_reserves_with_fees(prices, weights[0], r0[0], fees=0.003, keep_every=7)
-
-
-def _ramps(seed: int, chunks: int, sets: int = SETS, n: int = N):
-    """Linear ramp schedules (weights.WeightSchedule fields) of `sets` sets: starts on the simplex, slopes summing
-    to 0 small enough to stay positive over a chunk."""
-    rng = np.random.default_rng(seed)
-    start = rng.dirichlet(np.full(n, 5.0), size=(sets, chunks))
-    slope = rng.normal(0, 2e-5, (sets, chunks, n))
-    slope -= slope.mean(-1, keepdims=True)
-    return start[:, 0], start, slope
-
-
-@pytest.mark.parametrize("hold, interpolation, keep", [(True, 100, 1), (False, 60, 50), (True, 100, 200)],
-                         ids=["held first chunk", "ramp from minute 0, shorter than its chunk", "past the last chunk"])
-def test_a_linear_schedule_is_ramped_by_the_loop_as_its_per_minute_weights(hold, interpolation, keep, monkeypatch):
-    """The loop evaluates a WeightSchedule's ramps itself (no [T, n] weights): it equals the scan on the schedule's
-    per_minute rows. 'past the last chunk': fewer chunks than the minutes need (the last one's end holds)."""
-    from quant_core.sim.weights import WeightSchedule
-
-    prices, _, _ = _paths(9)
-    prices = prices[:1801]
-    chunks = 12 if keep == 200 else 18 + int(not hold)
-    initial, start, slope = _ramps(9, chunks)
-    r0 = 1e6 * initial / prices[0]
-    ramped = []
-    real = g3m_fee_native.ramp_fee_path_sets
-    monkeypatch.setattr(g3m_fee_native, "ramp_fee_path_sets", lambda *a, **k: ramped.append(1) or real(*a, **k))
-
-    def run(i, s, d, r):
-        schedule = WeightSchedule(i, s, d, 100, interpolation, hold_first_chunk=hold)
-        return g3m_reserves_with_fees(prices, schedule, r, fees=0.003, keep_every=keep)
-
-    loop = jax.block_until_ready(jax.vmap(run)(initial, start, slope, r0))
-    assert ramped
-    monkeypatch.setenv(g3m_fee_native.NATIVE_ENV, "0")
-    scan = jax.block_until_ready(jax.vmap(run)(initial, start, slope, r0))
-    assert float(jnp.sum(scan.arb_volume > 0)) > 0.3 * scan.arb_volume.size
-    np.testing.assert_allclose(loop.reserves, scan.reserves, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(loop.fee_revenue, scan.fee_revenue, rtol=1e-11, atol=1e-8)
 
 
 def test_one_pass_under_jit_and_per_set_prices(counted, monkeypatch):

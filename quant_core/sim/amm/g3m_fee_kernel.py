@@ -223,22 +223,23 @@ def _triton_params():
     return plgpu.CompilerParams(num_warps=1, num_stages=1)
 
 
-def all_sets_in_one_call(sets: Callable[..., tuple]) -> Callable:
-    """One parameter set's fee path from `sets(prices, *per_set)`, each per-set array with a leading set axis S
-    (weights [S, T, n], initial reserves [S, n], ...): a single pass calls it with S = 1, and under vmap every set
-    goes to one call (custom_vmap; unbatched per-set arrays are broadcast, prices stay shared unless batched).
-    Shared by this kernel and the CPU's compiled loop (g3m_fee_native)."""
+def all_sets_in_one_call(sets: Callable[[jax.Array, jax.Array, jax.Array], tuple]) -> Callable:
+    """One parameter set's fee path from `sets(prices, weights [S, T, n], initial_reserves [S, n])`: a single
+    pass calls it with S = 1, and under vmap every set goes to one call (custom_vmap; prices stay shared unless
+    batched). Shared by this kernel and the CPU's compiled loop (g3m_fee_native)."""
 
     @jax.custom_batching.custom_vmap
-    def one(prices, *per_set):
-        r, f, v = sets(prices, *(x[None] for x in per_set))
+    def one(prices, weights, initial_reserves):
+        r, f, v = sets(prices, weights[None], initial_reserves[None])
         return r[0], f[0], v[0]
 
     @one.def_vmap
-    def _batched(axis_size, in_batched, prices, *per_set):
-        per_set = [x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-                   for x, batched in zip(per_set, in_batched[1:], strict=True)]
-        return sets(prices, *per_set), (True, True, True)
+    def _batched(axis_size, in_batched, prices, weights, initial_reserves):
+        _, w_b, r_b = in_batched
+        weights = weights if w_b else jnp.broadcast_to(weights, (axis_size, *weights.shape))
+        initial_reserves = (initial_reserves if r_b
+                            else jnp.broadcast_to(initial_reserves, (axis_size, *initial_reserves.shape)))
+        return sets(prices, weights, initial_reserves), (True, True, True)
 
     return one
 

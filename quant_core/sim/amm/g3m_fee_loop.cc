@@ -207,42 +207,21 @@ static void arbitrage(double *r, double *lr, terms_t *t, const double *p, const 
     *volume_out = volume + *volume_out;
 }
 
-/* Where a set's weights at minute t come from: rows [S, T, n] as given, or (rows NULL) the linear ramp of
- * weights.WeightSchedule, computed here as its per_minute does: the initial weights [S, n] until the first ramp's
- * chunk, then block b = t / chunk_period - hold moves from start[b] by slope[b] per minute ([S, C, n]; the last
- * block holds past the schedule's end) for `interpolation` minutes of each chunk, then holds. (No [S, T, n] array:
- * a year of minutes is 12.6 MB a set.) */
-typedef struct {
-    const double *rows, *initial, *start, *slope;
-    int64_t chunks, chunk_period, interpolation, hold;
-} weights_t;
-
-template <int64_t n>
-static inline const double *weights_at(const weights_t *w, int64_t set, int64_t t, int64_t n_steps, double *row) {
-    if (w->rows) return w->rows + (set * n_steps + t) * n;
-    int64_t block = t / w->chunk_period - w->hold;
-    if (block < 0) return w->initial + set * n;
-    int64_t minute = t % w->chunk_period;
-    double offset = static_cast<double>(minute < w->interpolation ? minute : w->interpolation);
-    int64_t at = (set * w->chunks + (block < w->chunks ? block : w->chunks - 1)) * n;
-    for (int64_t k = 0; k < n; k++) row[k] = w->start[at + k] + offset * w->slope[at + k];
-    return row;
-}
-
 /* Sets lo..hi-1 of S. prices and log prices [T, n] shared by every set (price_stride 0) or [S, T, n];
- * weights as `w`; r0 [S, n]. Out, with K = (T - 1) / keep + 1 rows: reserves [S, K, n] at minutes 0, keep,
- * 2 keep, ...; fee revenue and traded value [S, K], row 0 minute 0's and row j the sum over minutes
- * (j - 1) keep + 1 .. j keep (a data step's minutes; keep 1: every minute as it is). */
+ * weights [S, T, n]; r0 [S, n]. Out, with K = (T - 1) / keep + 1 rows: reserves [S, K, n] at minutes 0, keep,
+ * 2 keep, ...; with `flows`, fee revenue and traded value [S, K], row 0 minute 0's and row j the sum over minutes
+ * (j - 1) keep + 1 .. j keep (a data step's minutes; keep 1: every minute as it is); without, nothing (a pass
+ * that reads only the reserves writes a third of the memory). */
 template <int64_t n>
-static void fee_path_sets_n(const double *prices, const double *log_prices, int64_t price_stride, const weights_t *w,
-                            const double *r0, int64_t lo, int64_t hi, int64_t n_steps, int64_t keep,
-                            const costs_t *c, double *r_out, double *f_out, double *v_out) {
+static void fee_path_sets_n(const double *prices, const double *log_prices, int64_t price_stride, const double *weights,
+                 const double *r0, int64_t lo, int64_t hi, int64_t n_steps, int64_t keep, bool flows, const costs_t *c,
+                 double *r_out, double *f_out, double *v_out) {
     int64_t rows = (n_steps - 1) / keep + 1;
     consts_t k;
     make_consts(c->fees, c->tolerance, &k);
-    double row[MAX_N];
     for (int64_t set = lo; set < hi; set++) {
         const double *p_set = prices + set * price_stride, *lp_set = log_prices + set * price_stride;
+        const double *w_set = weights + set * n_steps * n;
         double *r_set = r_out + set * rows * n, *f_set = f_out + set * rows, *v_set = v_out + set * rows;
         double r[MAX_N], lr[MAX_N];
         for (int64_t k = 0; k < n; k++) {
@@ -250,12 +229,12 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
             lr[k] = log(r[k]);
         }
         terms_t prev, cur;
-        weight_terms<n>(weights_at<n>(w, set, 0, n_steps, row), &k, &prev);
+        weight_terms<n>(w_set, &k, &prev);
         double step_income = 0.0, step_volume = 0.0;
         for (int64_t t = 0; t < n_steps; t++) {
             const double *p = p_set + t * n, *lp = lp_set + t * n;
             double income = 0.0, volume = 0.0;
-            weight_terms<n>(weights_at<n>(w, set, t, n_steps, row), &k, &cur);
+            weight_terms<n>(w_set + t * n, &k, &cur);
             arbitrage<n>(r, lr, &prev, p, lp, c, &k, &income, &volume);  /* at the old weights */
             if (c->weight_arb) {
                 /* at the new weights; the scan adds this one's income to the first's (f2 + f) */
@@ -268,10 +247,12 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
             step_income = t == 0 || (t - 1) % keep == 0 ? income : step_income + income;
             step_volume = t == 0 || (t - 1) % keep == 0 ? volume : step_volume + volume;
             if (t % keep == 0) {
-                int64_t out = t / keep;
-                for (int64_t k = 0; k < n; k++) r_set[out * n + k] = r[k];
-                f_set[out] = step_income;
-                v_set[out] = step_volume;
+                int64_t row = t / keep;
+                for (int64_t k = 0; k < n; k++) r_set[row * n + k] = r[k];
+                if (flows) {
+                    f_set[row] = step_income;
+                    v_set[row] = step_volume;
+                }
             }
             prev = cur;
         }
@@ -279,113 +260,73 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
 }
 
 /* fee_path_sets_n for the token count in c (checked by the handler: 2..MAX_N) */
-static void fee_path_sets(const double *prices, const double *log_prices, int64_t price_stride, const weights_t *w,
-                          const double *r0, int64_t lo, int64_t hi, int64_t n_steps, int64_t keep, const costs_t *c,
-                          double *r_out, double *f_out, double *v_out) {
+static void fee_path_sets(const double *prices, const double *log_prices, int64_t price_stride, const double *weights,
+                          const double *r0, int64_t lo, int64_t hi, int64_t n_steps, int64_t keep, bool flows,
+                          const costs_t *c, double *r_out, double *f_out, double *v_out) {
     switch (c->n) {
 #define FEE_PATH_N(N) \
     case N: \
-        return fee_path_sets_n<N>(prices, log_prices, price_stride, w, r0, lo, hi, n_steps, keep, c, r_out, f_out, \
-                                  v_out);
+        return fee_path_sets_n<N>(prices, log_prices, price_stride, weights, r0, lo, hi, n_steps, keep, flows, c, \
+                                  r_out, f_out, v_out);
         FEE_PATH_N(2) FEE_PATH_N(3) FEE_PATH_N(4) FEE_PATH_N(5) FEE_PATH_N(6) FEE_PATH_N(7) FEE_PATH_N(8)
 #undef FEE_PATH_N
     }
 }
 
-/* Checks the shapes and splits the S sets over `threads` threads. prices and log prices [T, n] or [S, T, n]; r0
- * [S, n] (S: the product of its leading dimensions); results [S, K, n], [S, K], [S, K], K = (T - 1) / keep + 1. */
-static ffi::Error run_sets(ffi::Buffer<ffi::F64> &prices, ffi::Buffer<ffi::F64> &log_prices, const weights_t *w,
-                           ffi::Buffer<ffi::F64> &r0, const costs_t *c, int64_t keep, int64_t threads,
-                           ffi::ResultBuffer<ffi::F64> &r_out, ffi::ResultBuffer<ffi::F64> &f_out,
-                           ffi::ResultBuffer<ffi::F64> &v_out) {
-    auto pd = prices.dimensions();
-    int64_t n = c->n;
-    if (pd.size() < 2 || pd[pd.size() - 1] != n || n < 2 || n > MAX_N)
-        return ffi::Error::InvalidArgument("g3m_fee_path: prices [T, n] with 2 to 8 tokens, as the weights");
-    int64_t n_steps = pd[pd.size() - 2];
-    int64_t n_sets = static_cast<int64_t>(r0.element_count()) / n;
-    if (n_steps == 0 || n_sets == 0) return ffi::Error::Success();  /* nothing to simulate */
+/* The handler: weights [..., T, n] (S sets: the product of the leading dimensions), prices and log prices [T, n] or
+ * with the same leading dimensions, initial reserves [..., n]; results as the inputs' leading dimensions, with
+ * (T - 1) / keep + 1 rows (see fee_path_sets_n; the flows [..., 0] when `flows` is 0). */
+static ffi::Error fee_path_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> log_prices,
+                               ffi::Buffer<ffi::F64> weights, ffi::Buffer<ffi::F64> r0, double fees, double gas,
+                               double arb_fees, double noise, double tolerance, int64_t weight_arb, int64_t keep,
+                               int64_t flows, int64_t threads, ffi::ResultBuffer<ffi::F64> r_out,
+                               ffi::ResultBuffer<ffi::F64> f_out, ffi::ResultBuffer<ffi::F64> v_out) {
+    auto wd = weights.dimensions(), pd = prices.dimensions();
+    if (wd.size() < 2 || pd.size() < 2)
+        return ffi::Error::InvalidArgument("g3m_fee_path: weights and prices need [T, n]");
+    int64_t n_steps = wd[wd.size() - 2], n = wd[wd.size() - 1];
+    if (n_steps == 0 || weights.element_count() == 0) return ffi::Error::Success();  /* nothing to simulate */
+    int64_t n_sets = static_cast<int64_t>(weights.element_count()) / (n_steps * n);
     int64_t price_sets = static_cast<int64_t>(prices.element_count()) / (n_steps * n);
-    if (price_sets != 1 && price_sets != n_sets)
-        return ffi::Error::InvalidArgument("g3m_fee_path: prices and initial reserves disagree in sets");
+    if (pd[pd.size() - 2] != n_steps || pd[pd.size() - 1] != n || (price_sets != 1 && price_sets != n_sets)
+        || static_cast<int64_t>(r0.element_count()) != n_sets * n)
+        return ffi::Error::InvalidArgument("g3m_fee_path: prices, weights and initial reserves disagree in shape");
+    if (n < 2 || n > MAX_N) return ffi::Error::InvalidArgument("g3m_fee_path: 2 to 8 tokens");
     int64_t rows = keep < 1 ? 0 : (n_steps - 1) / keep + 1;
-    if (keep < 1 || (n_steps - 1) % keep != 0 || static_cast<int64_t>(r_out->element_count()) != n_sets * rows * n)
+    if (keep < 1 || (n_steps - 1) % keep != 0 || static_cast<int64_t>(r_out->element_count()) != n_sets * rows * n
+        || static_cast<int64_t>(f_out->element_count()) != (flows ? n_sets * rows : 0)
+        || v_out->element_count() != f_out->element_count())
         return ffi::Error::InvalidArgument("g3m_fee_path: keep must divide T - 1 and size the results");
+    costs_t c = {fees, gas, arb_fees, noise, tolerance, n, weight_arb};
     int64_t stride = price_sets == 1 ? 0 : n_steps * n;
-    const double *p = prices.typed_data(), *lp = log_prices.typed_data(), *r = r0.typed_data();
+    const double *p = prices.typed_data(), *lp = log_prices.typed_data(), *w = weights.typed_data();
+    const double *r = r0.typed_data();
     double *ro = r_out->typed_data(), *fo = f_out->typed_data(), *vo = v_out->typed_data();
     int64_t workers = threads < 1 ? 1 : (threads > n_sets ? n_sets : threads);
     std::vector<std::thread> pool;
     for (int64_t i = 1; i < workers; i++)
         pool.emplace_back(fee_path_sets, p, lp, stride, w, r, n_sets * i / workers, n_sets * (i + 1) / workers,
-                          n_steps, keep, c, ro, fo, vo);
-    fee_path_sets(p, lp, stride, w, r, 0, n_sets / workers, n_steps, keep, c, ro, fo, vo);
+                          n_steps, keep, flows != 0, &c, ro, fo, vo);
+    fee_path_sets(p, lp, stride, w, r, 0, n_sets / workers, n_steps, keep, flows != 0, &c, ro, fo, vo);
     for (auto &t : pool) t.join();
     return ffi::Error::Success();
 }
 
-/* G3mFeePath: weights [..., T, n] as rows (S sets: the product of the leading dimensions), prices and log prices
- * [T, n] or with the same leading dimensions, initial reserves [..., n]; results as the inputs' leading dimensions,
- * with (T - 1) / keep + 1 rows (see fee_path_sets_n). */
-static ffi::Error fee_path_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> log_prices,
-                               ffi::Buffer<ffi::F64> weights, ffi::Buffer<ffi::F64> r0, double fees, double gas,
-                               double arb_fees, double noise, double tolerance, int64_t weight_arb, int64_t keep,
-                               int64_t threads, ffi::ResultBuffer<ffi::F64> r_out, ffi::ResultBuffer<ffi::F64> f_out,
-                               ffi::ResultBuffer<ffi::F64> v_out) {
-    auto wd = weights.dimensions();
-    if (wd.size() < 2) return ffi::Error::InvalidArgument("g3m_fee_path: weights need [T, n]");
-    int64_t n = wd[wd.size() - 1];
-    if (static_cast<int64_t>(weights.element_count()) != static_cast<int64_t>(r0.element_count()) * wd[wd.size() - 2]
-        || wd[wd.size() - 2] != prices.dimensions()[prices.dimensions().size() - 2])
-        return ffi::Error::InvalidArgument("g3m_fee_path: prices, weights and initial reserves disagree in shape");
-    costs_t c = {fees, gas, arb_fees, noise, tolerance, n, weight_arb};
-    weights_t w = {weights.typed_data(), nullptr, nullptr, nullptr, 0, 1, 0, 0};
-    return run_sets(prices, log_prices, &w, r0, &c, keep, threads, r_out, f_out, v_out);
-}
-
-/* G3mFeePathRamp: the weights as a linear ramp schedule (weights_t): initial [..., n], start and slope [..., C, n];
- * otherwise as G3mFeePath. */
-static ffi::Error fee_path_ramp_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> log_prices,
-                                    ffi::Buffer<ffi::F64> initial, ffi::Buffer<ffi::F64> start,
-                                    ffi::Buffer<ffi::F64> slope, ffi::Buffer<ffi::F64> r0, double fees, double gas,
-                                    double arb_fees, double noise, double tolerance, int64_t weight_arb,
-                                    int64_t chunk_period, int64_t interpolation, int64_t hold, int64_t keep,
-                                    int64_t threads, ffi::ResultBuffer<ffi::F64> r_out,
-                                    ffi::ResultBuffer<ffi::F64> f_out, ffi::ResultBuffer<ffi::F64> v_out) {
-    auto sd = start.dimensions();
-    if (sd.size() < 2) return ffi::Error::InvalidArgument("g3m_fee_path: the ramp starts need [C, n]");
-    int64_t chunks = sd[sd.size() - 2], n = sd[sd.size() - 1];
-    if (chunks < 1 || chunk_period < 1 || initial.element_count() != r0.element_count()
-        || slope.element_count() != start.element_count()
-        || static_cast<int64_t>(start.element_count()) != static_cast<int64_t>(r0.element_count()) * chunks)
-        return ffi::Error::InvalidArgument("g3m_fee_path: the ramp schedule and initial reserves disagree in shape");
-    costs_t c = {fees, gas, arb_fees, noise, tolerance, n, weight_arb};
-    weights_t w = {nullptr, initial.typed_data(), start.typed_data(), slope.typed_data(), chunks, chunk_period,
-                   interpolation, hold};
-    return run_sets(prices, log_prices, &w, r0, &c, keep, threads, r_out, f_out, v_out);
-}
-
-#define FEE_PATH_ATTRS(B) \
-    B.Attr<double>("fees").Attr<double>("gas").Attr<double>("arb_fees").Attr<double>("noise") \
-        .Attr<double>("tolerance").Attr<int64_t>("weight_arb")
-#define BUF ffi::Buffer<ffi::F64>
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(G3mFeePath, fee_path_ffi,
-                              FEE_PATH_ATTRS(ffi::Ffi::Bind().Arg<BUF>().Arg<BUF>().Arg<BUF>().Arg<BUF>())
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Attr<double>("fees")
+                                  .Attr<double>("gas")
+                                  .Attr<double>("arb_fees")
+                                  .Attr<double>("noise")
+                                  .Attr<double>("tolerance")
+                                  .Attr<int64_t>("weight_arb")
                                   .Attr<int64_t>("keep")
+                                  .Attr<int64_t>("flows")
                                   .Attr<int64_t>("threads")
-                                  .Ret<BUF>()
-                                  .Ret<BUF>()
-                                  .Ret<BUF>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(G3mFeePathRamp, fee_path_ramp_ffi,
-                              FEE_PATH_ATTRS(ffi::Ffi::Bind().Arg<BUF>().Arg<BUF>().Arg<BUF>().Arg<BUF>().Arg<BUF>()
-                                                 .Arg<BUF>())
-                                  .Attr<int64_t>("chunk_period")
-                                  .Attr<int64_t>("interpolation")
-                                  .Attr<int64_t>("hold")
-                                  .Attr<int64_t>("keep")
-                                  .Attr<int64_t>("threads")
-                                  .Ret<BUF>()
-                                  .Ret<BUF>()
-                                  .Ret<BUF>());
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>());

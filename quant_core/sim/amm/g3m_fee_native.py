@@ -34,7 +34,6 @@ import numpy as np
 from quant_core.cpus import usable_cpus
 from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call, in_scope, on_gpu
 from quant_core.sim.amm.g3m_fee_steps import _Static
-from quant_core.sim.weights import WeightSchedule
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
 # IEEE arithmetic as the scan's (no contraction into FMAs, no fast-math); -O3 is ~10 % faster than -O2 on the loop
@@ -47,7 +46,7 @@ _library: list = []  # [ctypes.CDLL or None] once loaded (None: no compiler; the
 _registered: list = []  # the library whose handler XLA calls (kept loaded for the process)
 
 
-TARGET, RAMP_TARGET = "quant_g3m_fee_path", "quant_g3m_fee_path_ramp"  # weights as rows / as a linear ramp
+TARGET = "quant_g3m_fee_path"
 
 
 def enabled() -> bool:
@@ -98,7 +97,6 @@ def _compile() -> ctypes.CDLL | None:
     lib = ctypes.cdll.LoadLibrary(str(target))
     if not _registered:  # once per process: XLA keeps the first handler under a name
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.G3mFeePath), platform="cpu")
-        jax.ffi.register_ffi_target(RAMP_TARGET, jax.ffi.pycapsule(lib.G3mFeePathRamp), platform="cpu")
         _registered.append(lib)
     return lib
 
@@ -119,49 +117,28 @@ def applies(static: _Static, costs: KernelCosts | None) -> bool:
             and enabled() and library() is not None)
 
 
-def _results(n_sets: int, n_steps: int, n: int, keep: int) -> tuple[jax.ShapeDtypeStruct, ...]:
+def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
+                  costs: KernelCosts, keep: int = 1, flows: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Reserves [S, K, n], fee revenue [S, K], traded value [S, K] of S sets (prices [T, n] or [S, T, n]), with
+    K = (T - 1) / keep + 1 rows: the reserves at minutes 0, keep, 2 keep, ...; minute 0's fees and volume, then
+    each block of `keep` minutes' sum (`data_steps`). keep 1: every minute. flows False: [S, 0] (not written)."""
+    n_sets, n_steps, n = weights.shape
     if keep < 1 or (n_steps - 1) % keep:
         raise ValueError(f"keep ({keep}) must divide the minutes after the first ({n_steps - 1})")
     rows = (n_steps - 1) // keep + 1
-    return (jax.ShapeDtypeStruct((n_sets, rows, n), jnp.float64), jax.ShapeDtypeStruct((n_sets, rows), jnp.float64),
-            jax.ShapeDtypeStruct((n_sets, rows), jnp.float64))
-
-
-def _attrs(static: _Static, costs: KernelCosts, keep: int) -> dict:
-    return dict(fees=np.float64(costs.fees), gas=np.float64(costs.gas), arb_fees=np.float64(costs.arb_fees),
+    flow = jax.ShapeDtypeStruct((n_sets, rows if flows else 0), jnp.float64)
+    shapes = (jax.ShapeDtypeStruct((n_sets, rows, n), jnp.float64), flow, flow)
+    call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="broadcast_all")  # (vmapped again: leading dims, all sets)
+    return call(prices, jnp.log(prices), weights, initial_reserves,  # XLA's log of the prices, as the scan takes it
+                fees=np.float64(costs.fees), gas=np.float64(costs.gas), arb_fees=np.float64(costs.arb_fees),
                 noise=np.float64(costs.noise), tolerance=np.float64(static.tolerance),
-                weight_arb=np.int64(static.weight_arb), keep=np.int64(keep), threads=np.int64(usable_cpus()))
+                weight_arb=np.int64(static.weight_arb), keep=np.int64(keep), flows=np.int64(flows),
+                threads=np.int64(usable_cpus()))
 
 
-def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
-                  costs: KernelCosts, keep: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Reserves [S, K, n], fee revenue [S, K], traded value [S, K] of S sets (prices [T, n] or [S, T, n]), with
-    K = (T - 1) / keep + 1 rows: the reserves at minutes 0, keep, 2 keep, ...; minute 0's fees and volume, then
-    each block of `keep` minutes' sum (`data_steps`). keep 1: every minute."""
-    n_sets, n_steps, n = weights.shape
-    call = jax.ffi.ffi_call(TARGET, _results(n_sets, n_steps, n, keep), vmap_method="broadcast_all")
-    # (vmapped again: leading dims, all sets); XLA's log of the prices, as the scan takes it
-    return call(prices, jnp.log(prices), weights, initial_reserves, **_attrs(static, costs, keep))
-
-
-def ramp_fee_path_sets(prices: jax.Array, initial: jax.Array, start: jax.Array, slope: jax.Array,
-                       initial_reserves: jax.Array, *, static: _Static, costs: KernelCosts, schedule: WeightSchedule,
-                       keep: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """As fee_path_sets, the weights of S sets being `schedule`'s linear ramps (initial [S, n], start and slope
-    [S, C, n]; its periods and hold from `schedule`), which the loop evaluates minute by minute as per_minute does."""
-    n_sets, _, n = start.shape
-    call = jax.ffi.ffi_call(RAMP_TARGET, _results(n_sets, prices.shape[-2], n, keep), vmap_method="broadcast_all")
-    return call(prices, jnp.log(prices), initial, start, slope, initial_reserves, **_attrs(static, costs, keep),
-                chunk_period=np.int64(schedule.chunk_period), interpolation=np.int64(schedule.interpolation_period),
-                hold=np.int64(schedule.hold_first_chunk))
-
-
-def fee_path(prices: jax.Array, weights: jax.Array | WeightSchedule, initial_reserves: jax.Array, *,
-             static: _Static, costs: KernelCosts, keep: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+def fee_path(prices: jax.Array, weights: jax.Array, initial_reserves: jax.Array, *, static: _Static,
+             costs: KernelCosts, keep: int = 1, flows: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One set's reserves [K, n], fee revenue [K], traded value [K] (see fee_path_sets); under vmap, every set in
-    one call. weights: [T, n], or a linear WeightSchedule (no [T, n] array is built: the loop ramps them)."""
-    if isinstance(weights, WeightSchedule):
-        sets = partial(ramp_fee_path_sets, static=static, costs=costs, schedule=weights, keep=keep)
-        return all_sets_in_one_call(sets)(prices, weights.initial, weights.w_start, weights.d, initial_reserves)
-    sets = partial(fee_path_sets, static=static, costs=costs, keep=keep)
+    one call."""
+    sets = partial(fee_path_sets, static=static, costs=costs, keep=keep, flows=flows)
     return all_sets_in_one_call(sets)(prices, weights, initial_reserves)

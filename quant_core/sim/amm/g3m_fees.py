@@ -158,7 +158,6 @@ from quant_core.sim.amm.g3m_fee_steps import (
     _thresholds,
     _zero_fee_trade,
 )
-from quant_core.sim.weights import WeightSchedule
 
 ArrayLike = Any  # jax.Array, np.ndarray or a Python number
 
@@ -167,8 +166,8 @@ class FeeReserves(NamedTuple):
     """Result of `g3m_reserves_with_fees`."""
 
     reserves: jax.Array  # [T, n] reserves after each minute's arbitrage
-    fee_revenue: jax.Array  # [T] fees earned by the pool each minute, in price units
-    arb_volume: jax.Array  # [T] traded value sum_i |Delta_i| p_i (arbitrage + noise + explicit trades)
+    fee_revenue: jax.Array | None  # [T] fees earned by the pool each minute, in price units (None: flows=False)
+    arb_volume: jax.Array | None  # [T] traded value sum_i |Delta_i| p_i (arbitrage + noise + explicit trades)
 
 
 @partial(jax.jit, static_argnames=("static",))
@@ -377,7 +376,7 @@ def _lag(x: jax.Array) -> jax.Array:
 
 def g3m_reserves_with_fees(
     prices: ArrayLike,
-    weights: ArrayLike | WeightSchedule,
+    weights: ArrayLike,
     initial_reserves: ArrayLike,
     *,
     fees: ArrayLike,
@@ -392,24 +391,24 @@ def g3m_reserves_with_fees(
     protocol_fee_split: ArrayLike = 0.0,
     weight_arbitrage: bool = True,
     keep_every: int = 1,
+    flows: bool = True,
 ) -> FeeReserves:
     """Reserves, fee revenue and traded value of a G3M/TFMM pool under arbitrage with fees.
 
-    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive, rows sum to 1), or
-    the WeightSchedule giving them (the CPU loop then ramps them itself); initial_reserves [n]. fees, gas_cost,
-    arb_fees, noise_trader_ratio: scalars, Python numbers or traced arrays (a Python 0.0 drops its term at trace
-    time; fees == 0 selects the zero-fee trade, traced fees select it per value). fees, gas_cost and arb_fees may
-    also be one value per minute [T] (minute t's value applies to all of step t's trades; see "Dynamic inputs").
-    trades: optional float array [T, 3] of (token-in index, token-out index, amount in) per minute, amount 0 for no
-    trade. arb_frequency, invariant_tolerance and do_arb are static. trade_mask: optional bool [T]; where False the
-    pool is closed that minute (no arbitrage, noise or trade; reserves held), as the hodling index pool between its
-    weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee, taken out of the
-    reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees 0).
-    weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage, at
+    prices [T, n] per-minute prices (row 0 = start); weights [T, n] per-minute weights (positive, rows sum to 1);
+    initial_reserves [n]. fees, gas_cost, arb_fees, noise_trader_ratio: scalars, Python numbers or traced arrays (a
+    Python 0.0 drops its term at trace time; fees == 0 selects the zero-fee trade, traced fees select it per value).
+    fees, gas_cost and arb_fees may also be one value per minute [T] (minute t's value applies to all of step t's
+    trades; see "Dynamic inputs"). trades: optional float array [T, 3] of (token-in index, token-out index, amount in)
+    per minute, amount 0 for no trade. arb_frequency, invariant_tolerance and do_arb are static. trade_mask: optional
+    bool [T]; where False the pool is closed that minute (no arbitrage, noise or trade; reserves held), as the hodling
+    index pool between its weight updates. protocol_fee_split: the protocol's share phi in [0, 1] of every swap fee,
+    taken out of the reserves (scalar, Python number or traced; a Python 0 drops it at trace time; no effect with fees
+    0). weight_arbitrage (static): False drops the weight arbitrage (stage 3), so each step has one arbitrage, at
     w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step"). keep_every (static) k >
-    1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the CPU loop keeps without
-    writing every minute. Works under jit, vmap and reverse-mode grad.
-    See the module docstring for the order of operations and each option's exact meaning.
+    1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the CPU loop keeps without writing
+    every minute. flows (static) False: fee_revenue and arb_volume None (not written by the loop). Works under jit,
+    vmap and reverse-mode grad. See the module docstring for the order of operations and each option's exact meaning.
     """
     f = int(arb_frequency)
     if f < 1:
@@ -418,9 +417,6 @@ def g3m_reserves_with_fees(
     if not 0.0 <= tol < 1.0:
         raise ValueError("invariant_tolerance must be in [0, 1)")
     prices = jnp.asarray(prices, dtype=jnp.float64)
-    ramp = weights if isinstance(weights, WeightSchedule) and weights.is_linear else None  # the loop ramps them
-    if isinstance(weights, WeightSchedule):  # the other paths read rows (XLA drops them where the loop ramps)
-        weights = weights.per_minute(prices.shape[0])
     weights = jnp.asarray(weights, dtype=jnp.float64)
     initial_reserves = jnp.asarray(initial_reserves, dtype=jnp.float64)
     if prices.ndim != 2 or weights.shape != prices.shape or initial_reserves.shape != prices.shape[1:]:
@@ -476,25 +472,24 @@ def g3m_reserves_with_fees(
     scalar = partial(jnp.asarray, dtype=jnp.float64)
     statics = [fee_value, _static_value(gas_cost), _static_value(arb_fees), noise_value]
     costs = None if None in statics else g3m_fee_kernel.KernelCosts(*statics)
-    keep = int(keep_every)
-    if keep % f == 0 and g3m_fee_native.applies(static, costs):  # the loop keeps a data step's rows itself
-        rows = weights[::f] if ramp is None or f != 1 else ramp
-        return FeeReserves(*g3m_fee_native.fee_path(prices[::f], rows, initial_reserves, static=static, costs=costs,
-                                                    keep=keep // f))
-    if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
-        reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
-                                                     costs=costs)
-    elif g3m_fee_native.applies(static, costs):
+    keep, loop = int(keep_every), g3m_fee_native.applies(static, costs)
+    if loop and keep % f == 0:  # the loop keeps a data step's rows itself
         reserves, fee, vol = g3m_fee_native.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
-                                                     costs=costs)
+                                                     costs=costs, keep=keep // f, flows=flows)
     else:
-        reserves, fee, vol = _engine(
-            prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost), scalar(arb_fees),
-            scalar(noise_trader_ratio), trades, trade_mask,
-            None if protocol == "none" else scalar(protocol_fee_split), static,
-        )
-    if f != 1:
-        reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]
-        fee = jnp.zeros((fee.shape[0], f), fee.dtype).at[:, 0].set(fee).reshape(-1)[:n_steps]
-        vol = jnp.zeros((vol.shape[0], f), vol.dtype).at[:, 0].set(vol).reshape(-1)[:n_steps]
-    return FeeReserves(*data_steps(reserves, fee, vol, keep=keep))
+        if g3m_fee_kernel.applies(static, costs, g3m_fee_kernel.on_gpu()):
+            reserves, fee, vol = g3m_fee_kernel.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
+                                                         costs=costs)
+        elif loop:
+            reserves, fee, vol = g3m_fee_native.fee_path(prices[::f], weights[::f], initial_reserves, static=static,
+                                                         costs=costs)
+        else:
+            reserves, fee, vol = _engine(prices[::f], weights[::f], initial_reserves, scalar(fees), scalar(gas_cost),
+                                         scalar(arb_fees), scalar(noise_trader_ratio), trades, trade_mask,
+                                         None if protocol == "none" else scalar(protocol_fee_split), static)
+        if f != 1:
+            reserves = jnp.repeat(reserves, f, axis=0)[:n_steps]
+            fee = jnp.zeros((fee.shape[0], f), fee.dtype).at[:, 0].set(fee).reshape(-1)[:n_steps]
+            vol = jnp.zeros((vol.shape[0], f), vol.dtype).at[:, 0].set(vol).reshape(-1)[:n_steps]
+        reserves, fee, vol = data_steps(reserves, fee, vol, keep=keep)
+    return FeeReserves(reserves, fee if flows else None, vol if flows else None)
