@@ -19,7 +19,7 @@ if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ];
 fi
 wanted=${1:-}
 stamp=.venv/.uv-synced   # line 1: checksum of what was installed from; line 2: the extras installed
-state="$UV_VERSION $(cat pyproject.toml uv.lock | cksum)"
+state="$UV_VERSION bytecode $(cat pyproject.toml uv.lock | cksum)"
 had=""
 [ -f "$stamp" ] && had=$(sed -n 2p "$stamp")
 if [ -f "$stamp" ] && [ "$(sed -n 1p "$stamp")" = "$state" ] && { [ -z "$wanted" ] || [[ " $had " == *" $wanted "* ]]; }; then
@@ -30,7 +30,10 @@ args=()
 for e in $extras; do args+=(--extra "$e"); done
 echo "installing the project${extras:+ with $extras} into .venv from uv.lock ..."
 # An exact sync: whatever the lock does not name is removed (uv keeps pip and itself); the project is editable.
+# --compile-bytecode writes the dependencies' .pyc now: where PYTHONDONTWRITEBYTECODE is set (this machine, many
+# containers) Python never writes them itself, and every process (each Dagster run and step, each CLI call) would
+# compile jax, dagster, optuna ... from source again on import.
 export UV_PROJECT_ENVIRONMENT="$PWD/.venv" UV_PYTHON_DOWNLOADS=never
-.venv/bin/uv sync --locked --quiet ${args[@]+"${args[@]}"}
+.venv/bin/uv sync --locked --compile-bytecode --quiet ${args[@]+"${args[@]}"}
 printf '%s\n%s\n' "$state" "$extras" > "$stamp"
 rm -f .venv/.installed-*   # the stamps of the pip-based bootstrap this one replaced
