@@ -222,7 +222,8 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
     for (int64_t set = lo; set < hi; set++) {
         const double *p_set = prices + set * price_stride, *lp_set = log_prices + set * price_stride;
         const double *w_set = weights + set * n_steps * n;
-        double *r_set = r_out + set * rows * n, *f_set = f_out + set * rows, *v_set = v_out + set * rows;
+        double *r_set = r_out + set * rows * n;
+        double *f_set = flows ? f_out + set * rows : nullptr, *v_set = flows ? v_out + set * rows : nullptr;
         double r[MAX_N], lr[MAX_N];
         for (int64_t k = 0; k < n; k++) {
             r[k] = r0[set * n + k];

@@ -122,9 +122,7 @@ def fee_path_sets(prices: jax.Array, weights: jax.Array, initial_reserves: jax.A
     """Reserves [S, K, n], fee revenue [S, K], traded value [S, K] of S sets (prices [T, n] or [S, T, n]), with
     K = (T - 1) / keep + 1 rows: the reserves at minutes 0, keep, 2 keep, ...; minute 0's fees and volume, then
     each block of `keep` minutes' sum (`data_steps`). keep 1: every minute. flows False: [S, 0] (not written)."""
-    n_sets, n_steps, n = weights.shape
-    if keep < 1 or (n_steps - 1) % keep:
-        raise ValueError(f"keep ({keep}) must divide the minutes after the first ({n_steps - 1})")
+    n_sets, n_steps, n = weights.shape  # keep divides n_steps - 1: g3m_reserves_with_fees checked it (so does the loop)
     rows = (n_steps - 1) // keep + 1
     flow = jax.ShapeDtypeStruct((n_sets, rows if flows else 0), jnp.float64)
     shapes = (jax.ShapeDtypeStruct((n_sets, rows, n), jnp.float64), flow, flow)
