@@ -89,7 +89,7 @@ def ours(panel, repeats: int, forward: bool) -> tuple[dict, dict]:
 
     @jax.jit
     def zero_fee(p, w, v):
-        growth = g3m_minute_log_growth(jnp.log(p), w)
+        growth = g3m_minute_log_growth(p, w)
         return (v * jnp.exp(growth))[:, None] * w / p  # arbitrage keeps R_i p_i = w_i V
 
     st_fee = static_settings(specs[0.003], window)

@@ -108,7 +108,7 @@ def _g3m(st: StaticSettings, prices, weights, params, w0, v0, aux):
     if st.with_costs:
         return _g3m_with_fees(st, prices, weights, w0, v0, aux)
     # zero fees but a non-linear interpolation: the per-minute product, exact
-    log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+    log_r = g3m_log_reserves_from_minute_weights(prices, weights, jnp.log(v0 * w0 / prices[0]))
     return jnp.exp(log_r), _no_fees(prices)
 
 
@@ -120,7 +120,7 @@ def _hodling(st: StaticSettings, prices, weights, params, w0, v0, aux):
     # Zero fees: the reserves at minute t are the ordinary pool's at the last trading minute <= t. (The
     # reference's zero-fee path instead applies only the one-minute price move when trading resumes, so the
     # drift during a hold is never arbitraged; its fee path does arbitrage it, as here and in our fee path.)
-    log_r = g3m_log_reserves_from_minute_weights(jnp.log(prices), weights, jnp.log(v0 * w0 / prices[0]))
+    log_r = g3m_log_reserves_from_minute_weights(prices, weights, jnp.log(v0 * w0 / prices[0]))
     return jnp.exp(log_r[_last_trading_minute(mask)]), _no_fees(prices)
 
 

@@ -79,7 +79,7 @@ def _forward(st: StaticSettings, rows: jax.Array, params: dict[str, jax.Array], 
     weights = schedule.per_minute(st.n_steps) if m == 1 else schedule.at(boundary_minutes)
     if not st.minute_grid:
         if m == 1:  # minute data: the per-minute sums directly (no sub-step sums to take)
-            values = v0 * jnp.exp(g3m_minute_log_growth(log_prices, weights))
+            values = v0 * jnp.exp(g3m_minute_log_growth(prices, weights))
         else:
             values = v0 * jnp.exp(g3m_step_log_growth(log_prices, schedule, m))
         reserves = values[:, None] * weights / prices  # arbitrage keeps R_i p_i = w_i V

@@ -65,7 +65,7 @@ def test_values_at_chosen_minutes_equal_the_minute_path(seed, timing, max_change
     schedule = _schedule(seed, 8, cp, wip, 0.2, max_change)
     rng = np.random.default_rng(seed + 1)
     log_p = jnp.asarray(np.cumsum(rng.normal(0, 0.01, (n_minutes, 3)), axis=0))
-    full = g3m_minute_log_growth(log_p, schedule.per_minute(n_minutes))
+    full = g3m_minute_log_growth(jnp.exp(log_p), schedule.per_minute(n_minutes))
     minutes = jnp.asarray(np.unique(np.concatenate([rng.integers(0, n_minutes, 40), [0, cp - 1, cp, n_minutes - 1]])))
     np.testing.assert_allclose(g3m_minute_log_growth_at(log_p, schedule, minutes), full[minutes], rtol=0, atol=1e-12)
 

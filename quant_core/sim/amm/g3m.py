@@ -107,32 +107,33 @@ def g3m_log_reserves_per_minute(
     )
 
 
-def g3m_minute_log_growth(log_prices: jax.Array, weights: jax.Array) -> jax.Array:
+def g3m_minute_log_growth(prices: jax.Array, weights: jax.Array) -> jax.Array:
     """log(V_t / V_0) [T] of a zero-fee G3M pool under perfect arbitrage, for arbitrary per-minute
-    weights [T, n] (linear ramps, the `optimal` path, anything).
+    weights [T, n] (linear ramps, the `optimal` path, anything) and prices [T, n].
 
-    Each minute the price move at the old weights adds sum_j w_{t-1,j} dlogp_j to log V, and the
-    weight move at the new prices subtracts sum_j w_t,j log(w_t,j / w_t-1,j) (the arbitrageur's
+    Each minute the price move at the old weights adds sum_j w_{t-1,j} log(p_t,j / p_t-1,j) to log V,
+    and the weight move at the new prices subtracts sum_j w_t,j log(w_t,j / w_t-1,j) (the arbitrageur's
     take, a KL divergence). Arbitrage keeps R_i p_i = w_i V, so V alone fixes the reserves:
-    R_t,i = V_t w_t,i / p_t,i. One cumulative sum over a scalar series instead of one per token."""
-    delta = log_prices[1:] - log_prices[:-1]
-    lw = jnp.log(weights)
-    shared = token_sum(weights[:-1] * delta - weights[1:] * (lw[1:] - lw[:-1]), keepdims=False)
+    R_t,i = V_t w_t,i / p_t,i. One cumulative sum over a scalar series instead of one per token. The logs
+    are of the minute's ratios, not differences of logs: XLA:CPU calls libm's scalar log for f64 and a
+    fused difference of logs computes each log twice (one log per token-minute: ~25 % of the pass)."""
+    shared = token_sum(weights[:-1] * jnp.log(prices[1:] / prices[:-1])
+                       - weights[1:] * jnp.log(weights[1:] / weights[:-1]), keepdims=False)
     return jnp.concatenate([jnp.zeros((1,), dtype=shared.dtype), jnp.cumsum(shared)])
 
 
 def g3m_log_reserves_from_minute_weights(
-    log_prices: jax.Array, weights: jax.Array, initial_log_reserves: jax.Array
+    prices: jax.Array, weights: jax.Array, initial_log_reserves: jax.Array
 ) -> jax.Array:
     """Zero-fee log reserves [T, n] for arbitrary per-minute weights [T, n] (see
     `g3m_minute_log_growth`): log R_t = log R_0 + log(V_t/V_0) + log(w_t/w_0) - log(p_t/p_0)."""
-    growth = g3m_minute_log_growth(log_prices, weights)[:, None]
-    return initial_log_reserves + growth + jnp.log(weights / weights[:1]) - (log_prices - log_prices[:1])
+    growth = g3m_minute_log_growth(prices, weights)[:, None]
+    return initial_log_reserves + growth + jnp.log(weights / weights[:1]) - jnp.log(prices / prices[:1])
 
 
 def g3m_minute_log_growth_at(log_prices: jax.Array, schedule: WeightSchedule, minutes: jax.Array) -> jax.Array:
     """log(V_t / V_0) at the given minutes [Q] for minute prices [T, n] and a linear schedule: the same
-    numbers as `g3m_minute_log_growth(log_prices, schedule.per_minute(T))[minutes]`, summed per chunk.
+    numbers as `g3m_minute_log_growth(prices, schedule.per_minute(T))[minutes]`, summed per chunk.
 
     The transition from minute s to s+1, s at local minute m of chunk j, holds w_s = a_j + min(m, K) d_j
     and moves to a_j + min(m+1, K) d_j (K = interpolation period; the chunk's last move lands on
