@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -229,18 +230,19 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
             r[k] = r0[set * n + k];
             lr[k] = log(r[k]);
         }
-        terms_t prev, cur;
-        weight_terms<n>(w_set, &k, &prev);
+        terms_t pair[2];  /* the previous and this minute's weight terms, swapped by pointer (copying: ~20 % of a pass) */
+        terms_t *prev = &pair[0], *cur = &pair[1];
+        weight_terms<n>(w_set, &k, prev);
         double step_income = 0.0, step_volume = 0.0;
         for (int64_t t = 0; t < n_steps; t++) {
             const double *p = p_set + t * n, *lp = lp_set + t * n;
             double income = 0.0, volume = 0.0;
-            weight_terms<n>(w_set + t * n, &k, &cur);
-            arbitrage<n>(r, lr, &prev, p, lp, c, &k, &income, &volume);  /* at the old weights */
+            weight_terms<n>(w_set + t * n, &k, cur);
+            arbitrage<n>(r, lr, prev, p, lp, c, &k, &income, &volume);  /* at the old weights */
             if (c->weight_arb) {
                 /* at the new weights; the scan adds this one's income to the first's (f2 + f) */
                 double income2 = 0.0, volume2 = 0.0;
-                arbitrage<n>(r, lr, &cur, p, lp, c, &k, &income2, &volume2);
+                arbitrage<n>(r, lr, cur, p, lp, c, &k, &income2, &volume2);
                 income = income2 + income;
                 volume = volume2 + volume;
             }
@@ -255,7 +257,7 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
                     v_set[row] = step_volume;
                 }
             }
-            prev = cur;
+            std::swap(prev, cur);
         }
     }
 }
