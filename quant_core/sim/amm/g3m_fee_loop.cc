@@ -230,8 +230,9 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
             r[k] = r0[set * n + k];
             lr[k] = log(r[k]);
         }
-        terms_t pair[2];  /* the previous and this minute's weight terms, swapped by pointer (copying: ~20 % of a pass) */
-        terms_t *prev = &pair[0], *cur = &pair[1];
+        /* the previous and this minute's weight terms, swapped by pointer (copying them was ~20 % of a pass) */
+        terms_t terms[2];
+        terms_t *prev = &terms[0], *cur = &terms[1];
         weight_terms<n>(w_set, &k, prev);
         double step_income = 0.0, step_volume = 0.0;
         int64_t phase = 0, row = 0;
