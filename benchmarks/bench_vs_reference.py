@@ -45,6 +45,7 @@ INSTALL = f"""\
     mkdir -p /work/scratch/quantammsim && git -C <a quantammsim clone> archive {COMMIT} \\
         | tar -x -C /work/scratch/quantammsim      # github.com/QuantAMMProtocol/quantammsim
     /work/scratch/refenv/bin/pip install --no-deps -e /work/scratch/quantammsim"""
+GOALS = {"kernel_zero_fee": 4.0, "kernel_fees": 12.0, "forward_zero_fee": 4.0, "forward_fees": 12.0}  # ref / ours
 WORK = {
     "kernel_zero_fee": "zero-fee reserves, given weights",
     "kernel_fees": "0.3% fee reserves, given weights",
@@ -167,11 +168,12 @@ def main() -> int:
     print(f"\nreference: quantammsim {COMMIT[:10]}, jax {ref['jax']} ({ref['backend']}), "
           f"XLA_FLAGS ours {os.environ.get('XLA_FLAGS')!r}, reference {ref['xla_flags']!r}; "
           f"{inputs['prices'].shape[0]:,} minutes, 3 tokens; best of {args.repeats} warm calls\n")
-    print(f"{'work':<36} {'ours (s)':>10} {'reference (s)':>14} {'ref/ours':>9}")
+    print(f"{'work':<36} {'ours (s)':>10} {'reference (s)':>14} {'ref/ours':>9}  issue 19's goal")
     for key, label in WORK.items():
         if key in mine and key in ref:
             a, b = mine[key]["warm_s"], ref[key]["warm_s"]
-            print(f"{label:<36} {a:>10.4f} {b:>14.4f} {b / a:>9.1f}")
+            goal, verdict = GOALS[key], "met" if b / a >= GOALS[key] else "not met"
+            print(f"{label:<36} {a:>10.4f} {b:>14.4f} {b / a:>9.1f}  >= {goal:g}x: {verdict}")
     print(f"\n{'final pool value':<36} {'ours':>18} {'reference':>18} {'rel diff':>9} first call ours / ref (s)")
     for key, label in WORK.items():
         if key in mine and key in ref:
