@@ -29,7 +29,7 @@ from its initial value (MDFH:64-67). With those constants the fee is 0.3 sigmoid
 a per-chunk proportional price gradient, ~1e-2). Here the parameters are real and differentiable;
 reference_constants=True reproduces the constants. The fee series then feeds
 `g3m_reserves_with_fees(..., fees=series)`, whose per-minute path follows the reference's dynamic-inputs
-path (see its "Dynamic inputs").
+path (docs/g3m-fees.md, "Dynamic inputs").
 
 User units for the simulator's parameter schema (`MOMENTUM_FEE_PARAMS`, one value per pool):
 momentum_fee_max = softplus(fee_logit) (trained through softplus, so its unconstrained value is exactly

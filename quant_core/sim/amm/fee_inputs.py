@@ -1,6 +1,6 @@
 """The fee engine's input handling: scalars vs per-minute series, and whether a derivative is being taken.
 
-Split from g3m_fees (which owns the scan) so each module stays small; see its docstring for what each input means.
+Split from g3m_fees (which owns the scan) so each module stays small; docs/g3m-fees.md says what each input means.
 """
 
 from __future__ import annotations

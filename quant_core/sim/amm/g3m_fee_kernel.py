@@ -7,7 +7,7 @@ an H200, whatever the batch), so fee passes used to be placed on the CPU. Here t
 Scope (`applies`): the common training case, a positive static fee with a tolerant invariant test, static
 gas_cost, arb_fees and noise_trader_ratio, no explicit trades, no trade mask, no protocol fee split, arbitrage
 on. Anything else, or a derivative, keeps the scan. The order of operations and every formula are the scan's
-(g3m_fees module docstring: stages 1 and 3, "Best trade", "Invariant test", "Noise traders"); the thresholds
+(docs/g3m-fees.md: stages 1 and 3, "Best trade", "Invariant test", "Noise traders"); the thresholds
 are the same function (`g3m_fee_steps._thresholds`). What differs is the layout: Triton tensors cannot be
 sliced along a short token axis, so a token-indexed quantity is a tuple of per-token [B] vectors here, where the
 scan keeps [..., n] arrays. tests/sim/test_g3m_fee_kernel.py runs this kernel in Pallas' interpret mode on the

@@ -2,8 +2,8 @@
 the zero-fee trade, arbitrage acceptance with costs and noise income, and explicit G3M swaps.
 
 Each function is one stage of a scan step of `g3m_fees._engine`, which owns the order of operations;
-the formulas and their reasons are in the g3m_fees module docstring ("Best trade", "Invariant test",
-"Noise traders", "Explicit trades").
+the formulas and their reasons are in docs/g3m-fees.md ("Best trade", "Invariant test", "Noise traders",
+"Explicit trades").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class _Static(NamedTuple):
     has_mask: bool = False
     # protocol_fee_split: "none" (a Python 0 or no fees), "each" (taken after each executed arbitrage, noise
     # income reduced: the reference's scalar path) or "step" (summed and taken at the end of the step, noise
-    # income not reduced: its dynamic-inputs path); see the g3m_fees module docstring
+    # income not reduced: its dynamic-inputs path); see docs/g3m-fees.md, "Protocol fee split"
     protocol: str = "none"
     weight_arb: bool = True  # False: no weight arbitrage (stage 3), one arbitrage per step (static weights)
     rows_as_xs: bool = False  # a derivative is taken: the scan slices packed per-step rows (g3m_fees._engine)

@@ -1,131 +1,11 @@
 """G3M (TFMM) reserves with swap fees, arbitrage costs, noise traders and explicit trades.
 
-Why a separate engine: with fees the arbitrageur's best trade depends on the reserves it meets, so
-the path is a sequential scan and cannot be summed in closed form like the zero-fee path (g3m.py).
-Formulas and order of operations follow the reference simulator (quantammsim: quantamm_reserves.py,
-optimal_n_pool_arb.py, noise_trades.py, G3M_trades.py, TFMM_base_pool.py; see
-shared/docs/tfmm-reference-details.md sections 6-7); the code is our own.
-
-Per step t (prices p_t, weights w_t, previous weights w_{t-1}, reserves R; step 0 uses w_{-1} = w_0):
-  1. price arbitrage at the OLD weights: best trade against (R, w_{t-1}) at p_t;
-  2. the explicit trade of step t, if any (a G3M swap at w_t, with the fee);
-  3. weight arbitrage at the NEW weights: best trade against (R, w_t) at p_t (not with
-     weight_arbitrage=False, see "One arbitrage per step").
-An arbitrage is executed if -Delta.p - gas_cost >= arb_fees/2 * sum_i |Delta_i| p_i.
-
-One arbitrage per step (weight_arbitrage=False; engines passes it for static-weight rules, `balancer`). The
-reference's constant-weight BalancerPool does not share the TFMM scan: its scan step (balancer/balancer_reserves.py,
-_jax_calc_balancer_reserves_with_fees_scan_function_using_precalcs, :114-182, and the dynamic-inputs twin :349-424)
-makes ONE trade search per minute, parallelised_optimal_trade_sifter at its constant weights (:139 / :377; the same
-pair candidates and invariant test as here), the zero-fee all-token trade where gamma == 1 (:153 / :391), the same
-gas/arb_fees test (:163-169 / :401-407), and then, on the dynamic-inputs path only, the explicit trade (:416-417). So
-stages 1-2 here, stage 3 dropped. It matters with fees: for n >= 3 a pair trade cannot reach the n-token optimum in
-one step, and with constant weights the second search finds another profitable pair (8.6e-5 of the value after two
-months of minutes, 3 tokens: the reference case balancer@fees0.003 of tests/sim/test_reference_outputs.py). The
-BalancerPool has no noise traders and no protocol fee (balancer.py:138-170, 304-355 pass neither), and its
-arb_frequency is the same subsampling of prices. (protocol_fee_split is already 0 for balancer: settings.
-protocol_fee_applies. noise_trader_ratio is still honoured here if given, as an extension; the reference's balancer
-ignores it.) The compiled program for weight_arbitrage=True is unchanged.
-
-Best trade (arXiv 2402.06731). Candidates are the n(n-1) one-in/one-out signatures (token I into
-the pool, J out). With gamma = 1 - fees, s = w_J/(w_I + w_J) and the log mispricing
-    z = log(gamma) + log(w_I/(p_I R_I)) - log(w_J/(p_J R_J)),
-the reference's closed form for a signature reduces to
-    Delta_I = R_I expm1(s z)/gamma,   Delta_J = R_J expm1(-(1 - s) z):
-the fee-adjusted pair (R_I + gamma Delta_I, R_J + Delta_J) keeps the invariant and quotes the
-market price. A candidate is valid if all reserves stay positive and the post-trade invariant
-prod_j (R_j + gamma^[Delta_j > 0] Delta_j)^{w_j} >= (1 - invariant_tolerance) x the pre-trade one
-(in logs). Invalid candidates are zero trades; the one with the largest profit -Delta.p is taken,
-and candidates with exactly equal profit are summed, as in the reference (exact ties only happen
-when all candidates are invalid, i.e. no trade; otherwise they have probability zero). With fees == 0
-exactly the reference, and this engine, use the all-token zero-fee trade instead,
-R_i <- (w_i/p_i) prod_j (p_j R_j/w_j)^{w_j} (so fees -> 0+ does not converge to it for n >= 3:
-pair trades cannot reach the n-token optimum in one step).
-
-Invariant test. The optimal trade leaves the invariant exactly unchanged, so the reference's strict post >= pre is
-decided by rounding and drops some profitable trades. invariant_tolerance=0.0 keeps that knife-edge test, evaluated
-literally in logs (which trades it drops depends on rounding, so it matches the reference statistically, not trade for
-trade); the default 1e-9 is the intended test. For z >= 0 the test passes. For z < 0 (the trade runs against its
-signature) the invariant falls by ~ w_I w_J/(w_I + w_J) (1/gamma - gamma) |z|, so a tolerance also admits such
-candidates when |z| is below ~ tol/(2 fees w_I w_J/(w_I + w_J)) ~ 1e-6, with a profit ~ s z^2 V/2 (~1e-12 of the
-pool). That follows from the literal test, so we keep it; such trades happen when a pair sits just inside the band
-after a trade. Their profit is a difference of two terms of size |z| V, so in the reference's linear-space formula its
-sign is a matter of rounding, whereas here both legs come from the same z and the profit is exact to rounding. Rather
-than two log1p per candidate and step, each candidate's threshold z* is solved once per step from the weights (cubic
-Taylor expansion of the invariant change, exact to O(z*^4)). Per token pair only the direction with the larger z is a
-candidate; the other has z <= log(gamma) and could pass only if invariant_tolerance were of the order of 2 fees^2 w_I
-w_J/(w_I + w_J) (3e-7 at fees 0.003, equal weights); keep it well below that.
-
-Noise traders (noise_trades.py, calculate_reserves_after_noise_trade, ~lines 16-111; applied after each arbitrage in
-the scan functions of quantamm_reserves.py, "apply noise trade if noise_trader_ratio is greater than 0"): noise volume
-of noise_trader_ratio times the arbitrage's pays the fee on its inbound leg; the income noise_trader_ratio * fees *
-sum_i max(Delta_i, 0) p_i is added by scaling all reserves by 1 + income / (pool value after the arbitrage), so quoted
-prices do not move. Only executed arbitrages bring noise income (no arbitrage, no noise).
-
-Explicit trades (G3M_trades.py, _jax_calc_G3M_trade_from_exact_out_given_in; format from the docstring of
-_jax_calc_quantAMM_reserves_with_dynamic_inputs): trades is a float array [T, 3], one row per minute: (index of the
-token paid in, index of the token taken out, amount paid in, in token units). A row with amount 0, or with in == out
-(which the reference mishandles), is no trade. The pool takes the whole amount and pays out R_out (1 - (1 + gamma
-amount/R_in)^(-w_in/w_out)) at w_t; no validity test, as in the reference, and also with do_arb=False. With
-arb_frequency f only the rows of the simulated minutes 0, f, 2f, ... are used, as the reference's per-step trades.
-
-arb_frequency f: the engine runs on prices[::f], weights[::f]; each reserve row is repeated f times (cut to T).
-fee_revenue and arb_volume of a simulated step are reported at its minute, zero in the repeated ones. fee_revenue[t] =
-fees * sum_i p_i (inflows of the executed arbitrages and trade) + the noise income (with protocol_fee_split > 0 the
-LPs' share only, see below); arb_volume[t] = sum_i |Delta_i| p_i over executed arbitrages, times 1 +
-noise_trader_ratio, plus the explicit trade's two legs.
-
-Dynamic inputs (the reference's calculate_reserves_with_dynamic_inputs, TFMM_base_pool.py:378-457, and
-_jax_calc_quantAMM_reserves_with_dynamic_inputs, quantamm_reserves.py:742-928): fees, gas_cost and arb_fees may each
-be a scalar or one value per minute [T]. Step t uses fees[t], gas_cost[t], arb_fees[t] for all three of its trades:
-the price arbitrage at the old weights w_{t-1} too (the reference builds its lagged per-signature terms from the
-lagged weights but the current gamma, quantamm_reserves.py:864-877, and scans gamma, arb_thresh, arb_fees as step t's
-inputs, :540-542), the explicit trade and the weight arbitrage. A step whose fee is exactly 0 (1 - fees == 1 in
-floating point) takes the zero-fee all-token trade and the others the pair trades, decided step by step
-(fees_are_being_charged = gamma != 1.0, :546), so a zero inside a non-zero series switches that one minute to the
-zero-fee trade. (Before the engine, the reference's loader of fee files treats every 0 as missing and overwrites it,
-windowing_utils.py:265-272, so a zero from data never reaches this switch there; ours takes the series as given.) With
-arb_frequency f the values of the simulated minutes 0, f, 2f, ... are used (the reference wants the series already cut
-to one value per simulated step, (T - 1)//f of them, TFMM_base_pool.py:416-429). A constant series gives the scalar's
-result to rounding (the scalar path keeps its own, faster, code). Minutes with fees == 0 compute their discarded
-pair-trade terms from a stand-in gamma so that gradients stay finite.
-
-Protocol fee split (phi = protocol_fee_split in [0, 1], f = fees, Delta an executed trade's pool-side
-amounts, rho = noise_trader_ratio; quantamm_reserves.py:80-86 for the share, :303 and :363-370 / :430-437
-for the scalar scan, :547, :630-646 and :722-730 for the dynamic-inputs scan). The protocol takes
-phi f max(Delta_i, 0) of each token paid in, out of the reserves; the arbitrage's size and acceptance test
-are computed as without it, a trade not executed takes nothing, and with f = 0 (also a zero-fee minute of
-a series) it is 0. When it leaves depends on which of the reference's two scans the inputs select (its
-forward pass takes the dynamic-inputs scan when any of fees, gas_cost, arb_fees is a per-minute series or
-there are trades, forward_pass.py:1035-1038; so do we):
-  - scalar inputs, no trades ("each"): after each executed arbitrage (price leg, then weight leg),
-    R + Delta is scaled by the noise income, which is reduced to rho f (1 - phi) sum_i max(Delta_i, 0) p_i
-    (the reference's gamma_for_noise_trader_fees), then phi f max(Delta, 0) is subtracted; the weight
-    arbitrage meets the reserves after the price leg's deduction;
-  - per-minute inputs or trades ("step"): the noise income keeps the full fee, rho f sum max(Delta, 0) p;
-    the shares of the step's executed arbitrages and of its explicit trade (phi f x amount in, on the token
-    paid in) are summed and subtracted once at the end of the step, so the trade and the weight arbitrage
-    meet the reserves before any deduction.
-fee_revenue reports what stays with the LPs: (1 - phi) f sum_i max(Delta_i, 0) p_i per executed trade plus the noise
-income above (the reference's G3M scans report none; its reCLAMM one reports the LPs' share the same way,
-reclamm_reserves.py:826-827). arb_volume is unchanged. A Python 0 for phi (the default) drops all of this at trace
-time: the compiled program is the one without the option.
-
-Speed of the scan. On XLA:CPU (jax 0.10) launching a kernel costs more than its arithmetic, and a sequence of more
-than 8 kernels switches to a slower concurrent executor (which once computed a wrong result here). So everything that
-depends only on (w, p) is computed before the scan; gathers and reductions over the few tokens are selects and adds
-of slices, which fuse; each stage (find/execute the price arbitrage, the trade, the weight arbitrage) is the branch
-of a `lax.cond` on an always-true, unbatched predicate (the scan counter), all inside one outer cond, so every
-kernel sequence stays at 8 or fewer. Reverse-mode differentiation works (scan and cond only); under a derivative
-the scan slices packed per-step rows instead of indexing the [T, k] inputs (`rows_as_xs` in _engine).
-
-Quiet steps. Most arbitrages find nothing: every pair's log mispricing is inside the fee band. With a positive Python
-fee, invariant_tolerance > 0 and no protocol fee, each arbitrage (find, then apply) is the branch of a cond on a cheap
-test, the largest margin z - z* over the pairs (the validity test of the search, with a slack of QUIET_MARGIN); when
-no candidate is near validity the step keeps its reserves and earns nothing, which is exactly what the search and
-apply would give (no valid candidate: a zero trade). Under vmap the test is whether any member of the batch may trade,
-unbatched (fused_ops._any_in_batch), so the cond still skips. A year of minutes, 3 tokens, 0.3 % fees: ~0.28 s on 2
-cores, 0.38 s without the skip.
+Why a separate engine: with fees the arbitrageur's best trade depends on the reserves it meets, so the path is a
+sequential scan and cannot be summed in closed form like the zero-fee path (g3m.py). Per step: the price arbitrage at
+the old weights, the explicit trade, the weight arbitrage at the new weights. The formulas, the reference simulator's
+order of operations (quantammsim, with file and line references) and where we differ from it on purpose are in
+docs/g3m-fees.md, whose sections the code cites by name ("Best trade", "Invariant test", "Quiet steps", ...); the
+code is our own.
 
 Where it runs: in the common training case (g3m_fee_kernel.in_scope), a GPU runs the path as one Pallas kernel
 (g3m_fee_kernel) and a CPU as a compiled C++ loop (g3m_fee_native), which with keep_every also writes only a data
@@ -332,7 +212,7 @@ def _engine(
 
         return run
 
-    # (stage, runs in a block of its own); see "Quiet steps" for which arbitrages may be skipped
+    # (stage, runs in a block of its own); see docs/g3m-fees.md, "Quiet steps", for which arbitrages may be skipped
     units = [(fn, True) for fn in stages]
     if static.fee_mode == "positive" and static.tolerance > 0.0 and static.protocol == "none":
         units = []
@@ -408,7 +288,8 @@ def g3m_reserves_with_fees(
     w_{t-1}, as the reference's constant-weight BalancerPool (see "One arbitrage per step"). keep_every (static) k >
     1: the results per data step of k minutes (data_steps; (T - 1) % k == 0), which the CPU loop keeps without writing
     every minute. flows (static) False: fee_revenue and arb_volume None (not written by the loop). Works under jit,
-    vmap and reverse-mode grad. See the module docstring for the order of operations and each option's exact meaning.
+    vmap and reverse-mode grad. docs/g3m-fees.md gives the order of operations and each option's exact meaning (its
+    sections are the ones cited by name here).
     """
     f = int(arb_frequency)
     if f < 1:
