@@ -236,6 +236,7 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
         weight_terms<n>(w_set, &k, prev);
         double step_income = 0.0, step_volume = 0.0;
         int64_t phase = 0, row = 0;
+        bool fresh = true;
         for (int64_t t = 0; t < n_steps; t++) {
             const double *p = p_set + t * n, *lp = lp_set + t * n;
             double income = 0.0, volume = 0.0;
@@ -249,10 +250,11 @@ static void fee_path_sets_n(const double *prices, const double *log_prices, int6
                 volume = volume2 + volume;
             }
             /* minute t's row: its own (t = 0), or the running sum of its data step, written at the step's end; `phase`
-             * is t % keep and `fresh` whether t starts a step ((t - 1) % keep == 0), kept without dividing */
-            int fresh = t == 0 || phase == 1 || keep == 1;
+             * is t % keep and `fresh` whether t starts a step (t = 0, or the previous minute ended one), kept without
+             * dividing */
             step_income = fresh ? income : step_income + income;
             step_volume = fresh ? volume : step_volume + volume;
+            fresh = phase == 0;
             if (phase == 0) {
                 for (int64_t k = 0; k < n; k++) r_set[row * n + k] = r[k];
                 if (flows) {
