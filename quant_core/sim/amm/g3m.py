@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
+from quant_core.sim.amm import g3m_growth_native
 from quant_core.sim.token_sum import token_sum
 from quant_core.sim.weights import WeightSchedule
 
@@ -114,9 +115,15 @@ def g3m_minute_log_growth(prices: jax.Array, weights: jax.Array) -> jax.Array:
     Each minute the price move at the old weights adds sum_j w_{t-1,j} log(p_t,j / p_t-1,j) to log V,
     and the weight move at the new prices subtracts sum_j w_t,j log(w_t,j / w_t-1,j) (the arbitrageur's
     take, a KL divergence). Arbitrage keeps R_i p_i = w_i V, so V alone fixes the reserves:
-    R_t,i = V_t w_t,i / p_t,i. One cumulative sum over a scalar series instead of one per token. The logs
-    are of the minute's ratios, not differences of logs: XLA:CPU calls libm's scalar log for f64 and a
-    fused difference of logs computes each log twice (one log per token-minute: ~25 % of the pass)."""
+    R_t,i = V_t w_t,i / p_t,i. One cumulative sum over a scalar series instead of one per token. On a CPU
+    the same sum runs as compiled C++ (g3m_growth_native: XLA:CPU's float64 log is glibc's scalar one, and
+    its cumulative sum a log-depth pyramid); derivatives and other devices use `_minute_log_growth_xla`."""
+    return g3m_growth_native.minute_log_growth(prices, weights, _minute_log_growth_xla)
+
+
+def _minute_log_growth_xla(prices: jax.Array, weights: jax.Array) -> jax.Array:
+    """g3m_minute_log_growth in XLA. The logs are of the minute's ratios, not differences of logs: a fused
+    difference of logs computes each log twice (one log per token-minute: ~25 % of the pass on a CPU)."""
     shared = token_sum(weights[:-1] * jnp.log(prices[1:] / prices[:-1])
                        - weights[1:] * jnp.log(weights[1:] / weights[:-1]), keepdims=False)
     return jnp.concatenate([jnp.zeros((1,), dtype=shared.dtype), jnp.cumsum(shared)])

@@ -8,21 +8,15 @@ scan to 1e-12 (tests/sim/test_g3m_fee_native.py).
 
 How it is called: `jax.ffi.ffi_call` (forward passes only: a derivative keeps the scan, as `applies` decides);
 XLA hands it its buffers, with no copy and no Python on the way; under vmap, custom_vmap hands every set to one
-call, which splits them over threads. The library is compiled on first use with the system C++ compiler ($CXX,
-else c++ or g++) against jaxlib's FFI headers, into a cache directory keyed by the source's and jaxlib's versions
-($QUANT_NATIVE_DIR, else ~/.cache/quant-retrain/native); without a compiler, or when it fails to build, the scan
-runs instead (one warning). QUANT_NATIVE_FEES=0 keeps the scan (comparisons, debugging).
+call, which splits them over threads. The library is compiled on first use (quant_core.sim.native_build: the
+cache, $QUANT_NATIVE_DIR); without a compiler, or when it fails to build, the scan runs instead (one warning).
+QUANT_NATIVE_FEES=0 keeps the scan (comparisons, debugging).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from functools import partial
 from pathlib import Path
@@ -34,6 +28,8 @@ import numpy as np
 from quant_core.cpus import usable_cpus
 from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call, in_scope, on_gpu
 from quant_core.sim.amm.g3m_fee_steps import _Static
+from quant_core.sim.native_build import DIR_ENV as DIR_ENV  # (named here by the tests)
+from quant_core.sim.native_build import build, switch
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
 # IEEE arithmetic as the scan's (no contraction into FMAs, no fast-math); -O3 is ~10 % faster than -O2 on the loop, and
@@ -41,7 +37,7 @@ SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
 # multiply of the trade's flows was the loop's hottest instruction)
 FLAGS = ("-std=c++17", "-O3", "-fno-tree-vectorize", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno",
          "-pthread")
-NATIVE_ENV, DIR_ENV = "QUANT_NATIVE_FEES", "QUANT_NATIVE_DIR"
+NATIVE_ENV = "QUANT_NATIVE_FEES"
 MAX_TOKENS = 8  # MAX_N in the source
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -54,54 +50,12 @@ TARGET = "quant_g3m_fee_path"
 
 def enabled() -> bool:
     """QUANT_NATIVE_FEES: unset or 1 (the loop where it applies), 0 (always the scan); anything else refused."""
-    raw = os.environ.get(NATIVE_ENV, "").strip()
-    if raw not in ("", "0", "1"):
-        raise ValueError(f"{NATIVE_ENV}={raw!r}: set it to 1 (the compiled fee loop on the CPU, the default) or 0 "
-                         "(always the XLA scan), or unset it")
-    return raw != "0"
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get(DIR_ENV)
-    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "quant-retrain" \
-        / "native"
+    return switch(NATIVE_ENV, "the compiled fee loop on the CPU", "always the XLA scan")
 
 
 def _compile() -> ctypes.CDLL | None:
-    """Build (once per source, compiler, flags and jaxlib) and load the library, and register its handler with XLA; None
-    when no C++ compiler is found or the build fails."""
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        _log.warning("no C++ compiler (c++, g++ or $CXX) found: G3M fee passes run as the XLA scan (slower)")
-        return None
-    build = " ".join([cxx, *FLAGS, jax.__version__]).encode()
-    key = hashlib.sha256(SOURCE.read_bytes() + build).hexdigest()[:16]
-    target = _cache_dir() / f"g3m_fee_loop-{key}.so"
-    if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # built aside, then renamed: processes race
-        except OSError as exc:
-            _log.warning("cannot build the fee loop in %s (%s; set %s to a writable directory): G3M fee passes run "
-                         "as the XLA scan (slower)", target.parent, exc, DIR_ENV)
-            return None
-        os.close(fd)
-        cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", "-o", tmp, str(SOURCE)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            done = subprocess.CompletedProcess(cmd, 1, "", str(exc))
-        if done.returncode:
-            os.unlink(tmp)
-            _log.warning("compiling %s failed (%s): %s; G3M fee passes run as the XLA scan (slower)", SOURCE.name,
-                         " ".join(cmd), done.stderr.strip()[-2000:])
-            return None
-        os.replace(tmp, target)
-    lib = ctypes.cdll.LoadLibrary(str(target))
-    if not _registered:  # once per process: XLA keeps the first handler under a name
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.G3mFeePath), platform="cpu")
-        _registered.append(lib)
-    return lib
+    return build(SOURCE, FLAGS, {TARGET: "G3mFeePath"}, _registered, _log,
+                 "G3M fee passes run as the XLA scan (slower)")
 
 
 def library() -> ctypes.CDLL | None:
