@@ -11,8 +11,9 @@ Prints, each as the best of --repeats warm calls (compile time separately):
     search thread scored at once on threads (as a grid or random search scores its batches:
     quant_core.train.threads), with the ratio
 The reference simulator on this work (issue 3): 0.065 s zero-fee pass, 0.024 s objective-only,
-2.45 s with 0.3% fees. On a CPU the fee rows run the compiled C++ loop (quant_core/sim/amm/g3m_fee_native.py);
-QUANT_NATIVE_FEES=0 in the environment measures the XLA scan instead.
+2.45 s with 0.3% fees. On a CPU the fee rows run the compiled C++ loop (quant_core/sim/amm/g3m_fee_native.py)
+and the zero-fee rows the compiled growth (g3m_growth_native.py); QUANT_NATIVE_FEES=0 / QUANT_NATIVE_GROWTH=0 in the
+environment measure XLA's versions instead.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ k_per_day 20): reserves from given per-minute weights, zero fees and 0.3 % fees 
 sides fed our weights and prices; and each side's whole jitted forward pass for the same spec. Best of
 --repeats warm calls after a compile call. Prints the times, reference/ours, and each side's final pool value.
 
-    .venv/bin/python benchmarks/bench_vs_reference.py [--repeats 3] [--no-forward] [--reference-python PY]
+    .venv/bin/python benchmarks/bench_vs_reference.py [--repeats 20] [--no-forward] [--reference-python PY]
 
 The reference runs in a subprocess (benchmarks/reference_timing.py) in its own venv; install it with
 INSTALL below (the environment of scripts/record_reference_outputs.py).
@@ -149,7 +149,7 @@ def reference(python: str, inputs: dict, repeats: int, forward: bool, xla_flags:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=20)  # the ~10 ms rows: best of 5 often missed every fast call
     ap.add_argument("--no-forward", action="store_true", help="only the reserve kernels on given weights")
     ap.add_argument("--reference-python", default=DEFAULT_PYTHON)
     ap.add_argument("--reference-xla-flags", default=None,
