@@ -131,3 +131,9 @@ def test_no_working_compiler_falls_back_to_xla_with_a_warning(monkeypatch, tmp_p
     assert "zero-fee G3M passes run XLA's log" in caplog.text
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
     np.testing.assert_allclose(g3m_minute_log_growth(prices, weights), _minute_log_growth_xla(prices, weights))
+
+
+def test_mismatched_shapes_are_refused_by_name():
+    prices, weights = _paths(6, 50, 3, sets=2)
+    with pytest.raises(ValueError, match=r"prices and weights must both be \[T, n\].*vmap over parameter sets"):
+        g3m_minute_log_growth(prices, weights)

@@ -58,12 +58,8 @@ def library() -> ctypes.CDLL | None:
 
 def _kernel(prices: jax.Array, weights: jax.Array) -> jax.Array:
     """log(V_t / V_0) [..., T] from the compiled loop; vmap passes unbatched inputs with a leading 1 (expand_dims),
-    which the kernel broadcasts."""
-    if prices.ndim != weights.ndim:  # a direct call with shared prices: the kernel wants equal ranks
-        prices = prices.reshape((1,) * (weights.ndim - prices.ndim) + prices.shape)
-    lead = jnp.broadcast_shapes(prices.shape[:-2], weights.shape[:-2])
-    out = jax.ShapeDtypeStruct((*lead, weights.shape[-2]), jnp.float64)
-    call = jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")
+    which the kernel broadcasts, so shared prices are not copied per set."""
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(weights.shape[:-1], jnp.float64), vmap_method="expand_dims")
     return call(prices, weights, threads=np.int64(usable_cpus()))
 
 
@@ -87,6 +83,9 @@ def minute_log_growth(prices: jax.Array, weights: jax.Array,
                       xla: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
     """log(V_t / V_0) [T] for float64 prices and weights [T, n]: the compiled kernel where it applies (CPU lowering,
     float64, at most MAX_TOKENS tokens, enabled and built), else `xla(prices, weights)`."""
+    if prices.shape != weights.shape or prices.ndim != 2:
+        raise ValueError(f"g3m_minute_log_growth: prices and weights must both be [T, n]; got {prices.shape} and "
+                         f"{weights.shape} (vmap over parameter sets rather than passing them stacked)")
     applies = (prices.dtype == jnp.float64 and weights.dtype == jnp.float64 and prices.shape[-1] <= MAX_TOKENS
                and enabled() and library() is not None)
     return _with_kernel(xla)(prices, weights) if applies else xla(prices, weights)
