@@ -16,8 +16,12 @@
  */
 #include <cfloat>
 #include <cmath>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
-#include <thread>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -80,36 +84,60 @@ static void segment(const double *p, const double *w, int64_t t0, int64_t t1, in
     *total = acc;
 }
 
-/* one set's g [T]; `workers` threads split its minutes (worth it from a few blocks each) */
-static void one_set(const double *p, const double *w, int64_t T, int64_t n, double *g, int64_t workers) {
+/* fn(0) .. fn(tasks - 1) on the calling thread and XLA's intra-op pool (not threads of our own: on a small machine
+ * they would compete with XLA's workers). Tasks are claimed from a counter; the caller waits only for tasks already
+ * claimed, so a helper that starts late (or never) cannot hold it up, and finds nothing left to do. */
+static void parallel_for(ffi::ThreadPool &pool, int64_t tasks, const std::function<void(int64_t)> &fn) {
+    struct State {
+        std::atomic<int64_t> next{0}, done{0};
+        std::mutex m;
+        std::condition_variable cv;
+        const std::function<void(int64_t)> *fn;
+        int64_t tasks;
+    };
+    auto st = std::make_shared<State>();
+    st->fn = &fn;
+    st->tasks = tasks;
+    auto work = [](State &s) {
+        for (int64_t i; (i = s.next.fetch_add(1)) < s.tasks;) {
+            (*s.fn)(i);
+            if (s.done.fetch_add(1) + 1 == s.tasks) {
+                std::lock_guard<std::mutex> lock(s.m);
+                s.cv.notify_all();
+            }
+        }
+    };
+    int64_t helpers = pool.num_threads() < tasks - 1 ? pool.num_threads() : tasks - 1;
+    for (int64_t k = 0; k < helpers; k++) pool.Schedule([st, work] { work(*st); });
+    work(*st);
+    std::unique_lock<std::mutex> lock(st->m);
+    st->cv.wait(lock, [&] { return st->done.load() == tasks; });
+}
+
+/* one set's g [T]; `parts` segments of its minutes in parallel (worth it from a few blocks each) */
+static void one_set(const double *p, const double *w, int64_t T, int64_t n, double *g, ffi::ThreadPool *pool) {
     g[0] = 0.0;
     double total;
-    if (workers > (T - 1) / (4 * BLOCK)) workers = (T - 1) / (4 * BLOCK);
-    if (workers <= 1) {
+    int64_t parts = pool == nullptr ? 1 : pool->num_threads() + 1;
+    if (parts > (T - 1) / (4 * BLOCK)) parts = (T - 1) / (4 * BLOCK);
+    if (parts <= 1) {
         segment(p, w, 0, T - 1, n, g, &total);
         return;
     }
-    std::vector<int64_t> cut(workers + 1);
-    std::vector<double> totals(workers), offset(workers, 0.0);
-    for (int64_t i = 0; i <= workers; i++) cut[i] = (T - 1) * i / workers;
-    std::vector<std::thread> pool;
-    for (int64_t i = 1; i < workers; i++) pool.emplace_back(segment, p, w, cut[i], cut[i + 1], n, g, &totals[i]);
-    segment(p, w, cut[0], cut[1], n, g, &totals[0]);
-    for (auto &t : pool) t.join();
-    pool.clear();
-    for (int64_t i = 1; i < workers; i++) offset[i] = offset[i - 1] + totals[i - 1];
-    auto shift = [&](int64_t i) {
-        for (int64_t t = cut[i] + 1; t <= cut[i + 1]; t++) g[t] += offset[i];
-    };
-    for (int64_t i = 2; i < workers; i++) pool.emplace_back(shift, i);
-    shift(1);
-    for (auto &t : pool) t.join();
+    std::vector<int64_t> cut(parts + 1);
+    std::vector<double> totals(parts), offset(parts, 0.0);
+    for (int64_t i = 0; i <= parts; i++) cut[i] = (T - 1) * i / parts;
+    parallel_for(*pool, parts, [&](int64_t i) { segment(p, w, cut[i], cut[i + 1], n, g, &totals[i]); });
+    for (int64_t i = 1; i < parts; i++) offset[i] = offset[i - 1] + totals[i - 1];
+    parallel_for(*pool, parts - 1, [&](int64_t i) {  /* segment i + 1 starts from the totals before it */
+        for (int64_t t = cut[i + 1] + 1; t <= cut[i + 2]; t++) g[t] += offset[i + 1];
+    });
 }
 
 /* The handler: prices and weights [..., T, n] of equal rank whose leading (set) dimensions broadcast (each 1 or the
  * result's, as vmap's expand_dims passes them); growth [..., T] with the broadcast leading dimensions. One set: its
- * minutes over `threads` threads; several: the sets over them. */
-static ffi::Error growth_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> weights, int64_t threads,
+ * minutes split over XLA's intra-op threads; several: the sets over them. */
+static ffi::Error growth_ffi(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64> weights,
                              ffi::ResultBuffer<ffi::F64> out) {
     auto pd = prices.dimensions(), wd = weights.dimensions(), od = out->dimensions();
     int64_t rank = static_cast<int64_t>(wd.size());
@@ -144,29 +172,21 @@ static ffi::Error growth_ffi(ffi::Buffer<ffi::F64> prices, ffi::Buffer<ffi::F64>
             *wo += i * w_stride[d];
         }
     };
-    int64_t workers = threads < 1 ? 1 : threads;
     if (n_sets == 1) {
-        one_set(p, w, T, n, g, workers);
+        one_set(p, w, T, n, g, &pool);
         return ffi::Error::Success();
     }
-    if (workers > n_sets) workers = n_sets;
-    auto run = [&](int64_t first, int64_t last) {
-        for (int64_t s = first; s < last; s++) {
-            int64_t po, wo;
-            offsets(s, &po, &wo);
-            one_set(p + po, w + wo, T, n, g + s * T, 1);
-        }
-    };
-    std::vector<std::thread> pool;
-    for (int64_t i = 1; i < workers; i++) pool.emplace_back(run, n_sets * i / workers, n_sets * (i + 1) / workers);
-    run(0, n_sets / workers);
-    for (auto &t : pool) t.join();
+    parallel_for(pool, n_sets, [&](int64_t s) {  /* the sets in parallel, each on one thread */
+        int64_t po, wo;
+        offsets(s, &po, &wo);
+        one_set(p + po, w + wo, T, n, g + s * T, nullptr);
+    });
     return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(G3mMinuteLogGrowth, growth_ffi,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Attr<int64_t>("threads")
                                   .Ret<ffi::Buffer<ffi::F64>>());

@@ -23,9 +23,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from quant_core.cpus import usable_cpus
 from quant_core.sim.native_build import build, switch
 
 SOURCE = Path(__file__).with_name("g3m_growth_loop.cc")
@@ -60,7 +58,7 @@ def _kernel(prices: jax.Array, weights: jax.Array) -> jax.Array:
     """log(V_t / V_0) [..., T] from the compiled loop; vmap passes unbatched inputs with a leading 1 (expand_dims),
     which the kernel broadcasts, so shared prices are not copied per set."""
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(weights.shape[:-1], jnp.float64), vmap_method="expand_dims")
-    return call(prices, weights, threads=np.int64(usable_cpus()))
+    return call(prices, weights)  # the kernel splits its work over XLA's own intra-op threads
 
 
 @cache
