@@ -24,12 +24,29 @@ import jax
 DIR_ENV = "QUANT_NATIVE_DIR"
 
 
-def switch(env: str, on: str, off: str) -> bool:
+SWITCHES: dict[str, tuple[str, str]] = {}  # env -> (what 1 runs, what 0 runs): one per kernel module, at its import
+
+
+def register_switch(env: str, on: str, off: str) -> None:
+    SWITCHES[env] = (on, off)
+
+
+def switch(env: str) -> bool:
     """A kernel's switch: unset or 1 (the kernel where it applies), 0 (always the XLA path); anything else refused."""
     raw = os.environ.get(env, "").strip()
     if raw not in ("", "0", "1"):
+        on, off = SWITCHES[env]
         raise ValueError(f"{env}={raw!r}: set it to 1 ({on}, the default) or 0 ({off}), or unset it")
     return raw != "0"
+
+
+def check_switches() -> None:
+    """Refuse a bad value of any kernel's switch up front (simulate and train call this): a run that never reaches
+    the kernel would otherwise accept it silently."""
+    from quant_core.sim.amm import g3m_fee_native, g3m_growth_native  # noqa: F401  (they register their switches)
+
+    for env in SWITCHES:
+        switch(env)
 
 
 def cache_dir() -> Path:

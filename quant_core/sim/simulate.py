@@ -34,6 +34,7 @@ from quant_core.sim.engines import (
     step_engine,
     weight_schedule,
 )
+from quant_core.sim.native_build import check_switches
 from quant_core.sim.resolve import initial_weights, resolve_params
 from quant_core.sim.settings import StaticSettings, required_series, static_settings
 from quant_core.sim.token_sum import token_sum
@@ -237,6 +238,7 @@ def simulate(
     `aux` holds extra series some pools need: per price-data row, the rule inputs such as
     `market_cap` [rows, n] (index_market_cap); per minute of the run, `spread` [T, n] for rvr__
     and `trades` for do_trades (see quant_core.sim.amm.g3m_fees)."""
+    check_switches()
     window = plan_window(panel, spec, start, end)
     st = static_settings(spec, window, report=True)
     tail = min(rows_past_end(st), len(panel.timestamps) - window.end_row)

@@ -17,6 +17,7 @@ from typing import Any
 
 from quant_core.provenance import numerical_environment
 from quant_core.signs import NATURAL, NEGATED, SIGNS_KEY, natural_value
+from quant_core.sim.native_build import check_switches
 from quant_core.spec import METHODS, RunSpec
 from quant_core.train.method_settings import check_method_settings
 from quant_core.tunables import tunable_for
@@ -60,6 +61,7 @@ def train(
 
     `n_trials` overrides the method's budget: iterations (gradient descent, bfgs), trials (optuna),
     generations (cma_es) or random candidates (random; a grid's size is its own)."""
+    check_switches()
     tunable = tunable_for(spec)
     method = spec.optimisation_settings.method
     start, end = start or spec.start, end or spec.end

@@ -137,3 +137,21 @@ def test_mismatched_shapes_are_refused_by_name():
     prices, weights = _paths(6, 50, 3, sets=2)
     with pytest.raises(ValueError, match=r"prices and weights must both be \[T, n\].*vmap over parameter sets"):
         g3m_minute_log_growth(prices, weights)
+
+
+@pytest.mark.parametrize("env", ["QUANT_NATIVE_GROWTH", "QUANT_NATIVE_FEES"])
+def test_a_bad_switch_is_refused_even_by_a_run_that_never_reaches_its_kernel(env, monkeypatch):
+    """A daily zero-fee pool steps by days (no per-minute growth, no fee loop): the switch is still checked."""
+    from helpers import random_walk_panel
+
+    from quant_core.runspec import load_run_spec
+    from quant_core.sim.simulate import simulate
+
+    spec = load_run_spec({"rule": "momentum", "tokens": ["AAA", "BBB", "CCC"], "startDateString": "2024-01-05",
+                          "endDateString": "2024-01-25", "chunk_period": 1440, "weight_interpolation_period": 1440,
+                          "max_memory_days": 3, "fees": 0.0})
+    monkeypatch.setenv(env, "yes")
+    with pytest.raises(ValueError, match=f"{env}='yes': set it to 1"):
+        simulate(random_walk_panel(30), spec)
+    monkeypatch.setenv(env, "0")
+    assert np.isfinite(simulate(random_walk_panel(30), spec).values).all()

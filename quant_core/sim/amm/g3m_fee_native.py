@@ -29,7 +29,7 @@ from quant_core.cpus import usable_cpus
 from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call, in_scope, on_gpu
 from quant_core.sim.amm.g3m_fee_steps import _Static
 from quant_core.sim.native_build import DIR_ENV as DIR_ENV  # (named here by the tests)
-from quant_core.sim.native_build import build, switch
+from quant_core.sim.native_build import build, register_switch, switch
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
 # IEEE arithmetic as the scan's (no contraction into FMAs, no fast-math); -O3 is ~10 % faster than -O2 on the loop, and
@@ -48,9 +48,12 @@ _registered: list = []  # the library whose handler XLA calls (kept loaded for t
 TARGET = "quant_g3m_fee_path"
 
 
+register_switch(NATIVE_ENV, "the compiled fee loop on the CPU", "always the XLA scan")
+
+
 def enabled() -> bool:
     """QUANT_NATIVE_FEES: unset or 1 (the loop where it applies), 0 (always the scan); anything else refused."""
-    return switch(NATIVE_ENV, "the compiled fee loop on the CPU", "always the XLA scan")
+    return switch(NATIVE_ENV)
 
 
 def _compile() -> ctypes.CDLL | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from quant_core.sim.native_build import build, switch
+from quant_core.sim.native_build import build, register_switch, switch
 
 SOURCE = Path(__file__).with_name("g3m_growth_loop.cc")
 # IEEE arithmetic (no FMA contraction: the AVX-512, AVX2 and baseline clones give the same bits); the vectoriser on
@@ -40,9 +40,12 @@ _library: list = []  # [ctypes.CDLL or None] once loaded (None: no compiler; XLA
 _registered: list = []
 
 
+register_switch(NATIVE_ENV, "the compiled zero-fee growth on the CPU", "always the XLA version")
+
+
 def enabled() -> bool:
     """QUANT_NATIVE_GROWTH: unset or 1 (the compiled growth on the CPU), 0 (always XLA's); anything else refused."""
-    return switch(NATIVE_ENV, "the compiled zero-fee growth on the CPU", "always the XLA version")
+    return switch(NATIVE_ENV)
 
 
 def library() -> ctypes.CDLL | None:
