@@ -24,11 +24,9 @@ import jax
 DIR_ENV = "QUANT_NATIVE_DIR"
 
 
-SWITCHES: dict[str, tuple[str, str]] = {}  # env -> (what 1 runs, what 0 runs): one per kernel module, at its import
-
-
-def register_switch(env: str, on: str, off: str) -> None:
-    SWITCHES[env] = (on, off)
+# each kernel's switch: env -> (what 1, the default, runs; what 0 runs)
+SWITCHES = {"QUANT_NATIVE_FEES": ("the compiled fee loop on the CPU", "always the XLA scan"),
+            "QUANT_NATIVE_GROWTH": ("the compiled zero-fee growth on the CPU", "always the XLA version")}
 
 
 def switch(env: str) -> bool:
@@ -43,8 +41,6 @@ def switch(env: str) -> bool:
 def check_switches() -> None:
     """Refuse a bad value of any kernel's switch up front (simulate and train call this): a run that never reaches
     the kernel would otherwise accept it silently."""
-    from quant_core.sim.amm import g3m_fee_native, g3m_growth_native  # noqa: F401  (they register their switches)
-
     for env in SWITCHES:
         switch(env)
 

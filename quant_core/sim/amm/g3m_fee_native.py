@@ -29,7 +29,7 @@ from quant_core.cpus import usable_cpus
 from quant_core.sim.amm.g3m_fee_kernel import KernelCosts, all_sets_in_one_call, in_scope, on_gpu
 from quant_core.sim.amm.g3m_fee_steps import _Static
 from quant_core.sim.native_build import DIR_ENV as DIR_ENV  # (named here by the tests)
-from quant_core.sim.native_build import build, register_switch, switch
+from quant_core.sim.native_build import build, switch
 
 SOURCE = Path(__file__).with_name("g3m_fee_loop.cc")
 # IEEE arithmetic as the scan's (no contraction into FMAs, no fast-math); -O3 is ~10 % faster than -O2 on the loop, and
@@ -46,9 +46,6 @@ _registered: list = []  # the library whose handler XLA calls (kept loaded for t
 
 
 TARGET = "quant_g3m_fee_path"
-
-
-register_switch(NATIVE_ENV, "the compiled fee loop on the CPU", "always the XLA scan")
 
 
 def enabled() -> bool:

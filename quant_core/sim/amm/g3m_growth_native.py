@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from quant_core.sim.native_build import build, register_switch, switch
+from quant_core.sim.native_build import build, switch
 
 SOURCE = Path(__file__).with_name("g3m_growth_loop.cc")
 # IEEE arithmetic (no FMA contraction: the AVX-512, AVX2 and baseline clones give the same bits); the vectoriser on
@@ -38,9 +38,6 @@ _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _library: list = []  # [ctypes.CDLL or None] once loaded (None: no compiler; XLA's version runs)
 _registered: list = []
-
-
-register_switch(NATIVE_ENV, "the compiled zero-fee growth on the CPU", "always the XLA version")
 
 
 def enabled() -> bool:
